@@ -1,14 +1,20 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! Pure types of downtime: proxies, toxics and the errors users see, with their validation.
+//!
+//! # Layout
+//! - [`proxy`]: a proxy's configuration and the JSON a client sends to create or change one;
+//! - [`toxic`]: toxic kinds, their attributes, and the JSON of a toxic;
+//! - [`error`]: every refusal with the status code and text Toxiproxy clients expect.
+//!
+//! This crate has no async runtime and does no I/O, so the data plane, the control plane and
+//! the CLI can share it and its validation is tested without sockets.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod error;
+pub mod proxy;
+pub mod toxic;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use error::Error;
+pub use proxy::{ProxyConfig, ProxyPatch, ProxyRequest};
+pub use toxic::{Stream, Toxic, ToxicKind, ToxicPatch, ToxicRequest};
+
+/// Version reported by `GET /version`: the Toxiproxy release whose API we reproduce.
+pub const TOXIPROXY_API_VERSION: &str = "2.12.0";

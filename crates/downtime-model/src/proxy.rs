@@ -1,0 +1,158 @@
+//! Proxy configuration and the JSON bodies that create or change one.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::toxic::{Toxic, ToxicRequest};
+
+/// The stored configuration of a proxy, without its live state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProxyConfig {
+    /// Unique, immutable name.
+    pub name: String,
+    /// Address to listen on; rewritten to the bound address once started.
+    pub listen: String,
+    /// `host:port` dialled for each client; host names are resolved on every dial.
+    pub upstream: String,
+    /// Whether the proxy accepts connections.
+    pub enabled: bool,
+}
+
+/// Checks that `upstream` looks like `host:port` with a numeric port.
+pub fn check_upstream(field: &str, upstream: &str) -> Result<(), Error> {
+    let bad = || {
+        Error::invalid(
+            field,
+            format!("expected host:port, got {upstream:?}"),
+        )
+    };
+    let (host, port) = upstream.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// The body of `POST /proxies` and one element of `POST /populate`.
+///
+/// Beyond Toxiproxy, `toxics` may list toxics created atomically with the proxy.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ProxyRequest {
+    /// Proxy name (required).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Listen address; empty means all interfaces on a random port.
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// Upstream `host:port` (required).
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// Defaults to true.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Toxics to create with the proxy, in order.
+    #[serde(default)]
+    pub toxics: Option<Vec<ToxicRequest>>,
+}
+
+impl ProxyRequest {
+    /// Validates the request; `index` is the 1-based position in a populate body.
+    pub fn validate(self, index: Option<usize>) -> Result<(ProxyConfig, Vec<Toxic>), Error> {
+        let missing = |field| match index {
+            Some(index) => Error::MissingFieldAt { field, index },
+            None => Error::MissingField(field),
+        };
+        let name = self
+            .name
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| missing("name"))?;
+        let upstream = self
+            .upstream
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| missing("upstream"))?;
+        check_upstream("upstream", &upstream)?;
+        let mut toxics: Vec<Toxic> = Vec::new();
+        for (i, request) in self.toxics.unwrap_or_default().into_iter().enumerate() {
+            let toxic = request
+                .into_toxic(|n| toxics.iter().any(|t| t.name == n))
+                .map_err(|e| match e {
+                    Error::InvalidValue { field, detail } => Error::InvalidValue {
+                        field: format!("toxics[{i}].{field}"),
+                        detail,
+                    },
+                    other => other,
+                })?;
+            toxics.push(toxic);
+        }
+        Ok((
+            ProxyConfig {
+                name,
+                listen: self.listen.unwrap_or_default(),
+                upstream,
+                enabled: self.enabled.unwrap_or(true),
+            },
+            toxics,
+        ))
+    }
+}
+
+/// The body of a proxy update: absent fields keep their value; `name` is ignored.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ProxyPatch {
+    /// New listen address.
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// New upstream.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// Enable or disable.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn req(v: serde_json::Value) -> ProxyRequest {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn missing_fields_use_catalogue_texts() {
+        assert_eq!(
+            req(json!({"upstream": "a:1"})).validate(None).unwrap_err(),
+            Error::MissingField("name")
+        );
+        assert_eq!(
+            req(json!({"name": "x", "upstream": ""})).validate(Some(3)).unwrap_err().to_string(),
+            "missing required field: upstream at proxy 3"
+        );
+    }
+
+    #[test]
+    fn enabled_defaults_to_true_and_toxics_are_validated() {
+        let (cfg, toxics) = req(json!({"name": "x", "upstream": "localhost:6379",
+            "toxics": [{"type": "latency", "attributes": {"latency": 5}}]}))
+        .validate(None)
+        .unwrap();
+        assert!(cfg.enabled);
+        assert_eq!(toxics.len(), 1);
+        let err = req(json!({"name": "x", "upstream": "a:1",
+            "toxics": [{"type": "noop"}, {"type": "noop"}]}))
+        .validate(None)
+        .unwrap_err();
+        assert_eq!(err, Error::ToxicExists);
+    }
+
+    #[test]
+    fn upstream_must_be_host_and_port() {
+        for bad in ["nonsense", "host:", ":80", "host:99999", "host:http"] {
+            let err = req(json!({"name": "x", "upstream": bad})).validate(None).unwrap_err();
+            assert!(err.to_string().contains("upstream"), "{bad}: {err}");
+            assert_eq!(err.status(), 400);
+        }
+        assert!(check_upstream("upstream", "[::1]:80").is_ok());
+    }
+}

@@ -1,0 +1,461 @@
+//! Toxics: what each kind does to a stream, its attributes, and the JSON clients exchange.
+//!
+//! Attribute values are non-negative integers (milliseconds, bytes, KB/s, microseconds) held
+//! as `u64`, so no arithmetic downstream has to handle a negative duration or rate.
+
+use serde::ser::{SerializeMap, SerializeStruct};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::Value;
+
+use crate::Error;
+
+/// Which direction of a connection a toxic applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stream {
+    /// Bytes from the client to the upstream server.
+    Upstream,
+    /// Bytes from the upstream server back to the client.
+    Downstream,
+}
+
+impl Stream {
+    /// Parses a stream name case-insensitively, as Toxiproxy does; empty means downstream.
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        if text.is_empty() || text.eq_ignore_ascii_case("downstream") {
+            Ok(Stream::Downstream)
+        } else if text.eq_ignore_ascii_case("upstream") {
+            Ok(Stream::Upstream)
+        } else {
+            Err(Error::InvalidStream)
+        }
+    }
+
+    /// The canonical lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Upstream => "upstream",
+            Stream::Downstream => "downstream",
+        }
+    }
+}
+
+/// A toxic kind with its attributes; every attribute defaults to 0 like Toxiproxy's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToxicKind {
+    /// Delays each chunk by `latency` ms ± `jitter` ms.
+    Latency {
+        /// Base delay in milliseconds.
+        latency: u64,
+        /// Uniform spread in milliseconds around the base delay.
+        jitter: u64,
+    },
+    /// Limits the stream to `rate` KB/s (1 KB = 1000 bytes); 0 stalls the stream.
+    Bandwidth {
+        /// Rate in KB/s.
+        rate: u64,
+    },
+    /// Delays the close of the stream by `delay` ms.
+    SlowClose {
+        /// Delay in milliseconds.
+        delay: u64,
+    },
+    /// Swallows data; closes after `timeout` ms without data (0: never closes).
+    Timeout {
+        /// Inactivity timeout in milliseconds.
+        timeout: u64,
+    },
+    /// Drops the first chunk, then resets the connection after `timeout` ms.
+    ResetPeer {
+        /// Delay before the reset in milliseconds.
+        timeout: u64,
+    },
+    /// Cuts chunks into pieces of about `average_size` bytes, `delay` µs apart.
+    Slicer {
+        /// Mean piece size in bytes.
+        average_size: u64,
+        /// Maximum deviation from the mean in bytes.
+        size_variation: u64,
+        /// Pause after each piece in microseconds.
+        delay: u64,
+    },
+    /// Closes the connection once `bytes` bytes have passed in this direction.
+    LimitData {
+        /// Byte budget of one link.
+        bytes: u64,
+    },
+    /// Passes data unchanged.
+    Noop,
+}
+
+impl ToxicKind {
+    /// The kind named `type_name` with every attribute at 0.
+    pub fn with_defaults(type_name: &str) -> Option<Self> {
+        Some(match type_name {
+            "latency" => ToxicKind::Latency {
+                latency: 0,
+                jitter: 0,
+            },
+            "bandwidth" => ToxicKind::Bandwidth { rate: 0 },
+            "slow_close" => ToxicKind::SlowClose { delay: 0 },
+            "timeout" => ToxicKind::Timeout { timeout: 0 },
+            "reset_peer" => ToxicKind::ResetPeer { timeout: 0 },
+            "slicer" => ToxicKind::Slicer {
+                average_size: 0,
+                size_variation: 0,
+                delay: 0,
+            },
+            "limit_data" => ToxicKind::LimitData { bytes: 0 },
+            "noop" => ToxicKind::Noop,
+            _ => return None,
+        })
+    }
+
+    /// The `type` string of this kind.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ToxicKind::Latency { .. } => "latency",
+            ToxicKind::Bandwidth { .. } => "bandwidth",
+            ToxicKind::SlowClose { .. } => "slow_close",
+            ToxicKind::Timeout { .. } => "timeout",
+            ToxicKind::ResetPeer { .. } => "reset_peer",
+            ToxicKind::Slicer { .. } => "slicer",
+            ToxicKind::LimitData { .. } => "limit_data",
+            ToxicKind::Noop => "noop",
+        }
+    }
+
+    /// Attribute names in the order Toxiproxy renders them.
+    pub fn attribute_names(&self) -> &'static [&'static str] {
+        match self {
+            ToxicKind::Latency { .. } => &["latency", "jitter"],
+            ToxicKind::Bandwidth { .. } => &["rate"],
+            ToxicKind::SlowClose { .. } => &["delay"],
+            ToxicKind::Timeout { .. } | ToxicKind::ResetPeer { .. } => &["timeout"],
+            ToxicKind::Slicer { .. } => &["average_size", "size_variation", "delay"],
+            ToxicKind::LimitData { .. } => &["bytes"],
+            ToxicKind::Noop => &[],
+        }
+    }
+
+    fn slot(&mut self, name: &str) -> Option<&mut u64> {
+        match (self, name) {
+            (ToxicKind::Latency { latency, .. }, "latency") => Some(latency),
+            (ToxicKind::Latency { jitter, .. }, "jitter") => Some(jitter),
+            (ToxicKind::Bandwidth { rate }, "rate") => Some(rate),
+            (ToxicKind::SlowClose { delay }, "delay") => Some(delay),
+            (ToxicKind::Timeout { timeout }, "timeout") => Some(timeout),
+            (ToxicKind::ResetPeer { timeout }, "timeout") => Some(timeout),
+            (ToxicKind::Slicer { average_size, .. }, "average_size") => Some(average_size),
+            (ToxicKind::Slicer { size_variation, .. }, "size_variation") => Some(size_variation),
+            (ToxicKind::Slicer { delay, .. }, "delay") => Some(delay),
+            (ToxicKind::LimitData { bytes }, "bytes") => Some(bytes),
+            _ => None,
+        }
+    }
+
+    /// The value of attribute `name` (0 for an unknown name).
+    pub fn attribute(&self, name: &str) -> u64 {
+        self.clone().slot(name).map_or(0, |v| *v)
+    }
+
+    /// Merges a JSON `attributes` object into this kind: known keys are replaced, unknown keys
+    /// ignored (as Toxiproxy does), and each value must be a non-negative integer.
+    pub fn merge_attributes(&mut self, attributes: &Value) -> Result<(), Error> {
+        let map = match attributes {
+            Value::Null => return Ok(()),
+            Value::Object(map) => map,
+            other => {
+                return Err(Error::BadBody(format!(
+                    "attributes must be an object, got {other}"
+                )));
+            }
+        };
+        for (key, value) in map {
+            let Some(slot) = self.slot(key) else { continue };
+            match value {
+                Value::Null => {}
+                Value::Number(n) => {
+                    if let Some(v) = n.as_u64().filter(|v| i64::try_from(*v).is_ok()) {
+                        *slot = v;
+                    } else if n.as_i64().is_some_and(|v| v < 0) {
+                        return Err(Error::invalid(
+                            format!("attributes.{key}"),
+                            format!("must not be negative, got {n}"),
+                        ));
+                    } else {
+                        return Err(Error::BadBody(format!(
+                            "attributes.{key} must be an integer between 0 and {}, got {n}",
+                            i64::MAX
+                        )));
+                    }
+                }
+                other => {
+                    return Err(Error::BadBody(format!(
+                        "attributes.{key} must be an integer, got {other}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A toxic attached to one direction of a proxy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Toxic {
+    /// Unique name within the proxy (both directions).
+    pub name: String,
+    /// What it does.
+    pub kind: ToxicKind,
+    /// The direction it applies to.
+    pub stream: Stream,
+    /// The stream as the client spelled it; Toxiproxy echoes it verbatim.
+    pub stream_text: String,
+    /// Probability, rolled per link, that the toxic is active (≤0 never, ≥1 always).
+    pub toxicity: f32,
+}
+
+impl Toxic {
+    /// Whether a random draw `roll` in `[0, 1)` makes this toxic active on a link.
+    pub fn is_active_for(&self, roll: f32) -> bool {
+        roll < self.toxicity
+    }
+}
+
+/// Renders a float32 the way Go does in JSON: integral values without a fraction.
+fn serialize_toxicity<S: Serializer>(value: f32, serializer: S) -> Result<S::Ok, S::Error> {
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        // Integral and small enough to be exact as i64.
+        #[allow(clippy::cast_possible_truncation)]
+        serializer.serialize_i64(value as i64)
+    } else {
+        serializer.serialize_f32(value)
+    }
+}
+
+struct Attributes<'a>(&'a ToxicKind);
+
+impl Serialize for Attributes<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let names = self.0.attribute_names();
+        let mut map = serializer.serialize_map(Some(names.len()))?;
+        for name in names {
+            map.serialize_entry(name, &self.0.attribute(name))?;
+        }
+        map.end()
+    }
+}
+
+struct Toxicity(f32);
+
+impl Serialize for Toxicity {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serialize_toxicity(self.0, serializer)
+    }
+}
+
+impl Serialize for Toxic {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("Toxic", 5)?;
+        s.serialize_field("attributes", &Attributes(&self.kind))?;
+        s.serialize_field("name", &self.name)?;
+        s.serialize_field("type", self.kind.type_name())?;
+        s.serialize_field("stream", &self.stream_text)?;
+        s.serialize_field("toxicity", &Toxicity(self.toxicity))?;
+        s.end()
+    }
+}
+
+/// The body of `POST /proxies/{proxy}/toxics`, decoded leniently (unknown keys ignored).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ToxicRequest {
+    /// Name; defaults to `<type>_<stream>`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Toxic type.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// `upstream` or `downstream` (any case); default downstream.
+    #[serde(default)]
+    pub stream: Option<String>,
+    /// Probability per link; default 1.
+    #[serde(default)]
+    pub toxicity: Option<f32>,
+    /// Attribute values; absent ones are 0.
+    #[serde(default)]
+    pub attributes: Option<Value>,
+}
+
+impl ToxicRequest {
+    /// Validates in Toxiproxy's order: stream, type, duplicate name (`exists`), attributes.
+    pub fn into_toxic(self, exists: impl Fn(&str) -> bool) -> Result<Toxic, Error> {
+        let stream_text = self
+            .stream
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "downstream".to_owned());
+        let stream = Stream::parse(&stream_text)?;
+        let type_name = self.kind.unwrap_or_default();
+        let name = self
+            .name
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| format!("{type_name}_{stream_text}"));
+        let mut kind = ToxicKind::with_defaults(&type_name).ok_or(Error::InvalidToxicType)?;
+        if exists(&name) {
+            return Err(Error::ToxicExists);
+        }
+        if let Some(attributes) = &self.attributes {
+            kind.merge_attributes(attributes)?;
+        }
+        let toxicity = self.toxicity.unwrap_or(1.0);
+        if !toxicity.is_finite() {
+            return Err(Error::invalid("toxicity", format!("{toxicity} is not a number")));
+        }
+        Ok(Toxic {
+            name,
+            kind,
+            stream,
+            stream_text,
+            toxicity,
+        })
+    }
+}
+
+/// The body of a toxic update: only `attributes` (merged) and `toxicity` are read.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ToxicPatch {
+    /// Attributes to replace; absent keys keep their value.
+    #[serde(default)]
+    pub attributes: Option<Value>,
+    /// New toxicity; absent keeps the current one.
+    #[serde(default)]
+    pub toxicity: Option<f32>,
+}
+
+impl ToxicPatch {
+    /// Returns `toxic` with this patch applied, or an error leaving it untouched.
+    pub fn apply(&self, toxic: &Toxic) -> Result<Toxic, Error> {
+        let mut next = toxic.clone();
+        if let Some(attributes) = &self.attributes {
+            next.kind.merge_attributes(attributes)?;
+        }
+        if let Some(t) = self.toxicity {
+            if !t.is_finite() {
+                return Err(Error::invalid("toxicity", format!("{t} is not a number")));
+            }
+            next.toxicity = t;
+        }
+        Ok(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn create(body: Value) -> Result<Toxic, Error> {
+        serde_json::from_value::<ToxicRequest>(body)
+            .map_err(|e| Error::BadBody(e.to_string()))?
+            .into_toxic(|_| false)
+    }
+
+    #[test]
+    fn defaults_fill_every_attribute_and_name() {
+        let t = create(json!({"type": "latency"})).unwrap();
+        assert_eq!(
+            serde_json::to_string(&t).unwrap(),
+            r#"{"attributes":{"latency":0,"jitter":0},"name":"latency_downstream","type":"latency","stream":"downstream","toxicity":1}"#
+        );
+    }
+
+    #[test]
+    fn stream_is_case_insensitive_and_echoed_verbatim() {
+        let t = create(json!({"type": "latency", "stream": "UPSTREAM"})).unwrap();
+        assert_eq!(t.stream, Stream::Upstream);
+        assert_eq!(t.name, "latency_UPSTREAM");
+        assert!(serde_json::to_string(&t).unwrap().contains(r#""stream":"UPSTREAM""#));
+    }
+
+    #[test]
+    fn toxicity_renders_like_go() {
+        let t = create(json!({"type": "noop", "toxicity": 0.5})).unwrap();
+        assert!(serde_json::to_string(&t).unwrap().ends_with(r#""toxicity":0.5}"#));
+        let t = create(json!({"type": "noop", "toxicity": 0})).unwrap();
+        assert!(serde_json::to_string(&t).unwrap().ends_with(r#""toxicity":0}"#));
+    }
+
+    #[test]
+    fn refusals_follow_toxiproxy_order() {
+        assert_eq!(
+            create(json!({"type": "nope", "stream": "sideways"})),
+            Err(Error::InvalidStream)
+        );
+        assert_eq!(create(json!({})), Err(Error::InvalidToxicType));
+        let dup = serde_json::from_value::<ToxicRequest>(json!({"type": "noop"}))
+            .unwrap()
+            .into_toxic(|n| n == "noop_downstream");
+        assert_eq!(dup, Err(Error::ToxicExists));
+    }
+
+    #[test]
+    fn bad_attribute_values_name_the_field() {
+        let err = create(json!({"type": "latency", "attributes": {"latency": "slow"}}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("bad request body: attributes.latency"), "{err}");
+        let err = create(json!({"type": "latency", "attributes": {"jitter": -5}}))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "invalid value for attributes.jitter: must not be negative, got -5"
+        );
+        let err = create(json!({"type": "bandwidth", "attributes": {"rate": 1.5}}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("attributes.rate"), "{err}");
+        assert!(create(json!({"type": "bandwidth", "attributes": {"rate": u64::MAX}})).is_err());
+    }
+
+    #[test]
+    fn patch_merges_and_keeps_unchanged() {
+        let t = create(json!({"type": "latency", "attributes": {"latency": 10, "jitter": 2}, "toxicity": 0.25})).unwrap();
+        let p: ToxicPatch = serde_json::from_value(json!({"attributes": {"latency": 99, "other": 1}, "type": "ignored"})).unwrap();
+        let next = p.apply(&t).unwrap();
+        assert_eq!(
+            next.kind,
+            ToxicKind::Latency {
+                latency: 99,
+                jitter: 2
+            }
+        );
+        assert_eq!(next.toxicity, 0.25);
+        let bad: ToxicPatch = serde_json::from_value(json!({"attributes": {"latency": -1}})).unwrap();
+        assert!(bad.apply(&t).is_err());
+    }
+
+    #[test]
+    fn every_type_round_trips_its_attributes() {
+        for ty in [
+            "latency",
+            "bandwidth",
+            "slow_close",
+            "timeout",
+            "reset_peer",
+            "slicer",
+            "limit_data",
+            "noop",
+        ] {
+            let kind = ToxicKind::with_defaults(ty).unwrap();
+            assert_eq!(kind.type_name(), ty);
+            let mut attrs = serde_json::Map::new();
+            for (i, name) in kind.attribute_names().iter().enumerate() {
+                attrs.insert((*name).to_owned(), json!(i + 7));
+            }
+            let t = create(json!({"type": ty, "attributes": attrs})).unwrap();
+            for (i, name) in kind.attribute_names().iter().enumerate() {
+                assert_eq!(t.kind.attribute(name), (i + 7) as u64);
+            }
+        }
+    }
+}
