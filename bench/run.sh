@@ -1,0 +1,419 @@
+#!/usr/bin/env bash
+# Loopback end-to-end benchmarks: downtime against nginx (Debian) as the reference.
+#
+# usage: bench/run.sh [a] [b] [c] [d] [e] [f] [all]      (default: a b c d e)
+#   a  small request/response through a no-toxic TCP proxy (wrk, 64 keep-alive conns)
+#   b  bulk TCP transfer (iperf3, one stream, both directions)
+#   c  100 ms latency toxic: added latency p50/p99, small and 1 MiB responses
+#   d  bandwidth toxic accuracy at 100 and 10000 KB/s
+#   e  idle connections' RSS; toxic add/remove API latency under 1000 streaming conns
+#   f  HTTP reference figures (nginx return 503, nginx proxy_pass keepalive)
+#
+# Environment: REPEAT (2), DURATION (10 s per wrk/iperf3 run), LAT_SAMPLES (200),
+# IDLE_CONNS (10000), STREAM_CONNS (1000), DOWNTIME_BIN (target/release/downtime),
+# SKIP_DOWNTIME=1, BENCH_PORT_BASE (18000), BENCH_OUT (results directory),
+# SERVER_CPU (0), LOAD_CPU (1), KEEP_WORK=1 (keep the temp dir with configs and logs).
+#
+# The server under test runs on SERVER_CPU, everything else (load, upstream) on LOAD_CPU.
+# Every load run is bounded in time; every process started here is stopped by PID.
+set -uo pipefail
+
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+TARGETS=()
+for t in "$@"; do
+    case "$t" in
+        all) TARGETS=(a b c d e f) ;;
+        a | b | c | d | e | f) TARGETS+=("$t") ;;
+        -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
+        *) echo "unknown target: $t" >&2; exit 2 ;;
+    esac
+done
+[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(a b c d e)
+want() { [[ " ${TARGETS[*]} " == *" $1 "* ]]; }
+
+for tool in "$NGINX" wrk iperf3 taskset curl ss "$PY"; do
+    command -v "$tool" >/dev/null || { echo "missing $tool: run bench/install.sh" >&2; exit 1; }
+done
+[ -f "$STREAM_MODULE" ] || { echo "missing $STREAM_MODULE: run bench/install.sh" >&2; exit 1; }
+
+# Idle connections need two descriptors each in the proxy: take the hard limit.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+NOFILE=$(ulimit -n)
+
+LAT_SAMPLES=${LAT_SAMPLES:-200}
+IDLE_CONNS=${IDLE_CONNS:-10000}
+STREAM_CONNS=${STREAM_CONNS:-1000}
+CHURN_CYCLES=${CHURN_CYCLES:-200}
+
+WORK=$(mktemp -d /tmp/downtime-bench.XXXXXX)
+chmod 755 "$WORK" # nginx workers run as an unprivileged user
+mkdir -p "$WORK/tmp" "$WORK/files"
+OUT=${BENCH_OUT:-/tmp/downtime-bench-results/$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$OUT"
+RESULTS="$OUT/results.jsonl"
+: >"$RESULTS"
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+emit() { # ID WHO VALUE REP
+    [ -z "$3" ] && return 0
+    printf '{"id":"%s","who":"%s","value":%s,"rep":%s}\n' "$1" "$2" "$3" "$4" >>"$RESULTS"
+}
+jget() { "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {}, {"d": d}))' "$1" "$2"; }
+calc() { awk "BEGIN { printf \"%.${2:-3}f\", $1 }"; }
+
+{
+    echo "date: $(date -Is)"
+    echo "host: $(uname -srm), $(nproc) cpus, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
+    echo "git: $(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null) $(git -C "$REPO_DIR" status --porcelain -- crates 2>/dev/null | wc -l) uncommitted files under crates/"
+    echo "nginx: $("$NGINX" -v 2>&1)"
+    echo "wrk: $(dpkg-query -W -f='${Version}' wrk 2>/dev/null), iperf3: $(iperf3 --version | head -1)"
+    echo "downtime: $DOWNTIME_BIN ($(stat -c %y "$DOWNTIME_BIN" 2>/dev/null | cut -d. -f1))"
+    echo "targets: ${TARGETS[*]}; REPEAT=$REPEAT DURATION=$DURATION nofile=$NOFILE server cpu $SERVER_CPU, load cpu $LOAD_CPU"
+    echo "loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+} | tee "$OUT/meta.txt" >&2
+
+# Files of known sizes served by the upstream.
+truncate -s 1048576 "$WORK/files/1MiB.bin"
+truncate -s 1000000 "$WORK/files/1MB.bin"
+truncate -s 100000000 "$WORK/files/100MB.bin"
+
+check_ports_free "$UP_PORT" "$NGX_TCP_PORT" "$NGX_BULK_PORT" "$NGX_BW1_PORT" "$NGX_BW2_PORT" \
+    "$IPERF_PORT" "$NGX_503_PORT" "$NGX_PROXY_PORT" "$DT_API_PORT" "$DT_TCP_PORT" \
+    "$DT_BULK_PORT" "$DT_LAT_PORT" "$DT_BW_PORT" "$DT_STREAM_PORT" || exit 1
+
+start_nginx upstream "$LOAD_CPU" "$UP_PORT" || exit 1
+start_nginx stream "$SERVER_CPU" "$NGX_TCP_PORT" || exit 1
+
+DT_OK=0
+if [ -z "${SKIP_DOWNTIME:-}" ] && start_downtime; then
+    DT_OK=1
+    dt_proxy tcp "$DT_TCP_PORT" "$UP_PORT" &&
+        dt_proxy bulk "$DT_BULK_PORT" "$IPERF_PORT" &&
+        dt_proxy lat "$DT_LAT_PORT" "$UP_PORT" &&
+        dt_proxy bw "$DT_BW_PORT" "$UP_PORT" &&
+        dt_proxy stream "$DT_STREAM_PORT" "$UP_PORT" || { log "creating downtime proxies failed"; DT_OK=0; }
+    emit dt.rss_start downtime "$(calc "$(rss_kib "$DT_PID") / 1024" 1)" 1
+fi
+[ "$DT_OK" = 1 ] || log "downtime is not available: its columns will be empty"
+
+# run_wrk LABEL PORT PATH CONNS SECS [PIDS...]: sets WRK_REQS WRK_RPS CPU_US (per request)
+run_wrk() {
+    local label=$1 port=$2 path=$3 conns=$4 secs=$5
+    shift 5
+    local t0=0 t1=0
+    [ $# -gt 0 ] && t0=$(cpu_ticks "$@")
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${secs}s" --latency \
+        "http://127.0.0.1:$port$path" >"$OUT/$label.txt" 2>&1
+    [ $# -gt 0 ] && t1=$(cpu_ticks "$@")
+    WRK_REQS=$(awk '/requests in/ {print $1}' "$OUT/$label.txt")
+    WRK_RPS=$(awk '/^Requests\/sec/ {print $2}' "$OUT/$label.txt")
+    CPU_US=""
+    if [ -n "$WRK_REQS" ] && [ "$WRK_REQS" -gt 0 ] && [ $# -gt 0 ]; then
+        CPU_US=$(calc "($t1 - $t0) * 1000000 / $CLK_TCK / $WRK_REQS" 2)
+    fi
+    local errs
+    errs=$(grep -E 'Socket errors|Non-2xx' "$OUT/$label.txt" | tr '\n' ' ')
+    log "$label: ${WRK_RPS:-?} req/s, ${WRK_REQS:-?} requests, server cpu ${CPU_US:-?} us/req $errs"
+}
+
+wait_listen() { # PORT SECS: a listening socket exists (without connecting to it)
+    local i
+    for i in $(seq $(($2 * 10))); do
+        [ -n "$(ss -Htln "( sport = :$1 )")" ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# run_iperf LABEL PORT EXTRA [PIDS...]: sets IPERF_GBPS, CPU_MS_PER_GB
+run_iperf() {
+    local label=$1 port=$2 extra=$3
+    shift 3
+    taskset -c "$LOAD_CPU" iperf3 -s -1 -B 127.0.0.1 -p "$IPERF_PORT" >"$OUT/$label.server.txt" 2>&1 &
+    local spid=$!
+    STARTED_PIDS+=("$spid")
+    wait_listen "$IPERF_PORT" 5 || log "iperf3 server did not listen"
+    local t0=0 t1=0
+    [ $# -gt 0 ] && t0=$(cpu_ticks "$@")
+    # shellcheck disable=SC2086
+    timeout $((DURATION + 20)) taskset -c "$LOAD_CPU" iperf3 -c 127.0.0.1 -p "$port" \
+        -t "$DURATION" -J $extra >"$OUT/$label.json" 2>&1
+    [ $# -gt 0 ] && t1=$(cpu_ticks "$@")
+    sleep 0.5
+    stop_pid "$spid"
+    IPERF_GBPS=$(jget "$OUT/$label.json" 'round(d["end"]["sum_received"]["bits_per_second"] / 1e9, 2)' 2>/dev/null)
+    local bytes
+    bytes=$(jget "$OUT/$label.json" 'd["end"]["sum_received"]["bytes"]' 2>/dev/null)
+    CPU_MS_PER_GB=""
+    if [ -n "$bytes" ] && [ $# -gt 0 ]; then
+        CPU_MS_PER_GB=$(calc "($t1 - $t0) * 1000 / $CLK_TCK / ($bytes / 1e9)" 1)
+    fi
+    log "$label: ${IPERF_GBPS:-?} Gbit/s, server cpu ${CPU_MS_PER_GB:-?} ms/GB"
+}
+
+# ---------------------------------------------------------------- a
+target_a() {
+    local rep
+    for rep in $(seq "$REPEAT"); do
+        run_wrk "a-direct-$rep" "$UP_PORT" / 64 "$DURATION"
+        emit a.rps direct "$WRK_RPS" "$rep"
+        # shellcheck disable=SC2086
+        run_wrk "a-nginx-$rep" "$NGX_TCP_PORT" / 64 "$DURATION" $NGX_PID_stream
+        emit a.rps nginx "$WRK_RPS" "$rep"
+        emit a.cpu nginx "$CPU_US" "$rep"
+        if [ "$DT_OK" = 1 ]; then
+            run_wrk "a-downtime-$rep" "$DT_TCP_PORT" / 64 "$DURATION" "$DT_PID"
+            emit a.rps downtime "$WRK_RPS" "$rep"
+            emit a.cpu downtime "$CPU_US" "$rep"
+        fi
+    done
+}
+
+# ---------------------------------------------------------------- b
+target_b() {
+    local rep dir extra
+    for rep in $(seq "$REPEAT"); do
+        for dir in up down; do
+            extra=""
+            [ "$dir" = down ] && extra="-R"
+            run_iperf "b-$dir-direct-$rep" "$IPERF_PORT" "$extra"
+            emit "b.$dir" direct "$IPERF_GBPS" "$rep"
+            # shellcheck disable=SC2086
+            run_iperf "b-$dir-nginx-$rep" "$NGX_BULK_PORT" "$extra" $NGX_PID_stream
+            emit "b.$dir" nginx "$IPERF_GBPS" "$rep"
+            emit "b.${dir}_cpu" nginx "$CPU_MS_PER_GB" "$rep"
+            if [ "$DT_OK" = 1 ]; then
+                run_iperf "b-$dir-downtime-$rep" "$DT_BULK_PORT" "$extra" "$DT_PID"
+                emit "b.$dir" downtime "$IPERF_GBPS" "$rep"
+                emit "b.${dir}_cpu" downtime "$CPU_MS_PER_GB" "$rep"
+            fi
+        done
+    done
+}
+
+# ---------------------------------------------------------------- c
+run_latency() { # LABEL PROXY_PORT PATH
+    taskset -c "$LOAD_CPU" "${TOOL[@]}" latency --direct "$UP_PORT" --proxy "$2" --path "$3" \
+        --samples "$LAT_SAMPLES" >"$OUT/$1.json" 2>"$OUT/$1.err"
+    if [ -s "$OUT/$1.json" ]; then
+        LAT_P50=$(jget "$OUT/$1.json" 'd["added_p50_ms"]')
+        LAT_P99=$(jget "$OUT/$1.json" 'd["added_p99_ms"]')
+    else
+        LAT_P50="" LAT_P99=""
+        head -3 "$OUT/$1.err" >&2
+    fi
+    log "$1: added p50 ${LAT_P50:-?} ms, p99 ${LAT_P99:-?} ms (proxied minus direct median)"
+}
+
+target_c() {
+    local rep size path
+    if [ "$DT_OK" = 1 ]; then
+        dt_api DELETE /proxies/lat/toxics/latency_downstream >/dev/null
+        dt_expect 200 POST /proxies/lat/toxics \
+            '{"type":"latency","stream":"downstream","attributes":{"latency":100}}' ||
+            log "could not add the latency toxic"
+    fi
+    for rep in $(seq "$REPEAT"); do
+        for size in small 1m; do
+            path=/
+            [ "$size" = 1m ] && path=/files/1MiB.bin
+            run_latency "c-base-$size-nginx-$rep" "$NGX_TCP_PORT" "$path"
+            emit "c.base_${size}_p50" nginx "$LAT_P50" "$rep"
+            emit "c.base_${size}_p99" nginx "$LAT_P99" "$rep"
+            if [ "$DT_OK" = 1 ]; then
+                run_latency "c-base-$size-downtime-$rep" "$DT_TCP_PORT" "$path"
+                emit "c.base_${size}_p50" downtime "$LAT_P50" "$rep"
+                emit "c.base_${size}_p99" downtime "$LAT_P99" "$rep"
+                run_latency "c-lat100-$size-downtime-$rep" "$DT_LAT_PORT" "$path"
+                emit "c.${size}_p50" downtime "$LAT_P50" "$rep"
+                emit "c.${size}_p99" downtime "$LAT_P99" "$rep"
+            fi
+        done
+    done
+    [ "$DT_OK" = 1 ] && dt_api DELETE /proxies/lat/toxics/latency_downstream >/dev/null
+}
+
+# ---------------------------------------------------------------- d
+run_bw() { # LABEL PORT PATH EXPECTED_Bps
+    taskset -c "$LOAD_CPU" "${TOOL[@]}" bandwidth --port "$2" --path "$3" --expect-rate "$4" \
+        --max-seconds 40 >"$OUT/$1.json" 2>"$OUT/$1.err"
+    BW_ERR=$(jget "$OUT/$1.json" 'd["error_pct"]' 2>/dev/null)
+    log "$1: $(jget "$OUT/$1.json" 'd["bytes"], "bytes in", d["seconds"], "s =", d["rate_Bps"], "B/s"' 2>/dev/null), error ${BW_ERR:-?} %"
+}
+
+target_d() {
+    local rep
+    for rep in $(seq "$REPEAT"); do
+        run_bw "d-100-nginx-$rep" "$NGX_BW1_PORT" /files/1MB.bin 100000
+        emit d.100_err nginx "$BW_ERR" "$rep"
+        run_bw "d-10000-nginx-$rep" "$NGX_BW2_PORT" /files/100MB.bin 10000000
+        emit d.10000_err nginx "$BW_ERR" "$rep"
+        if [ "$DT_OK" = 1 ]; then
+            dt_api DELETE /proxies/bw/toxics/bandwidth_downstream >/dev/null
+            dt_expect 200 POST /proxies/bw/toxics '{"type":"bandwidth","stream":"downstream","attributes":{"rate":100}}'
+            run_bw "d-100-downtime-$rep" "$DT_BW_PORT" /files/1MB.bin 100000
+            emit d.100_err downtime "$BW_ERR" "$rep"
+            dt_api DELETE /proxies/bw/toxics/bandwidth_downstream >/dev/null
+            dt_expect 200 POST /proxies/bw/toxics '{"type":"bandwidth","stream":"downstream","attributes":{"rate":10000}}'
+            run_bw "d-10000-downtime-$rep" "$DT_BW_PORT" /files/100MB.bin 10000000
+            emit d.10000_err downtime "$BW_ERR" "$rep"
+            dt_api DELETE /proxies/bw/toxics/bandwidth_downstream >/dev/null
+        fi
+    done
+}
+
+# ---------------------------------------------------------------- e
+# run_idle WHO PORT REP PIDS...: hold N idle proxied connections, read the proxy's RSS
+run_idle() {
+    local who=$1 port=$2 rep=$3
+    shift 3
+    local n=$IDLE_CONNS max=$(((NOFILE - 100) / 2))
+    [ "$n" -gt "$max" ] && n=$max
+    local label="e-idle-$who-$rep" before
+    before=$(rss_kib "$@")
+    rm -f "$WORK/idle.ready" "$WORK/idle.stop"
+    taskset -c "$LOAD_CPU" "${TOOL[@]}" idle --port "$port" --count "$n" --hold 180 \
+        --ready-file "$WORK/idle.ready" --stop-file "$WORK/idle.stop" >"$OUT/$label.json" 2>"$OUT/$label.err" &
+    local tpid=$! i
+    STARTED_PIDS+=("$tpid")
+    for i in $(seq 1800); do
+        [ -f "$WORK/idle.ready" ] && break
+        kill -0 "$tpid" 2>/dev/null || break
+        sleep 0.1
+    done
+    sleep 2
+    local rss up
+    rss=$(rss_kib "$@")
+    up=$(established_on "$UP_PORT")
+    touch "$WORK/idle.stop"
+    wait "$tpid" 2>/dev/null
+    forget_pid "$tpid"
+    sleep 2
+    local after opened
+    after=$(rss_kib "$@")
+    opened=$(jget "$OUT/$label.json" 'd["opened"]' 2>/dev/null)
+    log "$label: ${opened:-?} of $n connections open ($up established at the upstream), RSS $((before / 1024)) -> $((rss / 1024)) MiB, $((after / 1024)) MiB after closing; $(cat "$OUT/$label.json" 2>/dev/null)"
+    emit e.idle_n "$who" "${opened:-}" "$rep"
+    emit e.idle_up "$who" "$up" "$rep"
+    emit e.idle_rss "$who" "$(calc "$rss / 1024" 1)" "$rep"
+    emit e.idle_rss_after "$who" "$(calc "$after / 1024" 1)" "$rep"
+    # Per-connection cost, so that a run with fewer than 10,000 connections (descriptor
+    # limit) can be scaled: (RSS with N - RSS before) / N, times 10,000, plus RSS before.
+    if [ -n "$opened" ] && [ "$opened" -gt 0 ]; then
+        emit e.idle_rss_10k "$who" "$(calc "($before + ($rss - $before) * 10000 / $opened) / 1024" 1)" "$rep"
+    fi
+}
+
+# run_churn REP LOADED(0|1): toxic add/remove through the API, optionally under load
+run_churn() {
+    local rep=$1 loaded=$2 label wpid="" mid_rss="" conns=""
+    label="e-churn-$([ "$loaded" = 1 ] && echo load || echo idle)-$rep"
+    if [ "$loaded" = 1 ]; then
+        taskset -c "$LOAD_CPU" wrk -t1 -c"$STREAM_CONNS" -d30s \
+            "http://127.0.0.1:$DT_STREAM_PORT/files/1MiB.bin" >"$OUT/$label.wrk.txt" 2>&1 &
+        wpid=$!
+        STARTED_PIDS+=("$wpid")
+        sleep 4
+        conns=$(established_on "$DT_STREAM_PORT")
+    fi
+    # The churn client shares the load core with wrk and the upstream: give it priority
+    # so that its own scheduling delay is not charged to the server.
+    taskset -c "$LOAD_CPU" nice -n -10 "${TOOL[@]}" churn --api "127.0.0.1:$DT_API_PORT" --proxy stream \
+        --cycles "$CHURN_CYCLES" --max-seconds 22 >"$OUT/$label.json" 2>"$OUT/$label.err"
+    if [ -n "$wpid" ]; then
+        mid_rss=$(rss_kib "$DT_PID")
+        wait "$wpid" 2>/dev/null
+        forget_pid "$wpid"
+        emit e.stream_rss downtime "$(calc "$mid_rss / 1024" 1)" "$rep"
+        emit e.stream_conns downtime "$conns" "$rep"
+        emit e.stream_rps downtime "$(awk '/^Requests\/sec/ {print $2}' "$OUT/$label.wrk.txt")" "$rep"
+    fi
+    local k
+    for k in add remove; do
+        local p50 p99
+        p50=$(jget "$OUT/$label.json" "d['${k}_ms']['p50']" 2>/dev/null)
+        p99=$(jget "$OUT/$label.json" "d['${k}_ms']['p99']" 2>/dev/null)
+        if [ "$loaded" = 1 ]; then
+            emit "e.api_${k}_p50" downtime "$p50" "$rep"
+            emit "e.api_${k}_p99" downtime "$p99" "$rep"
+        else
+            emit "e.api_${k}_p99_noload" downtime "$p99" "$rep"
+        fi
+    done
+    log "$label: $(cat "$OUT/$label.json" 2>/dev/null | head -c 600) conns=${conns:-0} rss=$((${mid_rss:-0} / 1024)) MiB"
+}
+
+# nginx's RSS with the same number of streaming connections, as a reference
+nginx_stream_rss() {
+    local rep=$1 label="e-stream-nginx-$1"
+    # shellcheck disable=SC2086
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$STREAM_CONNS" -d12s \
+        "http://127.0.0.1:$NGX_TCP_PORT/files/1MiB.bin" >"$OUT/$label.wrk.txt" 2>&1 &
+    local wpid=$!
+    STARTED_PIDS+=("$wpid")
+    sleep 6
+    local conns rss
+    conns=$(established_on "$NGX_TCP_PORT")
+    # shellcheck disable=SC2086
+    rss=$(rss_kib $NGX_PID_stream)
+    wait "$wpid" 2>/dev/null
+    forget_pid "$wpid"
+    emit e.stream_rss nginx "$(calc "$rss / 1024" 1)" "$rep"
+    emit e.stream_conns nginx "$conns" "$rep"
+    emit e.stream_rps nginx "$(awk '/^Requests\/sec/ {print $2}' "$OUT/$label.wrk.txt")" "$rep"
+    log "$label: $conns conns, RSS $((rss / 1024)) MiB"
+}
+
+target_e() {
+    local rep
+    for rep in $(seq "$REPEAT"); do
+        # shellcheck disable=SC2086
+        run_idle nginx "$NGX_TCP_PORT" "$rep" $NGX_PID_stream
+        nginx_stream_rss "$rep"
+        if [ "$DT_OK" = 1 ]; then
+            run_idle downtime "$DT_TCP_PORT" "$rep" "$DT_PID"
+            run_churn "$rep" 0
+            run_churn "$rep" 1
+            emit e.hwm downtime "$(calc "$(hwm_kib "$DT_PID") / 1024" 1)" "$rep"
+        fi
+    done
+}
+
+# ---------------------------------------------------------------- f
+target_f() {
+    start_nginx httpref "$SERVER_CPU" "$NGX_503_PORT" || return 1
+    local rep
+    for rep in $(seq "$REPEAT"); do
+        # shellcheck disable=SC2154,SC2086
+        run_wrk "f-503-nginx-$rep" "$NGX_503_PORT" / 64 "$DURATION" ${NGX_PID_httpref:-}
+        emit f.503_rps nginx "$WRK_RPS" "$rep"
+        emit f.503_cpu nginx "$CPU_US" "$rep"
+        # shellcheck disable=SC2086
+        run_wrk "f-proxy-nginx-$rep" "$NGX_PROXY_PORT" / 64 "$DURATION" ${NGX_PID_httpref:-}
+        emit f.proxy_rps nginx "$WRK_RPS" "$rep"
+        emit f.proxy_cpu nginx "$CPU_US" "$rep"
+    done
+    stop_nginx httpref
+}
+
+for t in "${TARGETS[@]}"; do
+    log "=== target $t"
+    "target_$t"
+done
+
+if [ "$DT_OK" = 1 ]; then
+    if kill -0 "$DT_PID" 2>/dev/null; then
+        emit dt.rss_end downtime "$(calc "$(rss_kib "$DT_PID") / 1024" 1)" 1
+    else
+        log "downtime exited during the run; log tail:"
+        tail -20 "$WORK/downtime.log" >&2
+    fi
+    cp "$WORK/downtime.log" "$OUT/" 2>/dev/null
+fi
+echo "loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/meta.txt" >&2
+
+"${TOOL[@]}" report "$RESULTS" | tee "$OUT/summary.txt"
+echo "raw results: $OUT" >&2
