@@ -1,23 +1,35 @@
 //! The `downtime` binary: `serve` runs the server; every other command is a client of its API.
 
+mod client;
 mod serve;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{ArgAction, Parser};
 
 /// Rehearse third-party outages: a Toxiproxy-compatible fault proxy that also speaks HTTP.
+///
+/// The client commands take the same names, aliases and flags as toxiproxy-cli. As there,
+/// `-h` is `--host` (the server to talk to), so help is `--help` only.
 #[derive(Debug, Parser)]
-#[command(name = "downtime", version)]
+#[command(name = "downtime", version, disable_help_flag = true)]
 struct Cli {
+    #[command(flatten)]
+    global: client::GlobalOptions,
+    /// Print help (in client commands `-h` is --host, as in toxiproxy-cli).
+    #[arg(long, action = ArgAction::Help, global = true, display_order = 1000)]
+    help: Option<bool>,
     #[command(subcommand)]
     command: Command,
 }
 
+/// Every command of the binary: the server, then the toxiproxy-cli compatible client.
 #[derive(Debug, clap::Subcommand)]
 enum Command {
     /// Run the fault proxy and its control API.
     Serve(serve::ServeArgs),
+    #[command(flatten)]
+    Client(client::Command),
 }
 
 #[tokio::main]
@@ -32,5 +44,18 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
+        Command::Client(command) => client::run(cli.global, command).await,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a clear test failure")]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_definition_is_consistent() {
+        Cli::command().debug_assert();
     }
 }

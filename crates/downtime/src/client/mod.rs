@@ -1,0 +1,505 @@
+//! The client half of the `downtime` binary: toxiproxy-cli compatible commands that drive a
+//! running server (ours or Toxiproxy) through its HTTP API.
+//!
+//! Layout:
+//! - `mod.rs`: the clap definitions and one function per command;
+//! - `api`: HTTP transport and error wording;
+//! - `render`: response types and the human-readable tables;
+//! - `values`: parsers for `--host`, `--toxicity` and `--attribute`.
+//!
+//! Names, aliases and short flags follow toxiproxy-cli so existing scripts keep working;
+//! the camelCase `--toxicName` is kept for the same reason.
+
+mod api;
+mod render;
+mod values;
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use reqwest::{Method, Url};
+use serde_json::{Map, Value, json};
+
+use api::{Answer, Api};
+use render::{Proxy, Toxic};
+
+pub use values::DEFAULT_SERVER_URL;
+
+/// Where to find the server and how to print, given before the command
+/// (`downtime --host URL list`), as toxiproxy-cli expects.
+#[derive(Debug, Args)]
+pub struct GlobalOptions {
+    /// Control API of the server to talk to: http://HOST:PORT or just HOST:PORT.
+    /// `-h` is this flag, as in toxiproxy-cli; use `--help` for help.
+    #[arg(
+        short = 'h',
+        long = "host",
+        value_name = "URL",
+        env = "TOXIPROXY_URL",
+        default_value = DEFAULT_SERVER_URL,
+        value_parser = values::parse_server_url,
+    )]
+    pub host: Url,
+    /// Print the server's raw JSON answers instead of tables and messages, for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The same options accepted after the command too (`downtime list --json`), because
+/// people add flags at the end of a command line; these take precedence over the global ones.
+#[derive(Debug, Args)]
+pub struct LocalOptions {
+    /// Control API of the server to talk to (overrides the one given before the command).
+    #[arg(short = 'h', long = "host", value_name = "URL", value_parser = values::parse_server_url)]
+    host: Option<Url>,
+    /// Print the server's raw JSON answers instead of tables and messages.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Names a proxy for the commands that take nothing else.
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// Name of the proxy.
+    proxy: String,
+    #[command(flatten)]
+    options: LocalOptions,
+}
+
+/// `list` takes no argument, only the shared options.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    options: LocalOptions,
+}
+
+/// Arguments of `create`: both addresses are required, as in toxiproxy-cli, because a proxy
+/// without an upstream cannot do anything and an implicit listen port is easy to lose.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Address the proxy listens on, e.g. 127.0.0.1:26379 (port 0 picks a free one).
+    #[arg(short = 'l', long, value_name = "ADDR")]
+    listen: String,
+    /// Address of the real service, e.g. localhost:6379.
+    #[arg(short = 'u', long, value_name = "ADDR")]
+    upstream: String,
+    /// Name of the new proxy.
+    proxy: String,
+    #[command(flatten)]
+    options: LocalOptions,
+}
+
+/// The client commands; flattened into the binary's top-level command list next to `serve`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List proxies: addresses, whether enabled, number of toxics.
+    #[command(visible_aliases = ["l", "li", "ls"])]
+    List(ListArgs),
+    /// Show one proxy and its toxics, split by direction.
+    #[command(visible_aliases = ["i", "ins"])]
+    Inspect(ProxyArgs),
+    /// Create a proxy (enabled at once).
+    #[command(visible_aliases = ["c", "new"])]
+    Create(CreateArgs),
+    /// Enable a disabled proxy or disable an enabled one (disabling drops its connections).
+    #[command(visible_alias = "tog")]
+    Toggle(ProxyArgs),
+    /// Delete a proxy, its toxics and its connections.
+    #[command(visible_alias = "d")]
+    Delete(ProxyArgs),
+    /// Add, update or remove toxics of a proxy.
+    #[command(visible_alias = "t", subcommand)]
+    Toxic(ToxicCommand),
+}
+
+/// `toxic` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ToxicCommand {
+    /// Add a toxic to a proxy (downstream and toxicity 1 unless told otherwise).
+    #[command(visible_alias = "a")]
+    Add(ToxicAddArgs),
+    /// Change the attributes or toxicity of a toxic; what is not given keeps its value.
+    #[command(visible_alias = "u")]
+    Update(ToxicUpdateArgs),
+    /// Remove a toxic from a proxy.
+    #[command(visible_aliases = ["r", "delete", "d"])]
+    Remove(ToxicRemoveArgs),
+}
+
+/// Arguments of `toxic add`.
+#[derive(Debug, Args)]
+pub struct ToxicAddArgs {
+    /// Toxic type: latency, bandwidth, slow_close, timeout, reset_peer, slicer, limit_data, noop.
+    #[arg(short = 't', long = "type", value_name = "TYPE")]
+    kind: String,
+    /// Name of the toxic (default: TYPE_STREAM, e.g. latency_downstream).
+    #[arg(
+        short = 'n',
+        long = "toxicName",
+        alias = "toxic-name",
+        value_name = "NAME"
+    )]
+    name: Option<String>,
+    /// Probability, 0 to 1, that a connection gets the toxic [default: 1].
+    #[arg(long, visible_alias = "tox", value_name = "P", value_parser = values::parse_toxicity)]
+    toxicity: Option<f64>,
+    /// Apply to client -> server bytes.
+    #[arg(short = 'u', long, conflicts_with = "downstream")]
+    upstream: bool,
+    /// Apply to server -> client bytes (the default).
+    #[arg(short = 'd', long)]
+    downstream: bool,
+    /// Toxic attribute as KEY=VALUE, repeatable; numbers are sent as numbers.
+    #[arg(short = 'a', long = "attribute", value_name = "KEY=VALUE", value_parser = values::parse_attribute)]
+    attributes: Vec<(String, Value)>,
+    /// Proxy to add the toxic to.
+    proxy: String,
+    #[command(flatten)]
+    options: LocalOptions,
+}
+
+/// Arguments of `toxic update`. Unlike toxiproxy-cli, toxicity is sent only when given, so
+/// changing an attribute does not silently reset a toxicity of 0.5 to 1.
+#[derive(Debug, Args)]
+#[group(id = "changes", required = true, multiple = true, args = ["toxicity", "attributes"])]
+pub struct ToxicUpdateArgs {
+    /// Name of the toxic to change.
+    #[arg(
+        short = 'n',
+        long = "toxicName",
+        alias = "toxic-name",
+        value_name = "NAME"
+    )]
+    name: String,
+    /// New probability, 0 to 1, that a connection gets the toxic.
+    #[arg(long, visible_alias = "tox", value_name = "P", value_parser = values::parse_toxicity)]
+    toxicity: Option<f64>,
+    /// Attribute to change as KEY=VALUE, repeatable; others keep their value.
+    #[arg(short = 'a', long = "attribute", value_name = "KEY=VALUE", value_parser = values::parse_attribute)]
+    attributes: Vec<(String, Value)>,
+    /// Proxy the toxic belongs to.
+    proxy: String,
+    #[command(flatten)]
+    options: LocalOptions,
+}
+
+/// Arguments of `toxic remove`.
+#[derive(Debug, Args)]
+pub struct ToxicRemoveArgs {
+    /// Name of the toxic to remove.
+    #[arg(
+        short = 'n',
+        long = "toxicName",
+        alias = "toxic-name",
+        value_name = "NAME"
+    )]
+    name: String,
+    /// Proxy the toxic belongs to.
+    proxy: String,
+    #[command(flatten)]
+    options: LocalOptions,
+}
+
+/// Runs one client command and maps the outcome to the exit code: 0 on success, 1 when the
+/// server refused or could not be reached (clap already used 2 for usage errors).
+pub async fn run(global: GlobalOptions, command: Command) -> ExitCode {
+    let local = match &command {
+        Command::List(args) => &args.options,
+        Command::Inspect(args) | Command::Toggle(args) | Command::Delete(args) => &args.options,
+        Command::Create(args) => &args.options,
+        Command::Toxic(ToxicCommand::Add(args)) => &args.options,
+        Command::Toxic(ToxicCommand::Update(args)) => &args.options,
+        Command::Toxic(ToxicCommand::Remove(args)) => &args.options,
+    };
+    let base = local.host.clone().unwrap_or(global.host);
+    let json = local.json || global.json;
+    let result = match Api::new(base) {
+        Ok(api) => execute(&api, command).await,
+        Err(error) => Err(error),
+    };
+    match result {
+        Ok(output) => {
+            let text = if json { output.json } else { output.human };
+            print_stdout(&text)
+        }
+        Err(error) => {
+            eprintln!("downtime: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What a command prints: both renderings are built and `--json` picks one, which keeps
+/// each command a single code path.
+struct Output {
+    human: String,
+    json: String,
+}
+
+impl Output {
+    /// Output for a command whose JSON rendering is the server's answer, verbatim.
+    fn new(human: String, answer: &Answer) -> Self {
+        let json = if answer.body.trim().is_empty() {
+            String::new()
+        } else {
+            format!("{}\n", answer.body.trim_end())
+        };
+        Self { human, json }
+    }
+}
+
+/// Writes to stdout without panicking: a closed pipe (`downtime list | head -1`) is not an
+/// error worth reporting, any other write failure is.
+fn print_stdout(text: &str) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("downtime: could not write the output: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Dispatches to the command's function.
+async fn execute(api: &Api, command: Command) -> anyhow::Result<Output> {
+    match command {
+        Command::List(_) => list(api).await.context("list proxies"),
+        Command::Inspect(args) => inspect(api, &args.proxy)
+            .await
+            .with_context(|| format!("inspect proxy {}", args.proxy)),
+        Command::Create(args) => create(api, &args)
+            .await
+            .with_context(|| format!("create proxy {}", args.proxy)),
+        Command::Toggle(args) => toggle(api, &args.proxy)
+            .await
+            .with_context(|| format!("toggle proxy {}", args.proxy)),
+        Command::Delete(args) => delete(api, &args.proxy)
+            .await
+            .with_context(|| format!("delete proxy {}", args.proxy)),
+        Command::Toxic(ToxicCommand::Add(args)) => {
+            let what = match &args.name {
+                Some(name) => format!("add toxic {name} to proxy {}", args.proxy),
+                None => format!("add {} toxic to proxy {}", args.kind, args.proxy),
+            };
+            toxic_add(api, &args).await.context(what)
+        }
+        Command::Toxic(ToxicCommand::Update(args)) => toxic_update(api, &args)
+            .await
+            .with_context(|| format!("update toxic {} on proxy {}", args.name, args.proxy)),
+        Command::Toxic(ToxicCommand::Remove(args)) => toxic_remove(api, &args)
+            .await
+            .with_context(|| format!("remove toxic {} from proxy {}", args.name, args.proxy)),
+    }
+}
+
+/// `list`: `GET /proxies`.
+async fn list(api: &Api) -> anyhow::Result<Output> {
+    let answer = api.send(Method::GET, &["proxies"], None).await?;
+    let proxies: BTreeMap<String, Proxy> = answer.parse()?;
+    Ok(Output::new(render::proxy_table(&proxies), &answer))
+}
+
+/// `inspect`: `GET /proxies/{proxy}`.
+async fn inspect(api: &Api, proxy: &str) -> anyhow::Result<Output> {
+    let answer = api.send(Method::GET, &["proxies", proxy], None).await?;
+    let details: Proxy = answer.parse()?;
+    Ok(Output::new(render::proxy_details(&details), &answer))
+}
+
+/// `create`: `POST /proxies`, always enabled, as toxiproxy-cli does.
+async fn create(api: &Api, args: &CreateArgs) -> anyhow::Result<Output> {
+    let body = json!({
+        "name": args.proxy,
+        "listen": args.listen,
+        "upstream": args.upstream,
+        "enabled": true,
+    });
+    let answer = api.send(Method::POST, &["proxies"], Some(&body)).await?;
+    // Show the bound address: with port 0 it is the only way to learn the port.
+    let listen = answer
+        .parse::<Proxy>()
+        .map(|proxy| proxy.listen)
+        .unwrap_or_else(|_| args.listen.clone());
+    let human = format!(
+        "Created new proxy {} listening on {listen}, forwarding to {}\n",
+        args.proxy, args.upstream
+    );
+    Ok(Output::new(human, &answer))
+}
+
+/// `toggle`: reads the current state, then sends the opposite. Two requests, like
+/// toxiproxy-cli; the API has no atomic toggle.
+async fn toggle(api: &Api, proxy: &str) -> anyhow::Result<Output> {
+    let current: Proxy = api
+        .send(Method::GET, &["proxies", proxy], None)
+        .await?
+        .parse()?;
+    let body = json!({ "enabled": !current.enabled });
+    let answer = api
+        .send(Method::POST, &["proxies", proxy], Some(&body))
+        .await?;
+    // Report what the server says now, not what was asked for.
+    let enabled = answer
+        .parse::<Proxy>()
+        .map_or(!current.enabled, |updated| updated.enabled);
+    let state = if enabled { "enabled" } else { "disabled" };
+    Ok(Output::new(
+        format!("Proxy {proxy} is now {state}\n"),
+        &answer,
+    ))
+}
+
+/// `delete`: `DELETE /proxies/{proxy}`.
+async fn delete(api: &Api, proxy: &str) -> anyhow::Result<Output> {
+    let answer = api.send(Method::DELETE, &["proxies", proxy], None).await?;
+    Ok(Output::new(format!("Deleted proxy {proxy}\n"), &answer))
+}
+
+/// Collects repeated `--attribute` flags into the JSON object the API takes; a key given
+/// twice keeps its last value, like later flags overriding earlier ones.
+fn attribute_object(attributes: &[(String, Value)]) -> Map<String, Value> {
+    attributes.iter().cloned().collect()
+}
+
+/// `toxic add`: `POST /proxies/{proxy}/toxics`.
+async fn toxic_add(api: &Api, args: &ToxicAddArgs) -> anyhow::Result<Output> {
+    let stream = if args.upstream {
+        "upstream"
+    } else {
+        "downstream"
+    };
+    let mut body = json!({
+        "type": args.kind,
+        "stream": stream,
+        "toxicity": args.toxicity.unwrap_or(1.0),
+        "attributes": attribute_object(&args.attributes),
+    });
+    if let (Some(name), Value::Object(fields)) = (&args.name, &mut body) {
+        fields.insert("name".to_owned(), Value::String(name.clone()));
+    }
+    let answer = api
+        .send(
+            Method::POST,
+            &["proxies", &args.proxy, "toxics"],
+            Some(&body),
+        )
+        .await?;
+    // The server picks the default name; show the one it chose.
+    let name = answer.parse::<Toxic>().map_or_else(
+        |_| {
+            args.name
+                .clone()
+                .unwrap_or_else(|| format!("{}_{stream}", args.kind))
+        },
+        |toxic| toxic.name,
+    );
+    let human = format!(
+        "Added {stream} {} toxic {name} to proxy {}\n",
+        args.kind, args.proxy
+    );
+    Ok(Output::new(human, &answer))
+}
+
+/// Body of `toxic update`: only what the user gave, so the server keeps everything else.
+fn update_body(args: &ToxicUpdateArgs) -> Value {
+    let mut fields = Map::new();
+    if !args.attributes.is_empty() {
+        fields.insert(
+            "attributes".to_owned(),
+            Value::Object(attribute_object(&args.attributes)),
+        );
+    }
+    if let Some(toxicity) = args.toxicity {
+        fields.insert("toxicity".to_owned(), json!(toxicity));
+    }
+    Value::Object(fields)
+}
+
+/// `toxic update`: `POST /proxies/{proxy}/toxics/{toxic}` with a partial body.
+async fn toxic_update(api: &Api, args: &ToxicUpdateArgs) -> anyhow::Result<Output> {
+    let body = update_body(args);
+    let answer = api
+        .send(
+            Method::POST,
+            &["proxies", &args.proxy, "toxics", &args.name],
+            Some(&body),
+        )
+        .await?;
+    let mut human = format!("Updated toxic {} on proxy {}", args.name, args.proxy);
+    if let Ok(toxic) = answer.parse::<Toxic>() {
+        human.push_str(&format!(
+            ": toxicity {}, {}",
+            toxic.toxicity,
+            render::attributes(&toxic.attributes)
+        ));
+    }
+    human.push('\n');
+    Ok(Output::new(human, &answer))
+}
+
+/// `toxic remove`: `DELETE /proxies/{proxy}/toxics/{toxic}`.
+async fn toxic_remove(api: &Api, args: &ToxicRemoveArgs) -> anyhow::Result<Output> {
+    let answer = api
+        .send(
+            Method::DELETE,
+            &["proxies", &args.proxy, "toxics", &args.name],
+            None,
+        )
+        .await?;
+    Ok(Output::new(
+        format!("Removed toxic {} from proxy {}\n", args.name, args.proxy),
+        &answer,
+    ))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a clear test failure")]
+mod tests {
+    use super::*;
+
+    fn update_args(toxicity: Option<f64>, attributes: Vec<(String, Value)>) -> ToxicUpdateArgs {
+        ToxicUpdateArgs {
+            name: "slow".into(),
+            toxicity,
+            attributes,
+            proxy: "db".into(),
+            options: LocalOptions {
+                host: None,
+                json: false,
+            },
+        }
+    }
+
+    #[test]
+    fn update_sends_only_what_was_given() {
+        assert_eq!(
+            update_body(&update_args(None, vec![("latency".into(), json!(5))])),
+            json!({"attributes": {"latency": 5}})
+        );
+        assert_eq!(
+            update_body(&update_args(Some(0.5), vec![])),
+            json!({"toxicity": 0.5})
+        );
+    }
+
+    #[test]
+    fn repeated_attributes_keep_the_last_value() {
+        let attributes = vec![
+            ("latency".to_owned(), json!(1)),
+            ("jitter".to_owned(), json!(2)),
+            ("latency".to_owned(), json!(3)),
+        ];
+        assert_eq!(
+            Value::Object(attribute_object(&attributes)),
+            json!({"latency": 3, "jitter": 2})
+        );
+    }
+}
