@@ -83,11 +83,7 @@ mod tests {
     #[test]
     fn catalogue_texts_and_statuses() {
         let cases: Vec<(Error, &str, u16)> = vec![
-            (
-                Error::BadBody("x".into()),
-                "bad request body: x",
-                400,
-            ),
+            (Error::BadBody("x".into()), "bad request body: x", 400),
             (
                 Error::MissingField("name"),
                 "missing required field: name",

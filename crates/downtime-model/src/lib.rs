@@ -13,7 +13,7 @@ pub mod proxy;
 pub mod toxic;
 
 pub use error::Error;
-pub use proxy::{ProxyConfig, ProxyPatch, ProxyRequest};
+pub use proxy::{ProxyConfig, ProxyPatch, ProxyRequest, ProxyView};
 pub use toxic::{Stream, Toxic, ToxicKind, ToxicPatch, ToxicRequest};
 
 /// Version reported by `GET /version`: the Toxiproxy release whose API we reproduce.

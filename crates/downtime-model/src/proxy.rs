@@ -18,14 +18,19 @@ pub struct ProxyConfig {
     pub enabled: bool,
 }
 
+/// A proxy as the API shows it: its configuration followed by its toxics, upstream first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProxyView {
+    /// Name, listen, upstream and enabled, in Toxiproxy's field order.
+    #[serde(flatten)]
+    pub config: ProxyConfig,
+    /// Upstream-direction toxics then downstream ones, each in insertion order.
+    pub toxics: Vec<Toxic>,
+}
+
 /// Checks that `upstream` looks like `host:port` with a numeric port.
 pub fn check_upstream(field: &str, upstream: &str) -> Result<(), Error> {
-    let bad = || {
-        Error::invalid(
-            field,
-            format!("expected host:port, got {upstream:?}"),
-        )
-    };
+    let bad = || Error::invalid(field, format!("expected host:port, got {upstream:?}"));
     let (host, port) = upstream.rsplit_once(':').ok_or_else(bad)?;
     if host.is_empty() || port.parse::<u16>().is_err() {
         return Err(bad());
@@ -126,7 +131,10 @@ mod tests {
             Error::MissingField("name")
         );
         assert_eq!(
-            req(json!({"name": "x", "upstream": ""})).validate(Some(3)).unwrap_err().to_string(),
+            req(json!({"name": "x", "upstream": ""}))
+                .validate(Some(3))
+                .unwrap_err()
+                .to_string(),
             "missing required field: upstream at proxy 3"
         );
     }
@@ -149,7 +157,9 @@ mod tests {
     #[test]
     fn upstream_must_be_host_and_port() {
         for bad in ["nonsense", "host:", ":80", "host:99999", "host:http"] {
-            let err = req(json!({"name": "x", "upstream": bad})).validate(None).unwrap_err();
+            let err = req(json!({"name": "x", "upstream": bad}))
+                .validate(None)
+                .unwrap_err();
             assert!(err.to_string().contains("upstream"), "{bad}: {err}");
             assert_eq!(err.status(), 400);
         }

@@ -308,7 +308,10 @@ impl ToxicRequest {
         }
         let toxicity = self.toxicity.unwrap_or(1.0);
         if !toxicity.is_finite() {
-            return Err(Error::invalid("toxicity", format!("{toxicity} is not a number")));
+            return Err(Error::invalid(
+                "toxicity",
+                format!("{toxicity} is not a number"),
+            ));
         }
         Ok(Toxic {
             name,
@@ -373,15 +376,27 @@ mod tests {
         let t = create(json!({"type": "latency", "stream": "UPSTREAM"})).unwrap();
         assert_eq!(t.stream, Stream::Upstream);
         assert_eq!(t.name, "latency_UPSTREAM");
-        assert!(serde_json::to_string(&t).unwrap().contains(r#""stream":"UPSTREAM""#));
+        assert!(
+            serde_json::to_string(&t)
+                .unwrap()
+                .contains(r#""stream":"UPSTREAM""#)
+        );
     }
 
     #[test]
     fn toxicity_renders_like_go() {
         let t = create(json!({"type": "noop", "toxicity": 0.5})).unwrap();
-        assert!(serde_json::to_string(&t).unwrap().ends_with(r#""toxicity":0.5}"#));
+        assert!(
+            serde_json::to_string(&t)
+                .unwrap()
+                .ends_with(r#""toxicity":0.5}"#)
+        );
         let t = create(json!({"type": "noop", "toxicity": 0})).unwrap();
-        assert!(serde_json::to_string(&t).unwrap().ends_with(r#""toxicity":0}"#));
+        assert!(
+            serde_json::to_string(&t)
+                .unwrap()
+                .ends_with(r#""toxicity":0}"#)
+        );
     }
 
     #[test]
@@ -402,7 +417,10 @@ mod tests {
         let err = create(json!({"type": "latency", "attributes": {"latency": "slow"}}))
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("bad request body: attributes.latency"), "{err}");
+        assert!(
+            err.starts_with("bad request body: attributes.latency"),
+            "{err}"
+        );
         let err = create(json!({"type": "latency", "attributes": {"jitter": -5}}))
             .unwrap_err()
             .to_string();
@@ -420,7 +438,10 @@ mod tests {
     #[test]
     fn patch_merges_and_keeps_unchanged() {
         let t = create(json!({"type": "latency", "attributes": {"latency": 10, "jitter": 2}, "toxicity": 0.25})).unwrap();
-        let p: ToxicPatch = serde_json::from_value(json!({"attributes": {"latency": 99, "other": 1}, "type": "ignored"})).unwrap();
+        let p: ToxicPatch = serde_json::from_value(
+            json!({"attributes": {"latency": 99, "other": 1}, "type": "ignored"}),
+        )
+        .unwrap();
         let next = p.apply(&t).unwrap();
         assert_eq!(
             next.kind,
@@ -430,7 +451,8 @@ mod tests {
             }
         );
         assert_eq!(next.toxicity, 0.25);
-        let bad: ToxicPatch = serde_json::from_value(json!({"attributes": {"latency": -1}})).unwrap();
+        let bad: ToxicPatch =
+            serde_json::from_value(json!({"attributes": {"latency": -1}})).unwrap();
         assert!(bad.apply(&t).is_err());
     }
 

@@ -1,14 +1,20 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! The data plane of downtime: TCP proxies and the toxic engine, with no HTTP API, SQL or
+//! HTML types in sight.
+//!
+//! # Layout
+//! - [`registry`]: the public handle; the only way to create, change or stop proxies;
+//! - `listener`: binding and the accept loop, one task per proxy;
+//! - `tcp`: one task per connection, two links (client→upstream, upstream→client);
+//! - [`toxics`]: what toxics do to a link's chunks, as pure, time-driven state machines.
+//!
+//! Dependencies point down this list: toxics never see sockets, the registry never waits on
+//! a connection task.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+mod listener;
+pub mod registry;
+mod tcp;
+pub mod toxics;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use registry::{PopulateError, ProxyCounters, Registry};
+pub use tcp::ProxyStats;
+pub use tcp::pipe::DirectionStats;

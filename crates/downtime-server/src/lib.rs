@@ -1,14 +1,82 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! The control plane of downtime: the Toxiproxy-compatible API, configuration loading and
+//! the server's lifecycle.
+//!
+//! # Layout
+//! - [`api`]: the HTTP API (routes, error shape, metrics); handlers only call the registry;
+//! - [`config`]: startup files (our TOML, Toxiproxy's JSON) into validated proxies;
+//! - [`run`]: wires the registry and the API, and drains both on shutdown.
+
+pub mod api;
+pub mod config;
+
+use std::future::Future;
+use std::time::Duration;
+
+use downtime_model::{ProxyConfig, Toxic};
+use downtime_proxy::Registry;
+use tokio::net::TcpListener;
+
+pub use api::MetricsOptions;
+
+/// Everything `run` needs besides the bound API listener.
+#[derive(Debug, Default)]
+pub struct ServeOptions {
+    /// Seed for every random choice; `None` draws one.
+    pub seed: Option<u64>,
+    /// Which metric groups `/metrics` exposes.
+    pub metrics: MetricsOptions,
+    /// Proxies (with toxics) to create before the API answers.
+    pub proxies: Vec<(ProxyConfig, Vec<Toxic>)>,
+    /// How long shutdown waits for requests and connections to finish.
+    pub grace: Duration,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A proxy of the config file could not start (for example its port is taken).
+    #[error("cannot start proxy from config: {0}")]
+    Populate(#[source] downtime_model::Error),
+    /// The API server failed.
+    #[error("api server: {0}")]
+    Io(#[from] std::io::Error),
+}
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+/// Serves the API on `listener` until `shutdown` completes, then stops every proxy and
+/// waits at most `options.grace` for in-flight work.
+pub async fn run(
+    listener: TcpListener,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let registry = Registry::new(options.seed);
+    if !options.proxies.is_empty() {
+        registry
+            .populate(options.proxies)
+            .await
+            .map_err(|e| ServeError::Populate(e.error))?;
     }
+    let state = api::AppState {
+        registry: registry.clone(),
+        metrics: options.metrics,
+    };
+    let app = api::router(state);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(());
+    registry.shutdown(options.grace).await;
+    match tokio::time::timeout(options.grace, server).await {
+        Ok(Ok(result)) => result?,
+        Ok(Err(join)) => tracing::warn!(error = %join, "api server task failed"),
+        Err(_) => tracing::warn!("api requests still running after the grace period"),
+    }
+    Ok(())
 }

@@ -49,7 +49,10 @@ async fn main() -> ExitCode {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, reason = "a failed unwrap is a clear test failure")]
+#[allow(
+    clippy::unwrap_used,
+    reason = "a failed unwrap is a clear test failure"
+)]
 mod tests {
     use super::*;
     use clap::CommandFactory;

@@ -1,6 +1,9 @@
 //! `downtime serve`: flags for the server process, turned into a running server.
 
 use std::process::ExitCode;
+use std::time::Duration;
+
+use downtime_server::{MetricsOptions, ServeOptions};
 
 /// Flags of `downtime serve`, named as `toxiproxy-server` names them so scripts keep working.
 #[derive(Debug, clap::Args)]
@@ -25,8 +28,76 @@ pub struct ServeArgs {
     pub runtime_metrics: bool,
 }
 
-/// Runs the server until SIGINT/SIGTERM; maps startup failures to exit code 1 (bad config: 2).
+/// Runs the server until SIGINT/SIGTERM. Exit codes: 0 after a clean shutdown, 2 for a bad
+/// config file, 1 when the API or a configured proxy cannot bind.
 pub async fn run(args: ServeArgs) -> ExitCode {
-    let _ = args;
-    ExitCode::from(1)
+    let proxies = match &args.config {
+        Some(path) => match downtime_server::config::load(path) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("downtime: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Vec::new(),
+    };
+    let address = format!("{}:{}", args.host, args.port);
+    let listener = match tokio::net::TcpListener::bind(&address).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("downtime: cannot listen on {address} for the API: {e}");
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                eprintln!(
+                    "hint: another downtime or toxiproxy-server may be running; pick another --port"
+                );
+            }
+            return ExitCode::from(1);
+        }
+    };
+    let bound = listener.local_addr().map_or(address, |a| a.to_string());
+    let names: Vec<String> = proxies.iter().map(|(c, _)| c.name.clone()).collect();
+    let options = ServeOptions {
+        seed: args.seed,
+        metrics: MetricsOptions {
+            proxy: args.proxy_metrics,
+            runtime: args.runtime_metrics,
+        },
+        proxies,
+        grace: Duration::from_secs(5),
+    };
+    // Printed on stdout so scripts (and tests using --port 0) can read the bound address.
+    println!("downtime API listening on http://{bound}");
+    if !names.is_empty() {
+        println!("proxies from config: {}", names.join(", "));
+    }
+    match downtime_server::run(listener, options, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("downtime: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
 }

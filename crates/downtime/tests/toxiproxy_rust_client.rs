@@ -47,7 +47,8 @@ impl Server {
         let mut last_log = String::new();
         for _ in 0..3 {
             let port = free_port();
-            let log = std::env::temp_dir().join(format!("downtime-rust-{}-{port}.log", std::process::id()));
+            let log = std::env::temp_dir()
+                .join(format!("downtime-rust-{}-{port}.log", std::process::id()));
             let out = std::fs::File::create(&log).unwrap();
             let err = out.try_clone().unwrap();
             let mut child = Command::new(env!("CARGO_BIN_EXE_downtime"))
@@ -111,7 +112,10 @@ fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> std::io::Res
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| std::io::Error::new(ErrorKind::InvalidData, "no status line"))?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
@@ -120,7 +124,11 @@ fn version_answers(port: u16) -> bool {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 // --- upstream servers -------------------------------------------------------------
@@ -261,7 +269,9 @@ fn read_until_closed(s: &mut TcpStream, timeout: Duration) -> (Vec<u8>, End, Dur
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 return (data, End::Timeout, start.elapsed());
             }
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => return (data, End::Reset, start.elapsed()),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {
+                return (data, End::Reset, start.elapsed());
+            }
             Err(e) => panic!("unexpected read error: {e}"),
         }
     }
@@ -277,7 +287,9 @@ fn pack(name: &str, listen: &str, upstream: &str) -> ProxyPack {
 
 /// Creates one proxy through `populate` (the library's only way to create proxies).
 fn make_proxy(client: &Client, name: &str, upstream: &str) -> (Proxy, u16) {
-    let mut proxies = client.populate(vec![pack(name, "127.0.0.1:0", upstream)]).unwrap();
+    let mut proxies = client
+        .populate(vec![pack(name, "127.0.0.1:0", upstream)])
+        .unwrap();
     assert_eq!(proxies.len(), 1);
     let proxy = proxies.remove(0);
     let port = port_of(&proxy.proxy_pack.listen);
@@ -285,7 +297,12 @@ fn make_proxy(client: &Client, name: &str, upstream: &str) -> (Proxy, u16) {
 }
 
 fn toxic_map(proxy: &Proxy) -> HashMap<String, ToxicPack> {
-    proxy.toxics().unwrap().into_iter().map(|t| (t.name.clone(), t)).collect()
+    proxy
+        .toxics()
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.name.clone(), t))
+        .collect()
 }
 
 fn attrs(pairs: &[(&str, u32)]) -> HashMap<String, u32> {
@@ -319,7 +336,11 @@ fn populate_creates_proxies_with_bound_listen() {
     assert_eq!(names, ["rs_pop_any", "rs_pop_fixed"], "input order");
     let any = &proxies[0].proxy_pack;
     assert!(any.listen.starts_with("127.0.0.1:"), "{}", any.listen);
-    assert_ne!(port_of(&any.listen), 0, "listen is rewritten to the bound port");
+    assert_ne!(
+        port_of(&any.listen),
+        0,
+        "listen is rewritten to the bound port"
+    );
     assert_eq!(any.upstream, echo.addr());
     assert!(any.enabled);
     assert!(any.toxics.is_empty());
@@ -341,9 +362,21 @@ fn populate_is_idempotent_and_keeps_toxics() {
     round_trip(&mut conn, b"a");
     let again = client.populate(spec()).unwrap();
     assert_eq!(again.len(), 1);
-    let toxics: Vec<&str> = again[0].proxy_pack.toxics.iter().map(|t| t.name.as_str()).collect();
-    assert_eq!(toxics, ["latency_downstream"], "unchanged proxy kept its toxics");
-    assert!(round_trip(&mut conn, b"b") < Duration::from_secs(5), "live connection survived");
+    let toxics: Vec<&str> = again[0]
+        .proxy_pack
+        .toxics
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect();
+    assert_eq!(
+        toxics,
+        ["latency_downstream"],
+        "unchanged proxy kept its toxics"
+    );
+    assert!(
+        round_trip(&mut conn, b"b") < Duration::from_secs(5),
+        "live connection survived"
+    );
 }
 
 #[test]
@@ -353,11 +386,26 @@ fn populate_replaces_changed_proxy() {
     let echo = Upstream::echo();
     let greeter = Upstream::greeter();
     let port = free_port();
-    let first = client.populate(vec![pack("rs_repl", &format!("127.0.0.1:{port}"), &echo.addr())]).unwrap();
+    let first = client
+        .populate(vec![pack(
+            "rs_repl",
+            &format!("127.0.0.1:{port}"),
+            &echo.addr(),
+        )])
+        .unwrap();
     first[0].with_latency("downstream".into(), 1, 0, 1.0);
-    let second = client.populate(vec![pack("rs_repl", &format!("127.0.0.1:{port}"), &greeter.addr())]).unwrap();
+    let second = client
+        .populate(vec![pack(
+            "rs_repl",
+            &format!("127.0.0.1:{port}"),
+            &greeter.addr(),
+        )])
+        .unwrap();
     assert_eq!(second[0].proxy_pack.upstream, greeter.addr());
-    assert!(second[0].proxy_pack.toxics.is_empty(), "replaced proxy starts without toxics");
+    assert!(
+        second[0].proxy_pack.toxics.is_empty(),
+        "replaced proxy starts without toxics"
+    );
     let (data, end, _) = read_until_closed(&mut connect(port), Duration::from_secs(5));
     assert_eq!((data.as_slice(), end), (GREETING, End::Eof));
 }
@@ -383,11 +431,23 @@ fn populate_with_missing_upstream_fails_and_changes_nothing() {
     let server = Server::start();
     let client = server.client();
     let echo = Upstream::echo();
-    let result = client.populate(vec![pack("rs_ok", "127.0.0.1:0", &echo.addr()), pack("rs_bad", "127.0.0.1:0", "")]);
+    let result = client.populate(vec![
+        pack("rs_ok", "127.0.0.1:0", &echo.addr()),
+        pack("rs_bad", "127.0.0.1:0", ""),
+    ]);
     // The library deserializes the 400 body as {"proxies": ...} and fails.
-    assert!(result.is_err(), "populate with an invalid entry must not succeed");
+    assert!(
+        result.is_err(),
+        "populate with an invalid entry must not succeed"
+    );
     assert!(client.all().unwrap().is_empty());
-    let (status, body) = http(server.port, "POST", "/populate", Some(r#"[{"name":"a","listen":"127.0.0.1:0"}]"#)).unwrap();
+    let (status, body) = http(
+        server.port,
+        "POST",
+        "/populate",
+        Some(r#"[{"name":"a","listen":"127.0.0.1:0"}]"#),
+    )
+    .unwrap();
     assert_eq!(status, 400);
     let body: serde_json::Value = serde_json::from_str(body.trim()).unwrap();
     assert_eq!(body["error"], "missing required field: upstream at proxy 1");
@@ -400,7 +460,10 @@ fn all_and_find_proxy() {
     let echo = Upstream::echo();
     assert!(client.all().unwrap().is_empty());
     client
-        .populate(vec![pack("rs_a", "127.0.0.1:0", &echo.addr()), pack("rs_b", "127.0.0.1:0", "127.0.0.1:1")])
+        .populate(vec![
+            pack("rs_a", "127.0.0.1:0", &echo.addr()),
+            pack("rs_b", "127.0.0.1:0", "127.0.0.1:1"),
+        ])
         .unwrap();
     let all = client.all().unwrap();
     let mut names: Vec<&String> = all.keys().collect();
@@ -430,7 +493,10 @@ fn disable_enable_and_with_down() {
     proxy.enable().unwrap();
     let back = client.find_proxy("rs_toggle").unwrap();
     assert!(back.proxy_pack.enabled);
-    assert_eq!(back.proxy_pack.listen, proxy.proxy_pack.listen, "re-binds the same address");
+    assert_eq!(
+        back.proxy_pack.listen, proxy.proxy_pack.listen,
+        "re-binds the same address"
+    );
     round_trip_new(port);
 
     let mut ran = false;
@@ -497,7 +563,13 @@ fn every_library_toxic_on_both_streams() {
             .map(|t| (t.name, t.r#type, t.stream, t.toxicity, t.attributes))
             .collect();
         let want = |ty: &str, tox: f32, a: &[(&str, u32)]| {
-            (format!("{ty}_{stream}"), ty.to_string(), stream.to_string(), tox, attrs(a))
+            (
+                format!("{ty}_{stream}"),
+                ty.to_string(),
+                stream.to_string(),
+                tox,
+                attrs(a),
+            )
         };
         assert_eq!(
             got,
@@ -506,7 +578,11 @@ fn every_library_toxic_on_both_streams() {
                 want("bandwidth", 0.5, &[("rate", 1000)]),
                 want("slow_close", 1.0, &[("delay", 100)]),
                 want("timeout", 1.0, &[("timeout", 100)]),
-                want("slicer", 1.0, &[("average_size", 64), ("size_variation", 8), ("delay", 10)]),
+                want(
+                    "slicer",
+                    1.0,
+                    &[("average_size", 64), ("size_variation", 8), ("delay", 10)]
+                ),
                 want("limit_data", 1.0, &[("bytes", 1000)]),
             ],
             "toxics on {stream}, in insertion order"
@@ -528,8 +604,21 @@ fn toxics_listed_upstream_first() {
         .with_bandwidth("upstream".into(), 100, 1.0)
         .with_slicer("downstream".into(), 10, 0, 0, 1.0)
         .with_timeout("upstream".into(), 0, 1.0);
-    let names: Vec<String> = proxy.toxics().unwrap().into_iter().map(|t| t.name).collect();
-    assert_eq!(names, ["bandwidth_upstream", "timeout_upstream", "latency_downstream", "slicer_downstream"]);
+    let names: Vec<String> = proxy
+        .toxics()
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "bandwidth_upstream",
+            "timeout_upstream",
+            "latency_downstream",
+            "slicer_downstream"
+        ]
+    );
 }
 
 #[test]
@@ -539,7 +628,9 @@ fn duplicate_toxic_is_rejected_by_the_server() {
     let echo = Upstream::echo();
     let (proxy, _) = make_proxy(&client, "rs_dup", &echo.addr());
     // The library ignores the HTTP status of toxic creation; the server must refuse (409).
-    proxy.with_latency("downstream".into(), 100, 0, 1.0).with_latency("downstream".into(), 900, 0, 1.0);
+    proxy
+        .with_latency("downstream".into(), 100, 0, 1.0)
+        .with_latency("downstream".into(), 900, 0, 1.0);
     let toxics = toxic_map(&proxy);
     assert_eq!(toxics.len(), 1);
     assert_eq!(toxics["latency_downstream"].attributes["latency"], 100);
@@ -551,7 +642,10 @@ fn duplicate_toxic_is_rejected_by_the_server() {
     )
     .unwrap();
     assert_eq!(status, 409);
-    assert_eq!(body.trim(), r#"{"error":"toxic already exists","status":409}"#);
+    assert_eq!(
+        body.trim(),
+        r#"{"error":"toxic already exists","status":409}"#
+    );
 }
 
 #[test]
@@ -560,7 +654,9 @@ fn delete_all_toxics_and_apply() {
     let client = server.client();
     let echo = Upstream::echo();
     let (proxy, _) = make_proxy(&client, "rs_apply", &echo.addr());
-    proxy.with_latency("downstream".into(), 1, 0, 1.0).with_limit_data("upstream".into(), 10, 1.0);
+    proxy
+        .with_latency("downstream".into(), 1, 0, 1.0)
+        .with_limit_data("upstream".into(), 10, 1.0);
     assert_eq!(proxy.toxics().unwrap().len(), 2);
     proxy.delete_all_toxics().unwrap();
     assert!(proxy.toxics().unwrap().is_empty());
@@ -570,11 +666,19 @@ fn delete_all_toxics_and_apply() {
         .with_slicer("downstream".into(), 2048, 128, 0, 0.8)
         .with_bandwidth("downstream".into(), 32, 0.5)
         .apply(|| {
-            *seen.lock().unwrap() = client.find_proxy("rs_apply").unwrap().proxy_pack.toxics.len();
+            *seen.lock().unwrap() = client
+                .find_proxy("rs_apply")
+                .unwrap()
+                .proxy_pack
+                .toxics
+                .len();
         })
         .unwrap();
     assert_eq!(*seen.lock().unwrap(), 2, "toxics active inside apply");
-    assert!(proxy.toxics().unwrap().is_empty(), "apply removes the toxics afterwards");
+    assert!(
+        proxy.toxics().unwrap().is_empty(),
+        "apply removes the toxics afterwards"
+    );
 }
 
 #[test]
@@ -583,7 +687,9 @@ fn find_and_reset_proxy_clears_and_enables() {
     let client = server.client();
     let echo = Upstream::echo();
     let (proxy, port) = make_proxy(&client, "rs_far", &echo.addr());
-    proxy.with_latency("downstream".into(), 2000, 0, 1.0).with_timeout("upstream".into(), 10, 1.0);
+    proxy
+        .with_latency("downstream".into(), 2000, 0, 1.0)
+        .with_timeout("upstream".into(), 10, 1.0);
     proxy.disable().unwrap();
     let fresh = client.find_and_reset_proxy("rs_far").unwrap();
     assert!(fresh.toxics().unwrap().is_empty());
@@ -609,7 +715,11 @@ fn reset_reenables_and_removes_toxics() {
         assert!(p.proxy_pack.toxics.is_empty(), "{name} toxics removed");
         assert!(round_trip_new(port) < Duration::from_millis(1500));
     }
-    assert_eq!(client.all().unwrap().len(), 2, "reset does not delete proxies");
+    assert_eq!(
+        client.all().unwrap().len(),
+        2,
+        "reset does not delete proxies"
+    );
 }
 
 // --- data path ----------------------------------------------------------------------
@@ -641,11 +751,17 @@ fn latency_delays_both_directions() {
     assert!(round_trip_new(port) < Duration::from_millis(400));
     proxy.with_latency("downstream".into(), 600, 0, 1.0);
     let t = round_trip_new(port);
-    assert!(t >= Duration::from_millis(500) && t < Duration::from_secs(5), "{t:?}");
+    assert!(
+        t >= Duration::from_millis(500) && t < Duration::from_secs(5),
+        "{t:?}"
+    );
     proxy.delete_all_toxics().unwrap();
     proxy.with_latency("upstream".into(), 600, 0, 1.0);
     let t = round_trip_new(port);
-    assert!(t >= Duration::from_millis(500) && t < Duration::from_secs(5), "{t:?}");
+    assert!(
+        t >= Duration::from_millis(500) && t < Duration::from_secs(5),
+        "{t:?}"
+    );
     proxy.delete_all_toxics().unwrap();
     assert!(round_trip_new(port) < Duration::from_millis(400));
 }
@@ -660,7 +776,10 @@ fn latency_applies_to_open_connection() {
     assert!(round_trip(&mut conn, b"a") < Duration::from_millis(400));
     proxy.with_latency("downstream".into(), 600, 0, 1.0);
     let t = round_trip(&mut conn, b"b");
-    assert!(t >= Duration::from_millis(500) && t < Duration::from_secs(5), "{t:?}");
+    assert!(
+        t >= Duration::from_millis(500) && t < Duration::from_secs(5),
+        "{t:?}"
+    );
 }
 
 #[test]
@@ -689,7 +808,10 @@ fn bandwidth_limits_throughput() {
     let got = read_exactly(&mut conn, payload.len(), Duration::from_secs(20));
     let t = start.elapsed();
     assert!(got == payload);
-    assert!(t >= Duration::from_millis(700) && t < Duration::from_secs(15), "60 kB at 50 KB/s took {t:?}");
+    assert!(
+        t >= Duration::from_millis(700) && t < Duration::from_secs(15),
+        "60 kB at 50 KB/s took {t:?}"
+    );
 }
 
 #[test]
@@ -719,12 +841,21 @@ fn slow_close_delays_the_close() {
     proxy.with_slow_close("downstream".into(), 800, 1.0);
     let mut conn = connect(port);
     let start = Instant::now();
-    assert_eq!(read_exactly(&mut conn, GREETING.len(), Duration::from_secs(5)), GREETING);
-    assert!(start.elapsed() < Duration::from_millis(600), "data is not delayed");
+    assert_eq!(
+        read_exactly(&mut conn, GREETING.len(), Duration::from_secs(5)),
+        GREETING
+    );
+    assert!(
+        start.elapsed() < Duration::from_millis(600),
+        "data is not delayed"
+    );
     let (rest, end, _) = read_until_closed(&mut conn, Duration::from_secs(6));
     let t = start.elapsed();
     assert_eq!((rest.len(), end), (0, End::Eof));
-    assert!(t >= Duration::from_millis(600) && t < Duration::from_secs(5), "closed after {t:?}");
+    assert!(
+        t >= Duration::from_millis(600) && t < Duration::from_secs(5),
+        "closed after {t:?}"
+    );
 }
 
 #[test]
@@ -741,7 +872,10 @@ fn timeout_swallows_data_then_closes() {
     let t = start.elapsed();
     assert!(data.is_empty());
     assert!(matches!(end, End::Eof | End::Reset), "{end:?}");
-    assert!(t >= Duration::from_millis(300) && t < Duration::from_secs(5), "closed after {t:?}");
+    assert!(
+        t >= Duration::from_millis(300) && t < Duration::from_secs(5),
+        "closed after {t:?}"
+    );
 }
 
 #[test]
@@ -757,7 +891,10 @@ fn timeout_zero_holds_until_removed() {
     assert_eq!((data.len(), end), (0, End::Timeout));
     proxy.delete_all_toxics().unwrap();
     let (_, end, _) = read_until_closed(&mut conn, Duration::from_secs(5));
-    assert!(matches!(end, End::Eof | End::Reset), "removing a timeout toxic closes: {end:?}");
+    assert!(
+        matches!(end, End::Eof | End::Reset),
+        "removing a timeout toxic closes: {end:?}"
+    );
     assert!(round_trip_new(port) < Duration::from_secs(1));
 }
 
@@ -776,7 +913,11 @@ fn slicer_delivers_in_pieces() {
     let mut reads = 0;
     let mut buf = [0u8; 4096];
     while got.len() < payload.len() {
-        assert!(start.elapsed() < Duration::from_secs(10), "slicer too slow: {} bytes", got.len());
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "slicer too slow: {} bytes",
+            got.len()
+        );
         let n = conn.read(&mut buf).unwrap();
         assert!(n > 0, "closed early");
         reads += 1;
@@ -785,7 +926,10 @@ fn slicer_delivers_in_pieces() {
     let t = start.elapsed();
     assert_eq!(got, payload);
     assert!(reads > 1, "arrived in {reads} read(s)");
-    assert!(t >= Duration::from_millis(150) && t < Duration::from_secs(8), "{t:?}");
+    assert!(
+        t >= Duration::from_millis(150) && t < Duration::from_secs(8),
+        "{t:?}"
+    );
 }
 
 #[test]

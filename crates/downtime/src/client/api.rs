@@ -172,7 +172,10 @@ fn excerpt(body: &str) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, reason = "a failed unwrap is a clear test failure")]
+#[allow(
+    clippy::unwrap_used,
+    reason = "a failed unwrap is a clear test failure"
+)]
 mod tests {
     use super::*;
 

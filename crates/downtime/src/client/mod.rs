@@ -461,7 +461,10 @@ async fn toxic_remove(api: &Api, args: &ToxicRemoveArgs) -> anyhow::Result<Outpu
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, reason = "a failed unwrap is a clear test failure")]
+#[allow(
+    clippy::unwrap_used,
+    reason = "a failed unwrap is a clear test failure"
+)]
 mod tests {
     use super::*;
 

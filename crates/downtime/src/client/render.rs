@@ -179,7 +179,10 @@ fn table<const N: usize>(rows: &[[String; N]], indent: &str) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, reason = "a failed unwrap is a clear test failure")]
+#[allow(
+    clippy::unwrap_used,
+    reason = "a failed unwrap is a clear test failure"
+)]
 mod tests {
     use super::*;
     use serde_json::json;

@@ -103,7 +103,10 @@ fn attribute_value(raw: &str) -> Value {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, reason = "a failed unwrap is a clear test failure")]
+#[allow(
+    clippy::unwrap_used,
+    reason = "a failed unwrap is a clear test failure"
+)]
 mod tests {
     use super::*;
     use serde_json::json;

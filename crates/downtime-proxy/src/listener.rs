@@ -1,0 +1,131 @@
+//! Binding a proxy's listen address and its accept loop.
+//!
+//! The accept loop only accepts and spawns: the upstream dial runs in the connection's own
+//! task, so one slow upstream never holds up other clients, and an accept error (such as
+//! running out of file descriptors) is logged and retried after a pause instead of ending
+//! the proxy.
+
+use std::io;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use downtime_model::Error;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::tcp::{self, ConnContext, ProxyStats};
+use crate::toxics::Chain;
+
+/// Resolves a listen string as Toxiproxy does: empty or `:PORT` means every interface.
+pub(crate) async fn resolve_listen(listen: &str) -> Result<SocketAddr, Error> {
+    if listen.is_empty() {
+        return Ok(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)));
+    }
+    if let Some(port) = listen.strip_prefix(':') {
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| Error::Listen(format!("address tcp/{port}: unknown port")))?;
+        return Ok(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)));
+    }
+    if let Ok(addr) = listen.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(listen)
+        .await
+        .map_err(|e| Error::Listen(format!("listen tcp {listen}: {}", describe(&e))))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| Error::Listen(format!("listen tcp {listen}: no such host")))
+}
+
+/// Binds `addr` with SO_REUSEADDR (a proxy re-enabled at once must get its port back).
+pub(crate) fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
+    let bound = (|| {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(1024)
+    })();
+    bound.map_err(|e| Error::Listen(format!("listen tcp {addr}: bind: {}", describe(&e))))
+}
+
+/// An OS error as Go prints it: lowercase, without Rust's "(os error N)" suffix.
+fn describe(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::AddrInUse => "address already in use".to_owned(),
+        io::ErrorKind::AddrNotAvailable => "cannot assign requested address".to_owned(),
+        io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        _ => {
+            let text = e.to_string();
+            let text = text.split(" (os error").next().unwrap_or(&text).to_owned();
+            text.to_lowercase()
+        }
+    }
+}
+
+/// What the accept loop hands to every connection it spawns.
+pub(crate) struct AcceptContext {
+    pub(crate) name_hash: u64,
+    pub(crate) upstream: Arc<str>,
+    pub(crate) up_chain: watch::Receiver<Arc<Chain>>,
+    pub(crate) down_chain: watch::Receiver<Arc<Chain>>,
+    pub(crate) stats: Arc<ProxyStats>,
+    pub(crate) sequence: Arc<AtomicU64>,
+    pub(crate) seed: u64,
+}
+
+/// Accepts clients until `cancel` fires; each connection runs in its own tracked task.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    ctx: AcceptContext,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            () = cancel.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((client, _peer)) => {
+                let n = ctx.sequence.fetch_add(1, Ordering::Relaxed);
+                let conn = ConnContext {
+                    upstream: ctx.upstream.clone(),
+                    up_chain: ctx.up_chain.clone(),
+                    down_chain: ctx.down_chain.clone(),
+                    stats: ctx.stats.clone(),
+                    seed: mix(ctx.seed ^ ctx.name_hash, n),
+                    cancel: cancel.clone(),
+                };
+                tracker.spawn(tcp::serve(client, conn));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed; retrying");
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// SplitMix64 of `a` and `b`: turns (seed, connection number) into an independent stream.
+pub(crate) fn mix(a: u64, b: u64) -> u64 {
+    let mut z = a.wrapping_add(b.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}

@@ -1,0 +1,93 @@
+//! The one error type of the API and its wire shape.
+//!
+//! Toxiproxy sends errors as `{"error": "...", "status": N}` plus a newline, labelled
+//! `text/plain; charset=utf-8` with `X-Content-Type-Options: nosniff` (a side effect of Go's
+//! `http.Error`). Clients look at the status and sometimes the text, so both are reproduced.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use downtime_model::Error;
+use serde::Serialize;
+
+/// An error answered by the API.
+#[derive(Debug)]
+pub struct ApiError {
+    error: Error,
+    /// Populate answers carry the proxies already processed (or `null`).
+    proxies: Option<Option<serde_json::Value>>,
+}
+
+impl From<Error> for ApiError {
+    fn from(error: Error) -> Self {
+        ApiError {
+            error,
+            proxies: None,
+        }
+    }
+}
+
+impl ApiError {
+    /// An error for populate, whose body also has a `proxies` field.
+    pub fn with_proxies(error: Error, proxies: Option<serde_json::Value>) -> Self {
+        ApiError {
+            error,
+            proxies: Some(proxies),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: String,
+    status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxies: Option<&'a Option<serde_json::Value>>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.error.status();
+        if status >= 500 {
+            tracing::warn!(error = %self.error, "api request failed");
+        }
+        let body = Body {
+            error: self.error.to_string(),
+            status,
+            proxies: self.proxies.as_ref(),
+        };
+        let mut text = serde_json::to_string(&body).unwrap_or_default();
+        text.push('\n');
+        let mut response = (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            text,
+        )
+            .into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        response
+    }
+}
+
+/// Decodes a JSON body leniently (no Content-Type check, unknown fields ignored); a syntax or
+/// type error becomes `bad request body: <field>: <problem>`.
+pub fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || path.is_empty() {
+            Error::BadBody(inner.to_string())
+        } else {
+            Error::BadBody(format!("{path}: {inner}"))
+        }
+    })?;
+    de.end().map_err(|e| Error::BadBody(e.to_string()))?;
+    Ok(value)
+}

@@ -1,0 +1,154 @@
+//! The control API, byte-compatible with Toxiproxy 2.12 so its clients work unchanged.
+//!
+//! Handlers only translate HTTP to registry calls and back. Two layers apply to matched
+//! routes only, as in Toxiproxy: browsers are refused (CSRF protection: a page in a browser
+//! must not be able to reconfigure proxies) and every answer carries a request id. Unknown
+//! paths get Go's plain `404 page not found`, wrong methods a bare 405.
+
+pub mod error;
+mod metrics;
+mod proxies;
+pub mod request_id;
+mod toxics;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use downtime_proxy::Registry;
+
+pub use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The data plane.
+    pub registry: Registry,
+    /// Whether `/metrics` is routed, and what it includes.
+    pub metrics: MetricsOptions,
+}
+
+/// Which metric groups `/metrics` exposes; with none, the route does not exist (as upstream).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MetricsOptions {
+    /// Per-proxy byte and connection counters.
+    pub proxy: bool,
+    /// Process metrics (CPU, memory, file descriptors).
+    pub runtime: bool,
+}
+
+/// Header carrying the request id on every matched route.
+pub const REQUEST_ID_HEADER: &str = "x-toxiproxy-request-id";
+
+/// Builds the API router.
+pub fn router(state: AppState) -> Router {
+    let mut router = Router::new()
+        .route("/proxies", get(proxies::list).post(proxies::create))
+        .route("/populate", post(proxies::populate))
+        .route(
+            "/proxies/{proxy}",
+            get(proxies::show)
+                .post(proxies::update)
+                .patch(proxies::update)
+                .delete(proxies::delete),
+        )
+        .route(
+            "/proxies/{proxy}/toxics",
+            get(toxics::list).post(toxics::create),
+        )
+        .route(
+            "/proxies/{proxy}/toxics/{toxic}",
+            get(toxics::show)
+                .post(toxics::update)
+                .patch(toxics::update)
+                .delete(toxics::delete),
+        )
+        .route("/reset", post(proxies::reset))
+        .route("/version", get(version));
+    if state.metrics.proxy || state.metrics.runtime {
+        router = router.route("/metrics", any(metrics::render));
+    }
+    router
+        .route_layer(middleware::from_fn(refuse_browsers))
+        .route_layer(middleware::from_fn(request_id))
+        .route_layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(25),
+        ))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn not_found() -> Response {
+    let mut response = (StatusCode::NOT_FOUND, "404 page not found\n").into_response();
+    set_plain(&mut response);
+    response
+}
+
+fn set_plain(response: &mut Response) {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+}
+
+async fn refuse_browsers(request: Request, next: Next) -> Response {
+    let is_browser = request
+        .headers()
+        .get(header::USER_AGENT)
+        .is_some_and(|ua| ua.as_bytes().starts_with(b"Mozilla/"));
+    if is_browser {
+        let mut response = (StatusCode::FORBIDDEN, "User agent not allowed\n").into_response();
+        set_plain(&mut response);
+        return response;
+    }
+    next.run(request).await
+}
+
+async fn request_id(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    if let Ok(value) = HeaderValue::from_str(&request_id::next()) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+async fn version(State(_): State<AppState>) -> Response {
+    let body = format!(
+        "{{\"version\": \"{}\"}}\n",
+        downtime_model::TOXIPROXY_API_VERSION
+    );
+    let mut response = (StatusCode::OK, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json;charset=utf-8"),
+    );
+    response
+}
+
+/// A compact JSON success answer with `Content-Type: application/json`.
+pub(crate) fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => {
+            let mut response = (status, body).into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not encode a response");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}

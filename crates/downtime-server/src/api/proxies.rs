@@ -1,0 +1,90 @@
+//! Proxy endpoints: list, create, populate, show, update, delete, reset.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use downtime_model::{ProxyPatch, ProxyRequest, ProxyView};
+
+use super::error::decode;
+use super::{ApiError, AppState, json};
+
+pub(super) async fn list(State(state): State<AppState>) -> Response {
+    let proxies: BTreeMap<String, ProxyView> = state
+        .registry
+        .list()
+        .await
+        .into_iter()
+        .map(|p| (p.config.name.clone(), p))
+        .collect();
+    json(StatusCode::OK, &proxies)
+}
+
+pub(super) async fn create(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: ProxyRequest = decode(&body)?;
+    let (config, toxics) = request.validate(None)?;
+    let view = state.registry.create(config, toxics).await?;
+    Ok(json(StatusCode::CREATED, &view))
+}
+
+pub(super) async fn populate(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let requests: Vec<ProxyRequest> = decode(&body).map_err(|e| ApiError::with_proxies(e, None))?;
+    let mut items = Vec::with_capacity(requests.len());
+    for (i, request) in requests.into_iter().enumerate() {
+        let item = request
+            .validate(Some(i + 1))
+            .map_err(|e| ApiError::with_proxies(e, None))?;
+        items.push(item);
+    }
+    match state.registry.populate(items).await {
+        Ok(proxies) => Ok(json(
+            StatusCode::CREATED,
+            &serde_json::json!({ "proxies": proxies }),
+        )),
+        Err(failed) => {
+            let done = serde_json::to_value(&failed.proxies).ok();
+            Err(ApiError::with_proxies(failed.error, done))
+        }
+    }
+}
+
+pub(super) async fn show(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let view = state.registry.get(&name).await?;
+    Ok(json(StatusCode::OK, &view))
+}
+
+pub(super) async fn update(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    // Toxiproxy looks the proxy up before it decodes the body.
+    state.registry.get(&name).await?;
+    let patch: ProxyPatch = decode(&body)?;
+    let view = state.registry.update(&name, patch).await?;
+    Ok(json(StatusCode::OK, &view))
+}
+
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.registry.delete(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn reset(State(state): State<AppState>) -> Result<StatusCode, ApiError> {
+    state.registry.reset().await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,57 @@
+//! Toxic endpoints: list, create, show, update, delete.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use downtime_model::{ToxicPatch, ToxicRequest};
+
+use super::error::decode;
+use super::{ApiError, AppState, json};
+
+pub(super) async fn list(
+    State(state): State<AppState>,
+    Path(proxy): Path<String>,
+) -> Result<Response, ApiError> {
+    let toxics = state.registry.toxics(&proxy).await?;
+    Ok(json(StatusCode::OK, &toxics))
+}
+
+pub(super) async fn create(
+    State(state): State<AppState>,
+    Path(proxy): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    // Order as in Toxiproxy: unknown proxy (404) before a bad body (400).
+    state.registry.get(&proxy).await?;
+    let request: ToxicRequest = decode(&body)?;
+    let toxic = state.registry.add_toxic(&proxy, request).await?;
+    Ok(json(StatusCode::OK, &toxic))
+}
+
+pub(super) async fn show(
+    State(state): State<AppState>,
+    Path((proxy, toxic)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let toxic = state.registry.toxic(&proxy, &toxic).await?;
+    Ok(json(StatusCode::OK, &toxic))
+}
+
+pub(super) async fn update(
+    State(state): State<AppState>,
+    Path((proxy, toxic)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    state.registry.toxic(&proxy, &toxic).await?;
+    let patch: ToxicPatch = decode(&body)?;
+    let toxic = state.registry.update_toxic(&proxy, &toxic, patch).await?;
+    Ok(json(StatusCode::OK, &toxic))
+}
+
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    Path((proxy, toxic)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    state.registry.remove_toxic(&proxy, &toxic).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
