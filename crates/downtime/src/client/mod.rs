@@ -144,7 +144,7 @@ pub struct ToxicAddArgs {
     )]
     name: Option<String>,
     /// Probability, 0 to 1, that a connection gets the toxic [default: 1].
-    #[arg(long, visible_alias = "tox", value_name = "P", value_parser = values::parse_toxicity)]
+    #[arg(long, visible_alias = "tox", value_name = "P", allow_hyphen_values = true, value_parser = values::parse_toxicity)]
     toxicity: Option<f64>,
     /// Apply to client -> server bytes.
     #[arg(short = 'u', long, conflicts_with = "downstream")]
@@ -175,7 +175,7 @@ pub struct ToxicUpdateArgs {
     )]
     name: String,
     /// New probability, 0 to 1, that a connection gets the toxic.
-    #[arg(long, visible_alias = "tox", value_name = "P", value_parser = values::parse_toxicity)]
+    #[arg(long, visible_alias = "tox", value_name = "P", allow_hyphen_values = true, value_parser = values::parse_toxicity)]
     toxicity: Option<f64>,
     /// Attribute to change as KEY=VALUE, repeatable; others keep their value.
     #[arg(short = 'a', long = "attribute", value_name = "KEY=VALUE", value_parser = values::parse_attribute)]

@@ -1,0 +1,755 @@
+//! The toxiproxy-cli compatible client commands, run as the real binary.
+//!
+//! Two kinds of tests:
+//! - against a real `downtime serve` on a free 127.0.0.1 port (`Server`, killed by its own
+//!   pid on drop), checking what users see end to end;
+//! - against `FakeApi`, a one-shot canned HTTP responder, checking exactly what the CLI sends
+//!   (User-Agent, bodies) and how it words server errors, independent of the server.
+//!
+//! Every wait is bounded: server start-up by `STARTUP`, the fake API by `FAKE_TIMEOUT`, and
+//! each CLI run by the CLI's own request timeout.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a failed unwrap is a clear test failure"
+)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const STARTUP: Duration = Duration::from_secs(30);
+const FAKE_TIMEOUT: Duration = Duration::from_secs(20);
+
+// --- helpers -------------------------------------------------------------------------
+
+/// A port nothing listens on right now (bound, read back, released).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// What one CLI run produced.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(output: Output) -> Self {
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    fn ok(self) -> Run {
+        assert_eq!(
+            self.code, 0,
+            "expected success\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    fn fails(self, code: i32) -> Run {
+        assert_eq!(
+            self.code, code,
+            "expected exit {code}\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
+        self
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+/// The CLI with a clean environment for the variables it reads.
+fn cli() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_downtime"));
+    command.env_remove("TOXIPROXY_URL").stdin(Stdio::null());
+    command
+}
+
+/// Runs the CLI against `host` (`--host` before the command, as toxiproxy-cli wants).
+fn run(host: &str, args: &[&str]) -> Run {
+    cli()
+        .arg("--host")
+        .arg(host)
+        .args(args)
+        .output()
+        .unwrap()
+        .into()
+}
+
+// --- the real server -----------------------------------------------------------------
+
+/// `downtime serve` on a free port, killed (only this child, by its handle) on drop.
+struct Server {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Server {
+    fn start() -> Server {
+        let mut last_log = String::new();
+        // A freed port can be taken again before the server binds it: retry a few times.
+        for attempt in 0..3 {
+            let port = free_port();
+            let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+                "cli-serve-{}-{port}-{attempt}.log",
+                std::process::id()
+            ));
+            let file = std::fs::File::create(&log).unwrap();
+            let mut child = cli()
+                .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
+                .env("LOG_LEVEL", "warn")
+                .stdout(file.try_clone().unwrap())
+                .stderr(file)
+                .spawn()
+                .unwrap();
+            let deadline = Instant::now() + STARTUP;
+            while Instant::now() < deadline {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                if version_answers(port) {
+                    return Server { child, port, log };
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            last_log = std::fs::read_to_string(&log).unwrap_or_default();
+        }
+        panic!("downtime serve did not answer GET /version within {STARTUP:?}; log:\n{last_log}");
+    }
+
+    /// The API address as a URL, the way TOXIPROXY_URL is usually written.
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        run(&self.url(), args)
+    }
+
+    /// `inspect --json`, parsed: the ground truth for what a command changed.
+    fn proxy(&self, name: &str) -> Value {
+        self.run(&["inspect", "--json", name]).ok().json()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Whether `GET /version` answers 200 on the port (raw HTTP/1.1, bounded by timeouts).
+fn version_answers(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = "GET /version HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut status_line = String::new();
+    BufReader::new(stream).read_line(&mut status_line).is_ok() && status_line.contains(" 200 ")
+}
+
+// --- the fake API --------------------------------------------------------------------
+
+/// A request as the fake API saw it.
+#[derive(Debug)]
+struct Seen {
+    request_line: String,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap()
+    }
+}
+
+/// Answers the next requests with the given `(status, body)` pairs, one per connection,
+/// and reports what it received.
+struct FakeApi {
+    port: u16,
+    seen: mpsc::Receiver<Seen>,
+}
+
+impl FakeApi {
+    fn start(answers: Vec<(u16, &'static str)>) -> FakeApi {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let (tx, seen) = mpsc::channel();
+        thread::spawn(move || {
+            let deadline = Instant::now() + FAKE_TIMEOUT;
+            for (status, body) in answers {
+                let stream = loop {
+                    match listener.accept() {
+                        Ok((stream, _)) => break stream,
+                        Err(_) if Instant::now() < deadline => {
+                            thread::sleep(Duration::from_millis(10));
+                        }
+                        Err(_) => return,
+                    }
+                };
+                match answer(stream, status, body) {
+                    Some(request) => {
+                        if tx.send(request).is_err() {
+                            return;
+                        }
+                    }
+                    None => return,
+                }
+            }
+        });
+        FakeApi { port, seen }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn next(&self) -> Seen {
+        self.seen.recv_timeout(FAKE_TIMEOUT).unwrap()
+    }
+}
+
+/// Reads one request from `stream` and writes a canned answer.
+fn answer(stream: TcpStream, status: u16, body: &str) -> Option<Seen> {
+    stream.set_nonblocking(false).ok()?;
+    stream.set_read_timeout(Some(FAKE_TIMEOUT)).ok()?;
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line).ok()?;
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (key, value) = line.split_once(':')?;
+        headers.push((key.trim().to_owned(), value.trim().to_owned()));
+    }
+    let length: usize = headers
+        .iter()
+        .find(|(key, _)| key.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or(0);
+    let mut request_body = vec![0; length];
+    reader.read_exact(&mut request_body).ok()?;
+    let reason = match status {
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        404 => "Not Found",
+        409 => "Conflict",
+        _ => "Whatever",
+    };
+    let mut stream = stream;
+    let response = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).ok()?;
+    Some(Seen {
+        request_line: request_line.trim_end().to_owned(),
+        headers,
+        body: String::from_utf8_lossy(&request_body).into_owned(),
+    })
+}
+
+const PROXY_JSON: &str = r#"{"name":"db","listen":"127.0.0.1:5555","upstream":"127.0.0.1:5432","enabled":true,"toxics":[]}"#;
+const TOXIC_JSON: &str = r#"{"attributes":{"latency":1000,"jitter":0},"name":"slow","type":"latency","stream":"downstream","toxicity":0.5}"#;
+
+// --- what the CLI sends (fake API) -----------------------------------------------------
+
+#[test]
+fn sends_a_cli_user_agent_not_a_browser_one() {
+    let api = FakeApi::start(vec![(200, "{}")]);
+    run(&api.url(), &["list"]).ok();
+    let seen = api.next();
+    assert_eq!(seen.request_line, "GET /proxies HTTP/1.1");
+    let agent = seen.header("user-agent").unwrap();
+    assert_eq!(agent, format!("downtime-cli/{}", env!("CARGO_PKG_VERSION")));
+    assert!(!agent.starts_with("Mozilla/"));
+}
+
+#[test]
+fn toxic_add_sends_numbers_stream_and_toxicity() {
+    let api = FakeApi::start(vec![(200, TOXIC_JSON)]);
+    let out = run(
+        &api.url(),
+        &[
+            "toxic",
+            "add",
+            "-t",
+            "latency",
+            "-n",
+            "slow",
+            "--tox",
+            "0.5",
+            "-u",
+            "-a",
+            "latency=1000",
+            "-a",
+            "jitter=10",
+            "-a",
+            "label=big one",
+            "db",
+        ],
+    )
+    .ok();
+    let seen = api.next();
+    assert_eq!(seen.request_line, "POST /proxies/db/toxics HTTP/1.1");
+    assert_eq!(
+        seen.json(),
+        json!({
+            "name": "slow", "type": "latency", "stream": "upstream", "toxicity": 0.5,
+            "attributes": {"latency": 1000, "jitter": 10, "label": "big one"}
+        })
+    );
+    assert!(out.stdout.contains("toxic slow"), "{}", out.stdout);
+}
+
+#[test]
+fn toxic_add_defaults_to_downstream_always_and_lets_the_server_name_it() {
+    let api = FakeApi::start(vec![(200, TOXIC_JSON)]);
+    run(&api.url(), &["t", "a", "-t", "latency", "db"]).ok();
+    assert_eq!(
+        api.next().json(),
+        json!({"type": "latency", "stream": "downstream", "toxicity": 1.0, "attributes": {}})
+    );
+}
+
+#[test]
+fn toxic_update_sends_toxicity_only_when_given() {
+    let api = FakeApi::start(vec![(200, TOXIC_JSON), (200, TOXIC_JSON)]);
+    run(
+        &api.url(),
+        &["toxic", "update", "-n", "slow", "-a", "latency=5", "db"],
+    )
+    .ok();
+    let seen = api.next();
+    assert_eq!(seen.request_line, "POST /proxies/db/toxics/slow HTTP/1.1");
+    assert_eq!(seen.json(), json!({"attributes": {"latency": 5}}));
+
+    run(
+        &api.url(),
+        &["t", "u", "--toxicName", "slow", "--toxicity", "0", "db"],
+    )
+    .ok();
+    assert_eq!(api.next().json(), json!({"toxicity": 0.0}));
+}
+
+#[test]
+fn create_sends_an_enabled_proxy() {
+    let api = FakeApi::start(vec![(201, PROXY_JSON)]);
+    let out = run(
+        &api.url(),
+        &[
+            "create",
+            "-l",
+            "127.0.0.1:5555",
+            "-u",
+            "127.0.0.1:5432",
+            "db",
+        ],
+    )
+    .ok();
+    let seen = api.next();
+    assert_eq!(seen.request_line, "POST /proxies HTTP/1.1");
+    assert_eq!(
+        seen.json(),
+        json!({"name": "db", "listen": "127.0.0.1:5555", "upstream": "127.0.0.1:5432",
+               "enabled": true})
+    );
+    assert!(
+        out.stdout.starts_with("Created new proxy db"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn proxy_names_are_percent_encoded_in_paths() {
+    let api = FakeApi::start(vec![(204, "")]);
+    run(&api.url(), &["delete", "a b/c"]).ok();
+    assert_eq!(
+        api.next().request_line,
+        "DELETE /proxies/a%20b%2Fc HTTP/1.1"
+    );
+}
+
+#[test]
+fn api_errors_are_one_line_with_status_and_message() {
+    let api = FakeApi::start(vec![(
+        409,
+        "{\"error\":\"proxy already exists\",\"status\":409}\n",
+    )]);
+    let out = run(
+        &api.url(),
+        &["create", "-l", "127.0.0.1:0", "-u", "127.0.0.1:1", "db"],
+    )
+    .fails(1);
+    assert_eq!(
+        out.stderr,
+        "downtime: create proxy db: HTTP 409: proxy already exists\n"
+    );
+    assert_eq!(out.stdout, "");
+}
+
+#[test]
+fn json_flag_prints_the_raw_answer_wherever_it_is_given() {
+    let api = FakeApi::start(vec![(200, TOXIC_JSON), (200, TOXIC_JSON)]);
+    let before = run(
+        &api.url(),
+        &[
+            "--json", "toxic", "update", "-n", "slow", "--tox", "0.5", "db",
+        ],
+    )
+    .ok();
+    let after = run(
+        &api.url(),
+        &[
+            "toxic", "update", "-n", "slow", "--tox", "0.5", "db", "--json",
+        ],
+    )
+    .ok();
+    for out in [before, after] {
+        assert_eq!(out.stdout, format!("{TOXIC_JSON}\n"));
+    }
+}
+
+// --- usage and connection errors (no server needed) ----------------------------------
+
+#[test]
+fn unreachable_server_says_where_and_what_to_do() {
+    let port = free_port();
+    let out = run(&format!("127.0.0.1:{port}"), &["list"]).fails(1);
+    assert!(
+        out.stderr.starts_with(&format!(
+            "downtime: list proxies: could not reach the server at http://127.0.0.1:{port}: "
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("downtime serve"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--host/TOXIPROXY_URL"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+}
+
+#[test]
+fn toxicity_outside_zero_to_one_is_a_usage_error() {
+    for args in [
+        &["toxic", "add", "-t", "latency", "--toxicity", "1.5", "db"][..],
+        &["toxic", "add", "-t", "latency", "--tox", "-0.5", "db"],
+        &["toxic", "update", "-n", "x", "--toxicity", "2", "db"],
+    ] {
+        let out = run("127.0.0.1:1", args).fails(2);
+        let value = args[args.len() - 2];
+        assert!(
+            out.stderr.contains(&format!("invalid value '{value}'")),
+            "{}",
+            out.stderr
+        );
+        assert!(out.stderr.contains("--toxicity"), "{}", out.stderr);
+        assert!(out.stderr.contains("between 0 and 1"), "{}", out.stderr);
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        &["create", "-l", "127.0.0.1:0", "db"][..],
+        &["toxic", "add", "db"],
+        &["toxic", "add", "-t", "latency", "-u", "-d", "db"],
+        &["toxic", "add", "-t", "latency", "-a", "novalue", "db"],
+        &["toxic", "update", "-n", "slow", "db"],
+        &["toxic", "remove", "db"],
+        &["inspect"],
+        &["frobnicate"],
+    ] {
+        run("127.0.0.1:1", args).fails(2);
+    }
+    let out = cli().args(["--host", "ftp://x", "list"]).output().unwrap();
+    let out = Run::from(out).fails(2);
+    assert!(out.stderr.contains("'ftp://x'"), "{}", out.stderr);
+}
+
+#[test]
+fn help_is_long_only_because_h_is_host() {
+    let out = Run::from(cli().arg("--help").output().unwrap()).ok();
+    assert!(out.stdout.contains("-h, --host <URL>"), "{}", out.stdout);
+    assert!(out.stdout.contains("TOXIPROXY_URL"), "{}", out.stdout);
+    for command in ["list", "toxic"] {
+        Run::from(cli().args([command, "--help"]).output().unwrap()).ok();
+    }
+}
+
+// --- end to end against `downtime serve` --------------------------------------------
+
+#[test]
+fn proxy_lifecycle_with_aliases() {
+    let server = Server::start();
+    let empty = server.run(&["list"]).ok();
+    assert!(empty.stdout.starts_with("no proxies"), "{}", empty.stdout);
+    assert_eq!(server.run(&["ls", "--json"]).ok().json(), json!({}));
+
+    let created = server
+        .run(&[
+            "create",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            "127.0.0.1:9",
+            "db",
+        ])
+        .ok();
+    assert!(
+        created.stdout.starts_with("Created new proxy db"),
+        "{}",
+        created.stdout
+    );
+    server
+        .run(&["new", "-l", "127.0.0.1:0", "-u", "localhost:6379", "cache"])
+        .ok();
+
+    let table = server.run(&["l"]).ok().stdout;
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(lines[0].starts_with("NAME"), "{table}");
+    assert!(lines[1].starts_with("cache "), "{table}");
+    assert!(lines[1].contains("localhost:6379"), "{table}");
+    assert!(lines[2].starts_with("db "), "{table}");
+    // Columns line up: each row has the upstream at the header's UPSTREAM offset.
+    let column = lines[0].find("UPSTREAM").unwrap();
+    assert_eq!(lines[2].find("127.0.0.1:9").unwrap(), column, "{table}");
+
+    let listed = server.run(&["--json", "li"]).ok().json();
+    assert_eq!(listed["db"]["upstream"], "127.0.0.1:9");
+    assert_eq!(listed["db"]["enabled"], true);
+
+    let off = server.run(&["toggle", "db"]).ok();
+    assert_eq!(off.stdout, "Proxy db is now disabled\n");
+    assert_eq!(server.proxy("db")["enabled"], false);
+    let on = server.run(&["tog", "db"]).ok();
+    assert_eq!(on.stdout, "Proxy db is now enabled\n");
+    assert_eq!(server.proxy("db")["enabled"], true);
+
+    let details = server.run(&["i", "db"]).ok().stdout;
+    assert!(details.contains("Name:      db\n"), "{details}");
+    assert!(details.contains("Enabled:   yes\n"), "{details}");
+
+    assert_eq!(
+        server.run(&["delete", "db"]).ok().stdout,
+        "Deleted proxy db\n"
+    );
+    server.run(&["d", "cache"]).ok();
+    assert_eq!(server.run(&["ls", "--json"]).ok().json(), json!({}));
+}
+
+#[test]
+fn toxic_lifecycle() {
+    let server = Server::start();
+    server
+        .run(&["c", "-l", "127.0.0.1:0", "-u", "127.0.0.1:9", "db"])
+        .ok();
+
+    let added = server
+        .run(&[
+            "toxic",
+            "add",
+            "--type",
+            "latency",
+            "--toxicName",
+            "slow",
+            "--toxicity",
+            "0.5",
+            "--attribute",
+            "latency=1000",
+            "db",
+        ])
+        .ok();
+    assert!(
+        added.stdout.contains("downstream latency toxic slow"),
+        "{}",
+        added.stdout
+    );
+    server
+        .run(&["t", "a", "-t", "timeout", "-u", "-a", "timeout=0", "db"])
+        .ok();
+
+    let proxy = server.proxy("db");
+    let toxics = proxy["toxics"].as_array().unwrap();
+    assert_eq!(toxics.len(), 2, "{proxy}");
+    let slow = toxics.iter().find(|t| t["name"] == "slow").unwrap();
+    assert_eq!(slow["attributes"]["latency"], 1000, "{proxy}");
+    assert!(
+        slow["attributes"]["latency"].is_u64(),
+        "number, not string: {proxy}"
+    );
+    assert_eq!(slow["stream"], "downstream");
+    assert_eq!(slow["toxicity"].as_f64(), Some(0.5));
+    let timeout = toxics.iter().find(|t| t["type"] == "timeout").unwrap();
+    assert_eq!(timeout["name"], "timeout_upstream", "default name: {proxy}");
+    assert_eq!(timeout["stream"], "upstream");
+
+    let details = server.run(&["inspect", "db"]).ok().stdout;
+    let (up, down) = details.split_once("Downstream toxics").unwrap();
+    assert!(up.contains("timeout_upstream"), "{details}");
+    assert!(
+        down.contains("slow") && down.contains("latency=1000"),
+        "{details}"
+    );
+
+    // Updating an attribute keeps the toxicity (toxiproxy-cli would reset it to 1).
+    server
+        .run(&["toxic", "update", "-n", "slow", "-a", "latency=20", "db"])
+        .ok();
+    let slow = server.run(&["--json", "inspect", "db"]).ok().json()["toxics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "slow")
+        .cloned()
+        .unwrap();
+    assert_eq!(slow["attributes"]["latency"], 20);
+    assert_eq!(slow["toxicity"].as_f64(), Some(0.5));
+
+    server
+        .run(&["t", "u", "-n", "slow", "--tox", "1", "db"])
+        .ok();
+    let toxics = server.proxy("db")["toxics"].clone();
+    let slow = toxics
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "slow")
+        .unwrap();
+    assert_eq!(slow["toxicity"].as_f64(), Some(1.0));
+    assert_eq!(slow["attributes"]["latency"], 20);
+
+    let removed = server.run(&["toxic", "remove", "-n", "slow", "db"]).ok();
+    assert_eq!(removed.stdout, "Removed toxic slow from proxy db\n");
+    server.run(&["t", "r", "-n", "timeout_upstream", "db"]).ok();
+    assert_eq!(server.proxy("db")["toxics"], json!([]));
+}
+
+#[test]
+fn server_errors_are_reported_with_status_and_message() {
+    let server = Server::start();
+    let missing = server.run(&["inspect", "nope"]).fails(1);
+    assert_eq!(
+        missing.stderr,
+        "downtime: inspect proxy nope: HTTP 404: proxy not found\n"
+    );
+
+    server
+        .run(&["create", "-l", "127.0.0.1:0", "-u", "127.0.0.1:9", "db"])
+        .ok();
+    let duplicate = server
+        .run(&["create", "-l", "127.0.0.1:0", "-u", "127.0.0.1:9", "db"])
+        .fails(1);
+    assert_eq!(
+        duplicate.stderr,
+        "downtime: create proxy db: HTTP 409: proxy already exists\n"
+    );
+
+    let no_toxic = server
+        .run(&["toxic", "remove", "-n", "ghost", "db"])
+        .fails(1);
+    assert_eq!(
+        no_toxic.stderr,
+        "downtime: remove toxic ghost from proxy db: HTTP 404: toxic not found\n"
+    );
+    let bad_type = server.run(&["toxic", "add", "-t", "bogus", "db"]).fails(1);
+    assert_eq!(
+        bad_type.stderr,
+        "downtime: add bogus toxic to proxy db: HTTP 400: invalid toxic type\n"
+    );
+    server
+        .run(&["toxic", "add", "-t", "noop", "-n", "once", "db"])
+        .ok();
+    let twice = server
+        .run(&["toxic", "add", "-t", "noop", "-n", "once", "-u", "db"])
+        .fails(1);
+    assert_eq!(
+        twice.stderr,
+        "downtime: add toxic once to proxy db: HTTP 409: toxic already exists\n"
+    );
+    let toggle_missing = server.run(&["toggle", "nope"]).fails(1);
+    assert!(toggle_missing.stderr.contains("HTTP 404: proxy not found"));
+}
+
+#[test]
+fn server_url_comes_from_env_or_flags_in_any_position() {
+    let server = Server::start();
+    let bare = format!("127.0.0.1:{}", server.port);
+    let from_env = Run::from(
+        cli()
+            .env("TOXIPROXY_URL", &bare)
+            .args(["list", "--json"])
+            .output()
+            .unwrap(),
+    )
+    .ok();
+    assert_eq!(from_env.json(), json!({}));
+
+    let short = Run::from(cli().args(["-h", &bare, "ls"]).output().unwrap()).ok();
+    assert!(short.stdout.starts_with("no proxies"), "{}", short.stdout);
+
+    // A flag after the command wins over TOXIPROXY_URL.
+    let unreachable = format!("http://127.0.0.1:{}", free_port());
+    let after = Run::from(
+        cli()
+            .env("TOXIPROXY_URL", &unreachable)
+            .args(["ls", "-h", &server.url(), "--json"])
+            .output()
+            .unwrap(),
+    )
+    .ok();
+    assert_eq!(after.json(), json!({}));
+}
