@@ -198,8 +198,8 @@ impl LinkToxics {
                 item: Item::Data(b),
             })
             .collect();
+        // Closes follow the data that caused them; `push` keeps everything in stream order.
         items.extend(closes);
-        items.sort_by_key(|s| s.at);
         for s in items {
             self.push(s);
         }
