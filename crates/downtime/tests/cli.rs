@@ -110,6 +110,11 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
+        Server::start_with_env(&[])
+    }
+
+    /// Starts the server with extra environment variables set.
+    fn start_with_env(env: &[(&str, &str)]) -> Server {
         let mut last_log = String::new();
         // A freed port can be taken again before the server binds it: retry a few times.
         for attempt in 0..3 {
@@ -122,6 +127,7 @@ impl Server {
             let mut child = cli()
                 .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
                 .env("LOG_LEVEL", "warn")
+                .envs(env.iter().copied())
                 .stdout(file.try_clone().unwrap())
                 .stderr(file)
                 .spawn()
@@ -514,9 +520,33 @@ fn usage_errors_exit_2() {
     ] {
         run("127.0.0.1:1", args).fails(2);
     }
-    let out = cli().args(["--host", "ftp://x", "list"]).output().unwrap();
-    let out = Run::from(out).fails(2);
-    assert!(out.stderr.contains("'ftp://x'"), "{}", out.stderr);
+    let out = Run::from(cli().args(["--host", "ftp://x", "list"]).output().unwrap()).fails(2);
+    assert_eq!(
+        out.stderr,
+        "downtime: invalid value 'ftp://x' for --host/TOXIPROXY_URL: \
+         unsupported scheme 'ftp'; use http://HOST:PORT\n"
+    );
+    let out = Run::from(
+        cli()
+            .args(["list", "--host", "https://x"])
+            .output()
+            .unwrap(),
+    )
+    .fails(2);
+    assert!(
+        out.stderr.contains("invalid value 'https://x'"),
+        "{}",
+        out.stderr
+    );
+    let out = Run::from(
+        cli()
+            .env("TOXIPROXY_URL", "ftp://x")
+            .arg("ls")
+            .output()
+            .unwrap(),
+    )
+    .fails(2);
+    assert!(out.stderr.contains("TOXIPROXY_URL"), "{}", out.stderr);
 }
 
 #[test]
@@ -752,4 +782,11 @@ fn server_url_comes_from_env_or_flags_in_any_position() {
     )
     .ok();
     assert_eq!(after.json(), json!({}));
+}
+
+#[test]
+fn a_bad_toxiproxy_url_does_not_stop_serve() {
+    // TOXIPROXY_URL is for the client; the server must start whatever it says.
+    let server = Server::start_with_env(&[("TOXIPROXY_URL", "ftp://not-a-server")]);
+    assert_eq!(server.run(&["ls", "--json"]).ok().json(), json!({}));
 }

@@ -34,15 +34,16 @@ pub use values::DEFAULT_SERVER_URL;
 pub struct GlobalOptions {
     /// Control API of the server to talk to: http://HOST:PORT or just HOST:PORT.
     /// `-h` is this flag, as in toxiproxy-cli; use `--help` for help.
+    // Kept as text and parsed only by client commands, so a stray TOXIPROXY_URL cannot stop
+    // `downtime serve` from starting.
     #[arg(
         short = 'h',
         long = "host",
         value_name = "URL",
         env = "TOXIPROXY_URL",
         default_value = DEFAULT_SERVER_URL,
-        value_parser = values::parse_server_url,
     )]
-    pub host: Url,
+    pub host: String,
     /// Print the server's raw JSON answers instead of tables and messages, for scripts.
     #[arg(long)]
     pub json: bool,
@@ -214,7 +215,16 @@ pub async fn run(global: GlobalOptions, command: Command) -> ExitCode {
         Command::Toxic(ToxicCommand::Update(args)) => &args.options,
         Command::Toxic(ToxicCommand::Remove(args)) => &args.options,
     };
-    let base = local.host.clone().unwrap_or(global.host);
+    let base = match local.host.clone() {
+        Some(url) => url,
+        None => match global_server_url(&global.host) {
+            Ok(url) => url,
+            Err(message) => {
+                eprintln!("downtime: {message}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     let json = local.json || global.json;
     let result = match Api::new(base) {
         Ok(api) => execute(&api, command).await,
@@ -230,6 +240,18 @@ pub async fn run(global: GlobalOptions, command: Command) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Parses the server address given before the command or through `TOXIPROXY_URL`; an empty
+/// value (`TOXIPROXY_URL=`) means the default, as an unset variable would.
+fn global_server_url(raw: &str) -> Result<Url, String> {
+    let raw = if raw.trim().is_empty() {
+        DEFAULT_SERVER_URL
+    } else {
+        raw
+    };
+    values::parse_server_url(raw)
+        .map_err(|reason| format!("invalid value '{raw}' for --host/TOXIPROXY_URL: {reason}"))
 }
 
 /// What a command prints: both renderings are built and `--json` picks one, which keeps
@@ -479,6 +501,23 @@ mod tests {
                 json: false,
             },
         }
+    }
+
+    #[test]
+    fn global_server_url_names_the_bad_value_and_defaults_when_empty() {
+        assert_eq!(
+            global_server_url("").unwrap().as_str(),
+            "http://localhost:8474/"
+        );
+        assert_eq!(
+            global_server_url("10.0.0.1:8474").unwrap().as_str(),
+            "http://10.0.0.1:8474/"
+        );
+        let error = global_server_url("ftp://x").unwrap_err();
+        assert!(
+            error.starts_with("invalid value 'ftp://x' for --host/TOXIPROXY_URL: "),
+            "{error}"
+        );
     }
 
     #[test]
