@@ -542,6 +542,9 @@ fn delete_proxy() {
     assert_eq!(status, 404);
 }
 
+/// (name, type, stream, toxicity, attributes) of a listed toxic.
+type ToxicRow = (String, String, String, f32, HashMap<String, u32>);
+
 #[test]
 fn every_library_toxic_on_both_streams() {
     let server = Server::start();
@@ -558,7 +561,7 @@ fn every_library_toxic_on_both_streams() {
             .with_slicer(stream.into(), 64, 8, 10, 1.0)
             .with_limit_data(stream.into(), 1000, 1.0);
         let toxics = proxy.toxics().unwrap();
-        let got: Vec<(String, String, String, f32, HashMap<String, u32>)> = toxics
+        let got: Vec<ToxicRow> = toxics
             .into_iter()
             .map(|t| (t.name, t.r#type, t.stream, t.toxicity, t.attributes))
             .collect();

@@ -359,8 +359,7 @@ def test_populate_missing_field_changes_nothing(tp, echo):
     with pytest.raises(InvalidToxic) as excinfo:
         APIConsumer.post("/populate", json=spec)
     body = error_body(excinfo)
-    assert body["error"] == "missing required field: name at proxy 2"
-    assert body["status"] == 400
+    assert body == {"error": "missing required field: name at proxy 2", "status": 400, "proxies": None}
     assert tp.proxies() == {}
 
 
@@ -370,6 +369,7 @@ def test_populate_object_body_is_bad_request(tp):
     body = error_body(excinfo)
     assert body["status"] == 400
     assert body["error"].startswith("bad request body")
+    assert "proxies" in body and body["proxies"] is None
 
 
 # --- reset --------------------------------------------------------------------

@@ -371,7 +371,12 @@ describe('populate', () => {
       { name: 'node_bad', listen: '127.0.0.1:0' },
     ]);
     assert.equal(r.status, 400);
-    assert.deepEqual(JSON.parse(r.text), { error: 'missing required field: upstream at proxy 2', status: 400 });
+    // Populate errors carry the proxies processed so far: none (null) when validation fails.
+    assert.deepEqual(JSON.parse(r.text), {
+      error: 'missing required field: upstream at proxy 2',
+      status: 400,
+      proxies: null,
+    });
   });
 
   it('populate stops at a bind failure but keeps the proxies already processed', async () => {
