@@ -309,7 +309,7 @@ run_idle() {
 
 # run_churn REP LOADED(0|1): toxic add/remove through the API, optionally under load
 run_churn() {
-    local rep=$1 loaded=$2 label wpid="" mid_rss="" conns=""
+    local rep=$1 loaded=$2 label wpid="" mid_rss="" conns="" pre_rss=""
     label="e-churn-$([ "$loaded" = 1 ] && echo load || echo idle)-$rep"
     if [ "$loaded" = 1 ]; then
         taskset -c "$LOAD_CPU" wrk -t1 -c"$STREAM_CONNS" -d30s \
@@ -318,6 +318,13 @@ run_churn() {
         STARTED_PIDS+=("$wpid")
         sleep 4
         conns=$(established_on "$DT_STREAM_PORT")
+        pre_rss=$(rss_kib "$DT_PID")
+        # server CPU use with streaming only (1 s sample), then during the churn
+        local c0 c1 ns0 ns1
+        c0=$(cpu_ticks "$DT_PID"); ns0=$(date +%s%N); sleep 1
+        c1=$(cpu_ticks "$DT_PID"); ns1=$(date +%s%N)
+        emit e.stream_cpu downtime "$(calc "($c1 - $c0) * 100 / $CLK_TCK / (($ns1 - $ns0) / 1e9)" 0)" "$rep"
+        c0=$c1; ns0=$(date +%s%N)
     fi
     # The churn client shares the load core with wrk and the upstream: give it priority
     # so that its own scheduling delay is not charged to the server.
@@ -325,14 +332,19 @@ run_churn() {
         --cycles "$CHURN_CYCLES" --max-seconds 22 >"$OUT/$label.json" 2>"$OUT/$label.err"
     if [ -n "$wpid" ]; then
         mid_rss=$(rss_kib "$DT_PID")
+        c1=$(cpu_ticks "$DT_PID"); ns1=$(date +%s%N)
+        emit e.churn_cpu downtime "$(calc "($c1 - $c0) * 100 / $CLK_TCK / (($ns1 - $ns0) / 1e9)" 0)" "$rep"
         wait "$wpid" 2>/dev/null
         forget_pid "$wpid"
-        emit e.stream_rss downtime "$(calc "$mid_rss / 1024" 1)" "$rep"
+        sleep 2
+        emit e.stream_rss downtime "$(calc "$pre_rss / 1024" 1)" "$rep"
+        emit e.stream_rss_churn downtime "$(calc "$mid_rss / 1024" 1)" "$rep"
+        emit e.stream_rss_after downtime "$(calc "$(rss_kib "$DT_PID") / 1024" 1)" "$rep"
         emit e.stream_conns downtime "$conns" "$rep"
         emit e.stream_rps downtime "$(awk '/^Requests\/sec/ {print $2}' "$OUT/$label.wrk.txt")" "$rep"
     fi
     local k
-    for k in add remove; do
+    for k in add remove version; do
         local p50 p99
         p50=$(jget "$OUT/$label.json" "d['${k}_ms']['p50']" 2>/dev/null)
         p99=$(jget "$OUT/$label.json" "d['${k}_ms']['p99']" 2>/dev/null)
@@ -343,7 +355,7 @@ run_churn() {
             emit "e.api_${k}_p99_noload" downtime "$p99" "$rep"
         fi
     done
-    log "$label: $(cat "$OUT/$label.json" 2>/dev/null | head -c 600) conns=${conns:-0} rss=$((${mid_rss:-0} / 1024)) MiB"
+    log "$label: $(cat "$OUT/$label.json" 2>/dev/null | head -c 600) conns=${conns:-0} rss before churn $((${pre_rss:-0} / 1024)) MiB, at its end $((${mid_rss:-0} / 1024)) MiB"
 }
 
 # nginx's RSS with the same number of streaming connections, as a reference

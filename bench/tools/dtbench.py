@@ -289,13 +289,16 @@ def cmd_churn(a):
     api = Api(a.api, a.timeout)
     toxic = json.loads(a.toxic)
     name = toxic.get("name") or f"{toxic['type']}_{toxic.get('stream', 'downstream')}"
-    add_ns, del_ns = [], []
+    add_ns, del_ns, ver_ns = [], [], []
     errors = []
     t_end = time.monotonic() + a.max_seconds
     cycles = 0
     for _ in range(a.cycles):
         if time.monotonic() > t_end:
             break
+        # GET /version touches no proxy: tells API stalls apart from toxic-change costs
+        st, body, ns = api.call("GET", "/version")
+        ver_ns.append(ns)
         st, body, ns = api.call("POST", f"/proxies/{a.proxy}/toxics", toxic)
         if st != 200:
             errors.append(f"add {st} {body[:200]!r}")
@@ -313,6 +316,7 @@ def cmd_churn(a):
         "add_ms": summary_ms(add_ns),
         "remove_ms": summary_ms(del_ns),
         "all_ms": summary_ms(add_ns + del_ns),
+        "version_ms": summary_ms(ver_ns),
         "errors": len(errors),
         "first_errors": errors[:5],
     }
@@ -348,13 +352,20 @@ METRICS = [
     ("e.idle_rss_after", "e", "RSS after they closed, MiB", None, None),
     ("e.stream_conns", "e", "streaming connections (wrk, 1 MiB bodies)", None, None),
     ("e.stream_rps", "e", "  ... 1 MiB responses/s", None, None),
-    ("e.stream_rss", "e", "RSS while streaming, MiB", None, None),
+    ("e.stream_rss", "e", "RSS while streaming (no toxic), MiB", None, None),
+    ("e.stream_cpu", "e", "server CPU busy while streaming (no toxic), %", None, None),
+    ("e.churn_cpu", "e", "server CPU busy during the toxic churn, %", None, None),
+    ("e.stream_rss_churn", "e", "RSS while streaming, end of toxic churn, MiB", None, None),
+    ("e.stream_rss_after", "e", "RSS 2 s after the streams closed, MiB", None, None),
     ("e.api_add_p50", "e", "toxic add under streaming load: p50, ms", None, None),
     ("e.api_add_p99", "e", "toxic add under streaming load: p99, ms", "max", 10.0),
     ("e.api_remove_p50", "e", "toxic remove under streaming load: p50, ms", None, None),
     ("e.api_remove_p99", "e", "toxic remove under streaming load: p99, ms", "max", 10.0),
+    ("e.api_version_p50", "e", "GET /version under streaming load: p50, ms", None, None),
+    ("e.api_version_p99", "e", "GET /version under streaming load: p99, ms", None, None),
     ("e.api_add_p99_noload", "e", "toxic add without load: p99, ms", None, None),
     ("e.api_remove_p99_noload", "e", "toxic remove without load: p99, ms", None, None),
+    ("e.api_version_p99_noload", "e", "GET /version without load: p99, ms", None, None),
     ("e.hwm", "e", "downtime peak RSS (VmHWM) so far, MiB", None, None),
     ("f.503_rps", "f", "HTTP 503 stand-in, req/s (wrk -c64)", None, None),
     ("f.503_cpu", "f", "HTTP 503 stand-in, server CPU per request, us", None, None),
