@@ -3,18 +3,20 @@
 //! # Layout
 //! - [`proxy`]: a proxy's configuration and the JSON a client sends to create or change one;
 //! - [`toxic`]: toxic kinds, their attributes, and the JSON of a toxic;
+//! - [`http_fault`]: the HTTP faults an HTTP proxy applies per request;
 //! - [`error`]: every refusal with the status code and text Toxiproxy clients expect.
 //!
 //! This crate has no async runtime and does no I/O, so the data plane, the control plane and
 //! the CLI can share it and its validation is tested without sockets.
 
 pub mod error;
+pub mod http_fault;
 pub mod proxy;
 pub mod toxic;
 
 pub use error::Error;
-pub use proxy::{ProxyConfig, ProxyPatch, ProxyRequest, ProxyView};
-pub use toxic::{Stream, Toxic, ToxicKind, ToxicPatch, ToxicRequest};
+pub use proxy::{Protocol, ProxyConfig, ProxyPatch, ProxyRequest, ProxyView};
+pub use toxic::{Bounds, Stream, Toxic, ToxicKind, ToxicPatch, ToxicRequest};
 
 /// Version reported by `GET /version`: the Toxiproxy release whose API we reproduce.
 pub const TOXIPROXY_API_VERSION: &str = "2.12.0";

@@ -16,6 +16,39 @@ pub struct ProxyConfig {
     pub upstream: String,
     /// Whether the proxy accepts connections.
     pub enabled: bool,
+    /// `tcp` (Toxiproxy's kind) or `http`; rendered only for HTTP proxies so stock clients
+    /// see the objects they know.
+    #[serde(skip_serializing_if = "Protocol::is_tcp")]
+    pub protocol: Protocol,
+}
+
+/// What a proxy speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// Bytes: TCP toxics only.
+    #[default]
+    Tcp,
+    /// HTTP/1.1: TCP toxics plus HTTP faults; the upstream is optional (stand-in mode).
+    Http,
+}
+
+impl Protocol {
+    /// Whether this is plain TCP (the default, left out of JSON).
+    pub fn is_tcp(&self) -> bool {
+        *self == Protocol::Tcp
+    }
+
+    fn parse(text: &str) -> Result<Self, Error> {
+        match text.to_ascii_lowercase().as_str() {
+            "" | "tcp" => Ok(Protocol::Tcp),
+            "http" => Ok(Protocol::Http),
+            _ => Err(Error::invalid(
+                "protocol",
+                format!("expected \"tcp\" or \"http\", got {text:?}"),
+            )),
+        }
+    }
 }
 
 /// A proxy as the API shows it: its configuration followed by its toxics, upstream first.
@@ -58,6 +91,9 @@ pub struct ProxyRequest {
     /// Toxics to create with the proxy, in order.
     #[serde(default)]
     pub toxics: Option<Vec<ToxicRequest>>,
+    /// `tcp` (default) or `http`.
+    #[serde(default)]
+    pub protocol: Option<String>,
 }
 
 impl ProxyRequest {
@@ -71,11 +107,16 @@ impl ProxyRequest {
             .name
             .filter(|n| !n.is_empty())
             .ok_or_else(|| missing("name"))?;
-        let upstream = self
-            .upstream
-            .filter(|u| !u.is_empty())
-            .ok_or_else(|| missing("upstream"))?;
-        check_upstream("upstream", &upstream)?;
+        let protocol = Protocol::parse(self.protocol.as_deref().unwrap_or_default())?;
+        let upstream = match self.upstream.filter(|u| !u.is_empty()) {
+            Some(u) => {
+                check_upstream("upstream", &u)?;
+                u
+            }
+            // An HTTP proxy without upstream is a stand-in answering from its faults.
+            None if protocol == Protocol::Http => String::new(),
+            None => return Err(missing("upstream")),
+        };
         let mut toxics: Vec<Toxic> = Vec::new();
         for (i, request) in self.toxics.unwrap_or_default().into_iter().enumerate() {
             let toxic = request
@@ -87,6 +128,15 @@ impl ProxyRequest {
                     },
                     other => other,
                 })?;
+            if toxic.kind.is_http() && protocol != Protocol::Http {
+                return Err(Error::invalid(
+                    format!("toxics[{i}].type"),
+                    format!(
+                        "{} is an HTTP fault; the proxy needs \"protocol\": \"http\"",
+                        toxic.kind.type_name()
+                    ),
+                ));
+            }
             toxics.push(toxic);
         }
         Ok((
@@ -95,6 +145,7 @@ impl ProxyRequest {
                 listen: self.listen.unwrap_or_default(),
                 upstream,
                 enabled: self.enabled.unwrap_or(true),
+                protocol,
             },
             toxics,
         ))

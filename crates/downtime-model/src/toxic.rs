@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
 use crate::Error;
+use crate::http_fault::{HttpAction, HttpMatch};
 
 /// Which direction of a connection a toxic applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -40,7 +41,7 @@ impl Stream {
 }
 
 /// A toxic kind with its attributes; every attribute defaults to 0 like Toxiproxy's.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ToxicKind {
     /// Delays each chunk by `latency` ms ± `jitter` ms.
     Latency {
@@ -85,6 +86,8 @@ pub enum ToxicKind {
     },
     /// Passes data unchanged.
     Noop,
+    /// An HTTP fault (HTTP proxies only): acts on requests, not bytes.
+    Http(HttpAction),
 }
 
 impl ToxicKind {
@@ -107,6 +110,7 @@ impl ToxicKind {
             "limit_data" => ToxicKind::LimitData { bytes: 0 },
             "noop" => ToxicKind::Noop,
             _ => return None,
+            // HTTP faults have required, structured attributes: see `ToxicKind::parse`.
         })
     }
 
@@ -121,6 +125,7 @@ impl ToxicKind {
             ToxicKind::Slicer { .. } => "slicer",
             ToxicKind::LimitData { .. } => "limit_data",
             ToxicKind::Noop => "noop",
+            ToxicKind::Http(action) => action.type_name(),
         }
     }
 
@@ -133,7 +138,7 @@ impl ToxicKind {
             ToxicKind::Timeout { .. } | ToxicKind::ResetPeer { .. } => &["timeout"],
             ToxicKind::Slicer { .. } => &["average_size", "size_variation", "delay"],
             ToxicKind::LimitData { .. } => &["bytes"],
-            ToxicKind::Noop => &[],
+            ToxicKind::Noop | ToxicKind::Http(_) => &[],
         }
     }
 
@@ -158,9 +163,31 @@ impl ToxicKind {
         self.clone().slot(name).map_or(0, |v| *v)
     }
 
+    /// Builds the kind named `type_name` from its JSON attributes.
+    pub fn parse(type_name: &str, attributes: Option<&Value>) -> Result<Self, Error> {
+        if let Some(parsed) = HttpAction::parse(type_name, attributes.unwrap_or(&Value::Null)) {
+            return parsed.map(ToxicKind::Http);
+        }
+        let mut kind = ToxicKind::with_defaults(type_name).ok_or(Error::InvalidToxicType)?;
+        if let Some(attributes) = attributes {
+            kind.merge_attributes(attributes)?;
+        }
+        Ok(kind)
+    }
+
+    /// Whether this is an HTTP fault (which needs an HTTP proxy).
+    pub fn is_http(&self) -> bool {
+        matches!(self, ToxicKind::Http(_))
+    }
+
     /// Merges a JSON `attributes` object into this kind: known keys are replaced, unknown keys
-    /// ignored (as Toxiproxy does), and each value must be a non-negative integer.
+    /// ignored (as Toxiproxy does), and each value must be a non-negative integer. HTTP
+    /// faults check their attributes strictly instead.
     pub fn merge_attributes(&mut self, attributes: &Value) -> Result<(), Error> {
+        if let ToxicKind::Http(action) = self {
+            *action = action.merged(attributes)?;
+            return Ok(());
+        }
         let map = match attributes {
             Value::Null => return Ok(()),
             Value::Object(map) => map,
@@ -212,7 +239,50 @@ pub struct Toxic {
     /// The stream as the client spelled it; Toxiproxy echoes it verbatim.
     pub stream_text: String,
     /// Probability, rolled per link, that the toxic is active (≤0 never, ≥1 always).
+    /// For HTTP faults it is rolled per request.
     pub toxicity: f32,
+    /// Targeting and bounds: HTTP request matching, first-N, every-Nth, time to live.
+    pub bounds: Bounds,
+}
+
+/// Optional targeting and lifetime of a toxic; rendered in JSON only when set, so stock
+/// Toxiproxy clients see exactly the objects they know.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Bounds {
+    /// Which HTTP requests an HTTP fault applies to.
+    pub matcher: Option<HttpMatch>,
+    /// Apply to the first N matching requests only, then pass.
+    pub first_n: Option<u64>,
+    /// Apply to every N-th matching request.
+    pub every_nth: Option<u64>,
+    /// Remove the toxic by itself this many ms after it was created or updated.
+    pub ttl: Option<u64>,
+}
+
+impl Bounds {
+    fn check(&self, kind: &ToxicKind) -> Result<(), Error> {
+        for (field, value) in [
+            ("first_n", self.first_n),
+            ("every_nth", self.every_nth),
+            ("ttl", self.ttl),
+        ] {
+            if value == Some(0) {
+                return Err(Error::invalid(field, "must be at least 1, got 0"));
+            }
+        }
+        if !kind.is_http()
+            && (self.matcher.is_some() || self.first_n.is_some() || self.every_nth.is_some())
+        {
+            return Err(Error::invalid(
+                "match",
+                format!(
+                    "request targeting (match, first_n, every_nth) applies to HTTP faults only, not to {}",
+                    kind.type_name()
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Toxic {
@@ -237,6 +307,9 @@ struct Attributes<'a>(&'a ToxicKind);
 
 impl Serialize for Attributes<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if let ToxicKind::Http(action) = self.0 {
+            return action.serialize(serializer);
+        }
         let names = self.0.attribute_names();
         let mut map = serializer.serialize_map(Some(names.len()))?;
         for name in names {
@@ -256,12 +329,24 @@ impl Serialize for Toxicity {
 
 impl Serialize for Toxic {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("Toxic", 5)?;
+        let mut s = serializer.serialize_struct("Toxic", 9)?;
         s.serialize_field("attributes", &Attributes(&self.kind))?;
         s.serialize_field("name", &self.name)?;
         s.serialize_field("type", self.kind.type_name())?;
         s.serialize_field("stream", &self.stream_text)?;
         s.serialize_field("toxicity", &Toxicity(self.toxicity))?;
+        if let Some(m) = &self.bounds.matcher {
+            s.serialize_field("match", m)?;
+        }
+        if let Some(n) = self.bounds.first_n {
+            s.serialize_field("first_n", &n)?;
+        }
+        if let Some(n) = self.bounds.every_nth {
+            s.serialize_field("every_nth", &n)?;
+        }
+        if let Some(ttl) = self.bounds.ttl {
+            s.serialize_field("ttl", &ttl)?;
+        }
         s.end()
     }
 }
@@ -284,6 +369,18 @@ pub struct ToxicRequest {
     /// Attribute values; absent ones are 0.
     #[serde(default)]
     pub attributes: Option<Value>,
+    /// HTTP faults: which requests to target.
+    #[serde(default, rename = "match")]
+    pub matcher: Option<HttpMatch>,
+    /// HTTP faults: apply to the first N matching requests only.
+    #[serde(default)]
+    pub first_n: Option<u64>,
+    /// HTTP faults: apply to every N-th matching request.
+    #[serde(default)]
+    pub every_nth: Option<u64>,
+    /// Remove the toxic by itself after this many ms.
+    #[serde(default)]
+    pub ttl: Option<u64>,
 }
 
 impl ToxicRequest {
@@ -299,13 +396,22 @@ impl ToxicRequest {
             .name
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| format!("{type_name}_{stream_text}"));
-        let mut kind = ToxicKind::with_defaults(&type_name).ok_or(Error::InvalidToxicType)?;
+        let known = ToxicKind::with_defaults(&type_name).is_some()
+            || crate::http_fault::HTTP_FAULT_TYPES.contains(&type_name.as_str());
+        if !known {
+            return Err(Error::InvalidToxicType);
+        }
         if exists(&name) {
             return Err(Error::ToxicExists);
         }
-        if let Some(attributes) = &self.attributes {
-            kind.merge_attributes(attributes)?;
-        }
+        let kind = ToxicKind::parse(&type_name, self.attributes.as_ref())?;
+        let bounds = Bounds {
+            matcher: self.matcher,
+            first_n: self.first_n,
+            every_nth: self.every_nth,
+            ttl: self.ttl,
+        };
+        bounds.check(&kind)?;
         let toxicity = self.toxicity.unwrap_or(1.0);
         if !toxicity.is_finite() {
             return Err(Error::invalid(
@@ -319,6 +425,7 @@ impl ToxicRequest {
             stream,
             stream_text,
             toxicity,
+            bounds,
         })
     }
 }
@@ -332,6 +439,18 @@ pub struct ToxicPatch {
     /// New toxicity; absent keeps the current one.
     #[serde(default)]
     pub toxicity: Option<f32>,
+    /// New request targeting (HTTP faults).
+    #[serde(default, rename = "match")]
+    pub matcher: Option<HttpMatch>,
+    /// New first-N bound.
+    #[serde(default)]
+    pub first_n: Option<u64>,
+    /// New every-Nth bound.
+    #[serde(default)]
+    pub every_nth: Option<u64>,
+    /// New time to live in ms, counted from this update.
+    #[serde(default)]
+    pub ttl: Option<u64>,
 }
 
 impl ToxicPatch {
@@ -347,6 +466,13 @@ impl ToxicPatch {
             }
             next.toxicity = t;
         }
+        if self.matcher.is_some() {
+            next.bounds.matcher.clone_from(&self.matcher);
+        }
+        next.bounds.first_n = self.first_n.or(next.bounds.first_n);
+        next.bounds.every_nth = self.every_nth.or(next.bounds.every_nth);
+        next.bounds.ttl = self.ttl.or(next.bounds.ttl);
+        next.bounds.check(&next.kind)?;
         Ok(next)
     }
 }

@@ -5,11 +5,13 @@
 //! - [`registry`]: the public handle; the only way to create, change or stop proxies;
 //! - `listener`: binding and the accept loop, one task per proxy;
 //! - `tcp`: one task per connection, two links (client→upstream, upstream→client);
-//! - [`toxics`]: what toxics do to a link's chunks, as pure, time-driven state machines.
+//! - [`toxics`]: what toxics do to a link's chunks, as pure, time-driven state machines;
+//! - [`http`]: HTTP proxies: hyper per connection, HTTP faults per request, the journal.
 //!
 //! Dependencies point down this list: toxics never see sockets, the registry never waits on
 //! a connection task.
 
+pub mod http;
 mod listener;
 pub mod registry;
 mod tcp;

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::http::{self, HttpShared};
 use crate::tcp::{self, ConnContext, ProxyStats};
 use crate::toxics::Chain;
 
@@ -84,6 +85,18 @@ pub(crate) struct AcceptContext {
     pub(crate) stats: Arc<ProxyStats>,
     pub(crate) sequence: Arc<AtomicU64>,
     pub(crate) seed: u64,
+    /// For HTTP proxies: the shared HTTP state and the loopback address of the internal
+    /// HTTP listener that connections with TCP toxics are relayed to.
+    pub(crate) http: Option<(Arc<HttpShared>, Arc<str>)>,
+}
+
+/// Whether a chain has a toxic that may act on a new connection.
+fn has_live_toxics(chain: &watch::Receiver<Arc<Chain>>) -> bool {
+    chain
+        .borrow()
+        .entries
+        .iter()
+        .any(|e| e.toxic.toxicity > 0.0)
 }
 
 /// Accepts clients until `cancel` fires; each connection runs in its own tracked task.
@@ -99,10 +112,26 @@ pub(crate) async fn accept_loop(
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((client, _peer)) => {
+            Ok((client, peer)) => {
                 let n = ctx.sequence.fetch_add(1, Ordering::Relaxed);
+                let mut upstream = ctx.upstream.clone();
+                if let Some((shared, hop)) = &ctx.http {
+                    if has_live_toxics(&ctx.up_chain) || has_live_toxics(&ctx.down_chain) {
+                        // TCP toxics apply on the way to the internal HTTP listener.
+                        upstream = hop.clone();
+                    } else {
+                        ctx.stats.connections_total.fetch_add(1, Ordering::Relaxed);
+                        tracker.spawn(http::serve_connection(
+                            client,
+                            peer,
+                            shared.clone(),
+                            cancel.clone(),
+                        ));
+                        continue;
+                    }
+                }
                 let conn = ConnContext {
-                    upstream: ctx.upstream.clone(),
+                    upstream,
                     up_chain: ctx.up_chain.clone(),
                     down_chain: ctx.down_chain.clone(),
                     stats: ctx.stats.clone(),
@@ -128,4 +157,36 @@ pub(crate) fn mix(a: u64, b: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// Accepts relayed connections on the internal HTTP listener of an HTTP proxy.
+pub(crate) async fn http_accept_loop(
+    listener: TcpListener,
+    shared: Arc<HttpShared>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            () = cancel.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((client, peer)) => {
+                tracker.spawn(http::serve_connection(
+                    client,
+                    peer,
+                    shared.clone(),
+                    cancel.clone(),
+                ));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed; retrying");
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+            }
+        }
+    }
 }

@@ -14,14 +14,17 @@ use std::time::Duration;
 
 use downtime_model::proxy::check_upstream;
 use downtime_model::{
-    Error, ProxyConfig, ProxyPatch, ProxyView, Stream, Toxic, ToxicPatch, ToxicRequest,
+    Error, Protocol, ProxyConfig, ProxyPatch, ProxyView, Stream, Toxic, ToxicPatch, ToxicRequest,
 };
-use rand::RngExt;
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::http::journal::{Journal, JournalEntry};
+use crate::http::{self as http_proxy, HttpShared};
 use crate::listener::{self, AcceptContext};
 use crate::tcp::ProxyStats;
 use crate::toxics::{Chain, ChainEntry};
@@ -34,6 +37,7 @@ pub struct Registry {
 
 struct Inner {
     seed: u64,
+    status_page: std::sync::RwLock<Arc<str>>,
     proxies: Mutex<BTreeMap<String, Proxy>>,
     generation: AtomicU64,
     root: CancellationToken,
@@ -50,6 +54,9 @@ struct Proxy {
     toxics: Vec<ChainEntry>,
     up_tx: watch::Sender<Arc<Chain>>,
     down_tx: watch::Sender<Arc<Chain>>,
+    /// HTTP faults (HTTP proxies only).
+    http_tx: watch::Sender<Arc<Chain>>,
+    journal: Arc<Journal>,
     running: Option<Running>,
     stats: Arc<ProxyStats>,
     sequence: Arc<AtomicU64>,
@@ -81,11 +88,14 @@ impl Proxy {
     fn new(config: ProxyConfig, toxics: Vec<ChainEntry>) -> Self {
         let (up_tx, _) = watch::channel(Arc::new(Chain::default()));
         let (down_tx, _) = watch::channel(Arc::new(Chain::default()));
+        let (http_tx, _) = watch::channel(Arc::new(Chain::default()));
         let proxy = Proxy {
             config,
             toxics,
             up_tx,
             down_tx,
+            http_tx,
+            journal: Arc::new(Journal::default()),
             running: None,
             stats: Arc::new(ProxyStats::default()),
             sequence: Arc::new(AtomicU64::new(0)),
@@ -109,12 +119,33 @@ impl Proxy {
     }
 
     /// Hands links of `stream` a new snapshot of the chain; returns without waiting for them.
+    /// HTTP faults go to their own channel, read by HTTP connections per request.
     fn publish(&self, stream: Stream) {
+        let http = Chain {
+            entries: self
+                .toxics
+                .iter()
+                .filter(|e| e.toxic.kind.is_http())
+                .cloned()
+                .collect(),
+        };
+        self.http_tx.send_if_modified(|current| {
+            let same = current.entries.len() == http.entries.len()
+                && current
+                    .entries
+                    .iter()
+                    .zip(&http.entries)
+                    .all(|(a, b)| a.generation == b.generation);
+            if !same {
+                *current = Arc::new(http);
+            }
+            !same
+        });
         let chain = Chain {
             entries: self
                 .toxics
                 .iter()
-                .filter(|e| e.toxic.stream == stream)
+                .filter(|e| e.toxic.stream == stream && !e.toxic.kind.is_http())
                 .cloned()
                 .collect(),
         };
@@ -145,8 +176,42 @@ impl Proxy {
         let cancel = inner.root.child_token();
         let mut hasher = std::hash::DefaultHasher::new();
         self.config.name.hash(&mut hasher);
+        let name_hash = hasher.finish();
+        let http = if self.config.protocol == Protocol::Http {
+            let status_page = match inner.status_page.read() {
+                Ok(p) => p.clone(),
+                Err(poisoned) => poisoned.into_inner().clone(),
+            };
+            let shared = Arc::new(HttpShared {
+                name: self.config.name.as_str().into(),
+                upstream: (!self.config.upstream.is_empty())
+                    .then(|| self.config.upstream.as_str().into()),
+                faults: self.http_tx.subscribe(),
+                client: http_proxy::upstream_client(),
+                journal: self.journal.clone(),
+                rng: std::sync::Mutex::new(SmallRng::seed_from_u64(listener::mix(
+                    inner.seed ^ name_hash,
+                    u64::MAX,
+                ))),
+                status_page,
+            });
+            let hop = listener::bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))?;
+            let hop_addr = hop
+                .local_addr()
+                .map_err(|e| Error::Listen(format!("internal http listener: {e}")))?;
+            tokio::spawn(listener::http_accept_loop(
+                hop,
+                shared.clone(),
+                cancel.clone(),
+                inner.tracker.clone(),
+            ));
+            Some((shared, Arc::<str>::from(hop_addr.to_string())))
+        } else {
+            None
+        };
         let ctx = AcceptContext {
-            name_hash: hasher.finish(),
+            name_hash,
+            http,
             upstream: self.config.upstream.as_str().into(),
             up_chain: self.up_tx.subscribe(),
             down_chain: self.down_tx.subscribe(),
@@ -181,6 +246,7 @@ impl Registry {
         Registry {
             inner: Arc::new(Inner {
                 seed,
+                status_page: std::sync::RwLock::new(Arc::from("")),
                 proxies: Mutex::new(BTreeMap::new()),
                 generation: AtomicU64::new(1),
                 root: CancellationToken::new(),
@@ -189,14 +255,58 @@ impl Registry {
         }
     }
 
+    /// Sets the link that maintenance answers point to (the status page), for proxies
+    /// started from now on.
+    pub fn set_status_page(&self, url: &str) {
+        match self.inner.status_page.write() {
+            Ok(mut p) => *p = Arc::from(url),
+            Err(poisoned) => *poisoned.into_inner() = Arc::from(url),
+        }
+    }
+
+    fn entry(&self, toxic: Toxic) -> ChainEntry {
+        ChainEntry {
+            toxic,
+            generation: self.next_generation(),
+            state: Default::default(),
+        }
+    }
+
     fn entries(&self, toxics: Vec<Toxic>) -> Vec<ChainEntry> {
-        toxics
-            .into_iter()
-            .map(|toxic| ChainEntry {
-                toxic,
-                generation: self.next_generation(),
-            })
-            .collect()
+        toxics.into_iter().map(|t| self.entry(t)).collect()
+    }
+
+    /// Removes a toxic when its time to live runs out, unless it was changed meanwhile.
+    fn schedule_expiry(&self, proxy: &str, entry: &ChainEntry) {
+        let Some(ttl) = entry.toxic.bounds.ttl else {
+            return;
+        };
+        let registry = self.clone();
+        let (proxy, name, generation) =
+            (proxy.to_owned(), entry.toxic.name.clone(), entry.generation);
+        let token = self.inner.root.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = token.cancelled() => {}
+                () = tokio::time::sleep(Duration::from_millis(ttl)) => {
+                    let mut proxies = registry.inner.proxies.lock().await;
+                    if let Some(p) = proxies.get_mut(&proxy) {
+                        if let Some(i) = p.toxics.iter().position(|e| e.toxic.name == name && e.generation == generation) {
+                            let removed = p.toxics.remove(i);
+                            p.publish(removed.toxic.stream);
+                            tracing::info!(proxy = %proxy, toxic = %name, "toxic expired");
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// The last `limit` requests an HTTP proxy served, oldest first.
+    pub async fn journal(&self, proxy: &str, limit: usize) -> Result<Vec<JournalEntry>, Error> {
+        let proxies = self.inner.proxies.lock().await;
+        let proxy = proxies.get(proxy).ok_or(Error::ProxyNotFound)?;
+        Ok(proxy.journal.last(limit))
     }
 
     fn next_generation(&self) -> u64 {
@@ -216,6 +326,9 @@ impl Registry {
             return Err(Error::ProxyExists);
         }
         let proxy = self.build(config, toxics).await?;
+        for e in &proxy.toxics {
+            self.schedule_expiry(&proxy.config.name, e);
+        }
         let view = proxy.view();
         proxies.insert(view.config.name.clone(), proxy);
         Ok(view)
@@ -250,6 +363,9 @@ impl Registry {
             }
             match self.build(config, toxics).await {
                 Ok(proxy) => {
+                    for e in &proxy.toxics {
+                        self.schedule_expiry(&proxy.config.name, e);
+                    }
                     done.push(proxy.view());
                     proxies.insert(proxy.config.name.clone(), proxy);
                 }
@@ -360,11 +476,20 @@ impl Registry {
         let mut proxies = self.inner.proxies.lock().await;
         let proxy = proxies.get_mut(proxy).ok_or(Error::ProxyNotFound)?;
         let toxic = request.into_toxic(|n| proxy.toxics.iter().any(|e| e.toxic.name == n))?;
+        if toxic.kind.is_http() && proxy.config.protocol != Protocol::Http {
+            return Err(Error::invalid(
+                "type",
+                format!(
+                    "{} is an HTTP fault and proxy {} is a tcp proxy (create it with \"protocol\": \"http\")",
+                    toxic.kind.type_name(),
+                    proxy.config.name
+                ),
+            ));
+        }
         let stream = toxic.stream;
-        proxy.toxics.push(ChainEntry {
-            toxic: toxic.clone(),
-            generation: self.next_generation(),
-        });
+        let entry = self.entry(toxic.clone());
+        self.schedule_expiry(&proxy.config.name, &entry);
+        proxy.toxics.push(entry);
         proxy.publish(stream);
         Ok(toxic)
     }
@@ -380,10 +505,14 @@ impl Registry {
         let proxy = proxies.get_mut(proxy).ok_or(Error::ProxyNotFound)?;
         let i = proxy.find(toxic)?;
         let next = patch.apply(&proxy.toxics[i].toxic)?;
-        proxy.toxics[i] = ChainEntry {
-            toxic: next.clone(),
-            generation: self.next_generation(),
-        };
+        let mut entry = self.entry(next.clone());
+        if !next.kind.is_http() || next.kind == proxy.toxics[i].toxic.kind {
+            // Keep first_n counters and rate-limit buckets across a change of bounds only.
+            entry.state = proxy.toxics[i].state.clone();
+        }
+        // The time to live counts from this update; the old timer no longer matches.
+        self.schedule_expiry(&proxy.config.name, &entry);
+        proxy.toxics[i] = entry;
         proxy.publish(next.stream);
         Ok(next)
     }

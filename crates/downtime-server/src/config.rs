@@ -33,9 +33,12 @@ struct TomlProxy {
     name: String,
     #[serde(default)]
     listen: Option<String>,
-    upstream: String,
+    #[serde(default)]
+    upstream: Option<String>,
     #[serde(default)]
     enabled: Option<bool>,
+    #[serde(default)]
+    protocol: Option<String>,
     #[serde(default)]
     toxics: Vec<TomlToxic>,
 }
@@ -53,6 +56,14 @@ struct TomlToxic {
     toxicity: Option<f32>,
     #[serde(default)]
     attributes: Option<toml::Table>,
+    #[serde(default, rename = "match")]
+    matcher: Option<toml::Table>,
+    #[serde(default)]
+    first_n: Option<u64>,
+    #[serde(default)]
+    every_nth: Option<u64>,
+    #[serde(default)]
+    ttl: Option<u64>,
 }
 
 /// Reads and validates a config file into proxies with their toxics.
@@ -110,21 +121,35 @@ fn toml_to_request(p: TomlProxy) -> Result<ProxyRequest, String> {
                 .map(serde_json::to_value)
                 .transpose()
                 .map_err(|e| format!("proxy {:?}: toxic attributes: {e}", p.name))?;
+            let matcher = t
+                .matcher
+                .map(|m| {
+                    serde_json::to_value(m)
+                        .map_err(|e| e.to_string())
+                        .and_then(|v| serde_json::from_value(v).map_err(|e| e.to_string()))
+                })
+                .transpose()
+                .map_err(|e| format!("proxy {:?}: toxic match: {e}", p.name))?;
             Ok(ToxicRequest {
                 name: t.name,
                 kind: Some(t.kind),
                 stream: t.stream,
                 toxicity: t.toxicity,
                 attributes,
+                matcher,
+                first_n: t.first_n,
+                every_nth: t.every_nth,
+                ttl: t.ttl,
             })
         })
         .collect::<Result<Vec<_>, String>>()?;
     Ok(ProxyRequest {
         name: Some(p.name),
         listen: p.listen,
-        upstream: Some(p.upstream),
+        upstream: p.upstream,
         enabled: p.enabled,
         toxics: Some(toxics),
+        protocol: p.protocol,
     })
 }
 
@@ -147,6 +172,26 @@ attributes = { latency = 100, jitter = 5 }
         let parsed = parse(text, Some("toml")).unwrap();
         assert_eq!(parsed.len(), 1);
         assert_eq!(parsed[0].1[0].kind.attribute("latency"), 100);
+    }
+
+    #[test]
+    fn http_stand_in_with_faults() {
+        let text = r#"
+[[proxy]]
+name = "platform-api"
+protocol = "http"
+listen = "127.0.0.1:0"
+
+[[proxy.toxics]]
+type = "status"
+attributes = { status = 500, body = { id = "boom" } }
+match = { method = "GET", path = "/apps/*" }
+first_n = 2
+"#;
+        let parsed = parse(text, Some("toml")).unwrap();
+        assert_eq!(parsed[0].0.protocol, downtime_model::Protocol::Http);
+        assert_eq!(parsed[0].0.upstream, "");
+        assert_eq!(parsed[0].1[0].bounds.first_n, Some(2));
     }
 
     #[test]

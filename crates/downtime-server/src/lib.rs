@@ -18,8 +18,11 @@ use tokio::net::TcpListener;
 
 pub use api::MetricsOptions;
 
+/// Called once the configured proxies are listening, with their views.
+pub type OnReady = Box<dyn FnOnce(&[downtime_model::ProxyView]) + Send>;
+
 /// Everything `run` needs besides the bound API listener.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct ServeOptions {
     /// Seed for every random choice; `None` draws one.
     pub seed: Option<u64>,
@@ -29,6 +32,10 @@ pub struct ServeOptions {
     pub proxies: Vec<(ProxyConfig, Vec<Toxic>)>,
     /// How long shutdown waits for requests and connections to finish.
     pub grace: Duration,
+    /// Link in maintenance answers; defaults to `http://<api address>/status`.
+    pub status_page: Option<String>,
+    /// Told which proxies are up once the config is applied (e.g. to print their URLs).
+    pub on_ready: Option<OnReady>,
 }
 
 /// Why the server could not run.
@@ -50,11 +57,21 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let registry = Registry::new(options.seed);
-    if !options.proxies.is_empty() {
+    let status_page = match options.status_page {
+        Some(url) => url,
+        None => format!("http://{}/status", listener.local_addr()?),
+    };
+    registry.set_status_page(&status_page);
+    let ready = if options.proxies.is_empty() {
+        Vec::new()
+    } else {
         registry
             .populate(options.proxies)
             .await
-            .map_err(|e| ServeError::Populate(e.error))?;
+            .map_err(|e| ServeError::Populate(e.error))?
+    };
+    if let Some(on_ready) = options.on_ready {
+        on_ready(&ready);
     }
     let state = api::AppState {
         registry: registry.clone(),

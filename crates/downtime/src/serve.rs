@@ -55,7 +55,6 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         }
     };
     let bound = listener.local_addr().map_or(address, |a| a.to_string());
-    let names: Vec<String> = proxies.iter().map(|(c, _)| c.name.clone()).collect();
     let options = ServeOptions {
         seed: args.seed,
         metrics: MetricsOptions {
@@ -64,12 +63,11 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         },
         proxies,
         grace: Duration::from_secs(5),
+        status_page: None,
+        on_ready: Some(Box::new(print_proxies)),
     };
     // Printed on stdout so scripts (and tests using --port 0) can read the bound address.
     println!("downtime API listening on http://{bound}");
-    if !names.is_empty() {
-        println!("proxies from config: {}", names.join(", "));
-    }
     match downtime_server::run(listener, options, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -99,5 +97,45 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+/// Lists the configured proxies; for each HTTP proxy, the line to paste into the app.
+fn print_proxies(proxies: &[downtime_model::ProxyView]) {
+    for p in proxies {
+        let c = &p.config;
+        if c.protocol == downtime_model::Protocol::Http {
+            let what = if c.upstream.is_empty() {
+                "stand-in".to_owned()
+            } else {
+                format!("-> {}", c.upstream)
+            };
+            println!("proxy {} (http {what}) on {}", c.name, c.listen);
+            println!("export {}=http://{}", env_name(&c.name), c.listen);
+        } else {
+            println!("proxy {} (tcp -> {}) on {}", c.name, c.upstream, c.listen);
+        }
+    }
+}
+
+/// `platform-api` → `PLATFORM_API_URL`.
+fn env_name(proxy: &str) -> String {
+    let mut name: String = proxy
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .collect();
+    if name.starts_with(|c: char| c.is_ascii_digit()) {
+        name.insert(0, '_');
+    }
+    name.push_str("_URL");
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn env_names() {
+        assert_eq!(super::env_name("platform-api"), "PLATFORM_API_URL");
+        assert_eq!(super::env_name("3ds"), "_3DS_URL");
     }
 }

@@ -31,6 +31,8 @@ pub struct ChainEntry {
     pub toxic: Toxic,
     /// Changes whenever the toxic is created or updated; links re-roll toxicity on a change.
     pub generation: u64,
+    /// Counters shared by every connection (HTTP faults: matches seen, rate-limit buckets).
+    pub state: Arc<crate::http::faults::FaultState>,
 }
 
 /// The toxics of one direction of a proxy, in insertion order: the snapshot links watch.

@@ -102,7 +102,7 @@ impl Stage {
         closes: &mut Vec<Scheduled>,
     ) -> Vec<(Instant, Bytes)> {
         match self.kind {
-            ToxicKind::Noop | ToxicKind::SlowClose { .. } => pieces,
+            ToxicKind::Noop | ToxicKind::SlowClose { .. } | ToxicKind::Http(_) => pieces,
             ToxicKind::Latency { latency, jitter } => pieces
                 .into_iter()
                 .map(|(at, b)| (saturating_at(at, latency_delay(latency, jitter, rng)), b))

@@ -18,6 +18,7 @@ fn toxic(name: &str, kind: ToxicKind, toxicity: f32) -> Toxic {
         stream: Stream::Downstream,
         stream_text: "downstream".to_owned(),
         toxicity,
+        bounds: Default::default(),
     }
 }
 
@@ -28,6 +29,7 @@ fn chain(toxics: &[(Toxic, u64)]) -> Chain {
             .map(|(t, g)| ChainEntry {
                 toxic: t.clone(),
                 generation: *g,
+                state: Default::default(),
             })
             .collect(),
     }
@@ -58,7 +60,17 @@ fn data(n: usize) -> Bytes {
 fn latency_is_pipelined_not_serial() {
     let t0 = Instant::now();
     let mut l = link(
-        &[(toxic("l", ToxicKind::Latency { latency: 100, jitter: 0 }, 1.0), 1)],
+        &[(
+            toxic(
+                "l",
+                ToxicKind::Latency {
+                    latency: 100,
+                    jitter: 0,
+                },
+                1.0,
+            ),
+            1,
+        )],
         t0,
     );
     // 32 chunks of 32 KiB arriving 1 ms apart (a 1 MiB response).
@@ -74,7 +86,10 @@ fn latency_is_pipelined_not_serial() {
 #[test]
 fn bandwidth_paces_at_the_rate() {
     let t0 = Instant::now();
-    let mut l = link(&[(toxic("b", ToxicKind::Bandwidth { rate: 100 }, 1.0), 1)], t0);
+    let mut l = link(
+        &[(toxic("b", ToxicKind::Bandwidth { rate: 100 }, 1.0), 1)],
+        t0,
+    );
     l.on_chunk(data(50_000), t0);
     let out = drain(&mut l, t0 + Duration::from_secs(10));
     // 100 KB/s: 10 KB slices every 100 ms, 50 KB in 500 ms.
@@ -90,7 +105,10 @@ fn bandwidth_zero_stalls_until_removed() {
     l.on_chunk(data(10), t0);
     assert!(drain(&mut l, t0 + Duration::from_secs(3600)).is_empty());
     let later = t0 + Duration::from_secs(5);
-    assert_eq!(l.on_chain_change(&Chain::default(), later), ChangeOutcome::Continue);
+    assert_eq!(
+        l.on_chain_change(&Chain::default(), later),
+        ChangeOutcome::Continue
+    );
     let out = drain(&mut l, later);
     assert_eq!(out.len(), 1, "removing the toxic flushes held data");
 }
@@ -109,7 +127,10 @@ fn adding_a_toxic_keeps_a_stall() {
 #[test]
 fn limit_data_truncates_then_closes() {
     let t0 = Instant::now();
-    let mut l = link(&[(toxic("x", ToxicKind::LimitData { bytes: 15 }, 1.0), 1)], t0);
+    let mut l = link(
+        &[(toxic("x", ToxicKind::LimitData { bytes: 15 }, 1.0), 1)],
+        t0,
+    );
     l.on_chunk(data(10), t0);
     l.on_chunk(data(10), t0);
     let out = drain(&mut l, t0);
@@ -121,7 +142,13 @@ fn limit_data_truncates_then_closes() {
         })
         .collect();
     assert_eq!(sizes, vec![10, 5]);
-    assert!(matches!(out.last().unwrap().1, Item::Close { kind: CloseKind::Close, .. }));
+    assert!(matches!(
+        out.last().unwrap().1,
+        Item::Close {
+            kind: CloseKind::Close,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -145,16 +172,25 @@ fn timeout_closes_after_inactivity_and_on_removal() {
     let mut l = link(std::slice::from_ref(&t), t0);
     assert_eq!(l.next_deadline(), Some(t0 + Duration::from_millis(100)));
     l.on_chunk(data(5), t0 + Duration::from_millis(80));
-    assert!(drain(&mut l, t0 + Duration::from_secs(1)).is_empty(), "data is swallowed");
+    assert!(
+        drain(&mut l, t0 + Duration::from_secs(1)).is_empty(),
+        "data is swallowed"
+    );
     assert!(!l.expired(t0 + Duration::from_millis(150)));
     assert!(l.expired(t0 + Duration::from_millis(180)));
-    assert_eq!(l.on_chain_change(&Chain::default(), t0), ChangeOutcome::Close);
+    assert_eq!(
+        l.on_chain_change(&Chain::default(), t0),
+        ChangeOutcome::Close
+    );
 }
 
 #[test]
 fn timeout_zero_never_closes() {
     let t0 = Instant::now();
-    let mut l = link(&[(toxic("t", ToxicKind::Timeout { timeout: 0 }, 1.0), 1)], t0);
+    let mut l = link(
+        &[(toxic("t", ToxicKind::Timeout { timeout: 0 }, 1.0), 1)],
+        t0,
+    );
     l.on_chunk(data(5), t0);
     assert_eq!(l.next_deadline(), None);
     assert!(!l.expired(t0 + Duration::from_secs(3600)));
@@ -169,7 +205,13 @@ fn reset_peer_resets_after_first_chunk_and_is_cancelled_by_removal() {
     let out = drain(&mut l, t0 + Duration::from_secs(1));
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0 - t0, Duration::from_millis(50));
-    assert!(matches!(out[0].1, Item::Close { kind: CloseKind::Reset, .. }));
+    assert!(matches!(
+        out[0].1,
+        Item::Close {
+            kind: CloseKind::Reset,
+            ..
+        }
+    ));
 
     let mut l = link(&[r], t0);
     l.on_chunk(data(5), t0);
@@ -180,7 +222,10 @@ fn reset_peer_resets_after_first_chunk_and_is_cancelled_by_removal() {
 #[test]
 fn slow_close_delays_only_the_end() {
     let t0 = Instant::now();
-    let mut l = link(&[(toxic("s", ToxicKind::SlowClose { delay: 70 }, 1.0), 1)], t0);
+    let mut l = link(
+        &[(toxic("s", ToxicKind::SlowClose { delay: 70 }, 1.0), 1)],
+        t0,
+    );
     l.on_chunk(data(5), t0);
     l.on_eof(t0);
     let out = drain(&mut l, t0 + Duration::from_secs(1));
@@ -214,12 +259,35 @@ fn slicer_keeps_bytes_in_order() {
 #[test]
 fn toxicity_zero_and_one() {
     let t0 = Instant::now();
-    let never = (toxic("a", ToxicKind::Latency { latency: 100, jitter: 0 }, 0.0), 1);
+    let never = (
+        toxic(
+            "a",
+            ToxicKind::Latency {
+                latency: 100,
+                jitter: 0,
+            },
+            0.0,
+        ),
+        1,
+    );
     assert!(link(&[never], t0).is_passthrough());
-    let always = (toxic("a", ToxicKind::Latency { latency: 100, jitter: 0 }, 1.0), 1);
+    let always = (
+        toxic(
+            "a",
+            ToxicKind::Latency {
+                latency: 100,
+                jitter: 0,
+            },
+            1.0,
+        ),
+        1,
+    );
     assert!(!link(&[always], t0).is_passthrough());
     let reset_zero = chain(&[(toxic("r", ToxicKind::ResetPeer { timeout: 0 }, 0.0), 1)]);
-    assert!(!reset_zero.wants_reset_on_close(), "toxicity 0 has no effect at all (#603)");
+    assert!(
+        !reset_zero.wants_reset_on_close(),
+        "toxicity 0 has no effect at all (#603)"
+    );
 }
 
 #[test]
@@ -240,7 +308,10 @@ fn seeded_rolls_replay() {
     };
     assert_eq!(rolls(1), rolls(1));
     let active = rolls(1).iter().filter(|a| **a).count();
-    assert!((16..=48).contains(&active), "{active} of 64 active at toxicity 0.5");
+    assert!(
+        (16..=48).contains(&active),
+        "{active} of 64 active at toxicity 0.5"
+    );
 }
 
 proptest! {

@@ -6,15 +6,16 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use downtime_model::Error;
+use downtime_model::{Error, ProxyView};
 use serde::Serialize;
 
 /// An error answered by the API.
 #[derive(Debug)]
 pub struct ApiError {
     error: Error,
-    /// Populate answers carry the proxies already processed (or `null`).
-    proxies: Option<Option<serde_json::Value>>,
+    /// Populate answers carry the proxies already processed (or `null`), kept as views so
+    /// they render in Toxiproxy's field order.
+    proxies: Option<Option<Vec<ProxyView>>>,
 }
 
 impl From<Error> for ApiError {
@@ -28,7 +29,7 @@ impl From<Error> for ApiError {
 
 impl ApiError {
     /// An error for populate, whose body also has a `proxies` field.
-    pub fn with_proxies(error: Error, proxies: Option<serde_json::Value>) -> Self {
+    pub fn with_proxies(error: Error, proxies: Option<Vec<ProxyView>>) -> Self {
         ApiError {
             error,
             proxies: Some(proxies),
@@ -41,7 +42,7 @@ struct Body<'a> {
     error: String,
     status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
-    proxies: Option<&'a Option<serde_json::Value>>,
+    proxies: Option<&'a Option<Vec<ProxyView>>>,
 }
 
 impl IntoResponse for ApiError {

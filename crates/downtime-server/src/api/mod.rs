@@ -67,6 +67,7 @@ pub fn router(state: AppState) -> Router {
                 .patch(toxics::update)
                 .delete(toxics::delete),
         )
+        .route("/proxies/{proxy}/requests", get(proxies::journal))
         .route("/reset", post(proxies::reset))
         .route("/version", get(version));
     if state.metrics.proxy || state.metrics.runtime {

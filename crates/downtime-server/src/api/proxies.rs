@@ -3,10 +3,11 @@
 use std::collections::BTreeMap;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use downtime_model::{ProxyPatch, ProxyRequest, ProxyView};
+use serde::Serialize;
 
 use super::error::decode;
 use super::{ApiError, AppState, json};
@@ -45,15 +46,16 @@ pub(super) async fn populate(
         items.push(item);
     }
     match state.registry.populate(items).await {
-        Ok(proxies) => Ok(json(
-            StatusCode::CREATED,
-            &serde_json::json!({ "proxies": proxies }),
-        )),
-        Err(failed) => {
-            let done = serde_json::to_value(&failed.proxies).ok();
-            Err(ApiError::with_proxies(failed.error, done))
-        }
+        // A struct, not `json!`: a `serde_json::Value` would sort the proxies' keys.
+        Ok(proxies) => Ok(json(StatusCode::CREATED, &Populated { proxies })),
+        Err(failed) => Err(ApiError::with_proxies(failed.error, Some(failed.proxies))),
     }
+}
+
+/// The success body of populate: `{"proxies": [...]}` in input order.
+#[derive(Serialize)]
+struct Populated {
+    proxies: Vec<ProxyView>,
 }
 
 pub(super) async fn show(
@@ -87,4 +89,29 @@ pub(super) async fn delete(
 pub(super) async fn reset(State(state): State<AppState>) -> Result<StatusCode, ApiError> {
     state.registry.reset().await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `?limit=N` of the request journal.
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct JournalQuery {
+    limit: Option<String>,
+}
+
+/// The last requests an HTTP proxy served (`limit`, default 100, at most 1000).
+pub(super) async fn journal(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<JournalQuery>,
+) -> Result<Response, ApiError> {
+    let limit = match query.limit.as_deref() {
+        None => 100,
+        Some(text) => text.parse::<usize>().map_err(|_| {
+            downtime_model::Error::invalid(
+                "limit",
+                format!("expected a whole number, got {text:?}"),
+            )
+        })?,
+    };
+    let entries = state.registry.journal(&name, limit.min(1000)).await?;
+    Ok(json(StatusCode::OK, &entries))
 }

@@ -1,0 +1,481 @@
+//! HTTP faults: what an HTTP proxy does to matching requests instead of (or on top of)
+//! forwarding them.
+//!
+//! They are created through the toxics endpoints with their own `type` names, so the
+//! Toxiproxy API stays the one way to change a proxy. Their `attributes` are structured
+//! (strings, objects) and strictly checked: an unknown key or impossible value is refused
+//! with the field's path.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::Error;
+
+/// Type names of HTTP faults (the per-request latency is `http_latency`, because `latency`
+/// is Toxiproxy's per-chunk TCP toxic and keeps its meaning on HTTP proxies too).
+pub const HTTP_FAULT_TYPES: &[&str] = &[
+    "maintenance",
+    "status",
+    "http_latency",
+    "abort",
+    "rate_limit",
+    "router_timeout",
+    "slow_body",
+];
+
+/// Which requests a fault applies to; every present condition must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpMatch {
+    /// Methods (any case); empty matches every method.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "one_or_many"
+    )]
+    pub method: Vec<String>,
+    /// Path pattern; `*` matches any run of characters (including `/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Header name → value pattern; the header must be present and match.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Query parameter → value pattern.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub query: std::collections::BTreeMap<String, String>,
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+/// How a per-request delay is drawn.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Distribution {
+    /// Always `latency` ms.
+    #[default]
+    Fixed,
+    /// Uniform in `latency ± jitter` ms.
+    Uniform,
+    /// Normal with mean `latency` and standard deviation `jitter` ms (clamped at 0).
+    Normal,
+}
+
+/// How an `abort` fault breaks the exchange.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AbortMode {
+    /// TCP reset before any response byte.
+    #[default]
+    Reset,
+    /// Close the connection without answering.
+    EmptyReply,
+    /// Send the status line and headers, then close.
+    CloseAfterHeaders,
+    /// Send headers and part of the body, then close.
+    CloseMidBody,
+}
+
+/// The action of an HTTP fault with its settings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum HttpAction {
+    /// Heroku-style maintenance answer.
+    Maintenance(Maintenance),
+    /// A fixed response.
+    Status(StatusReply),
+    /// A delay before the response starts.
+    Latency(RequestLatency),
+    /// A broken exchange.
+    Abort(Abort),
+    /// A token bucket per client key.
+    RateLimit(RateLimit),
+    /// Heroku router deadlines (H12, H15).
+    RouterTimeout(RouterTimeout),
+    /// Response body bandwidth limit.
+    SlowBody(SlowBody),
+}
+
+/// Settings of `maintenance`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Maintenance {
+    /// Status code (default 503).
+    #[serde(default = "default_503")]
+    pub status: u16,
+    /// Name of the API in the message; defaults to the proxy name.
+    #[serde(default)]
+    pub api: String,
+    /// Whole message; when empty it is `<api> is temporarily unavailable.` plus the link.
+    #[serde(default)]
+    pub message: String,
+    /// Status page link; defaults to downtime's own status page.
+    #[serde(default)]
+    pub status_page: String,
+    /// Extra response headers.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// `Retry-After` seconds, if any.
+    #[serde(default)]
+    pub retry_after: Option<u64>,
+}
+
+/// Settings of `status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusReply {
+    /// Status code (default 500).
+    #[serde(default = "default_500")]
+    pub status: u16,
+    /// Response headers.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Body: a string is sent as text, anything else as JSON.
+    #[serde(default)]
+    pub body: Value,
+}
+
+/// Settings of `http_latency`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestLatency {
+    /// Mean delay in ms.
+    #[serde(default)]
+    pub latency: u64,
+    /// Spread in ms (uniform half-width or normal standard deviation).
+    #[serde(default)]
+    pub jitter: u64,
+    /// Shape of the delay.
+    #[serde(default)]
+    pub distribution: Distribution,
+}
+
+/// Settings of `abort`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Abort {
+    /// How the exchange breaks.
+    #[serde(default)]
+    pub mode: AbortMode,
+}
+
+/// Settings of `rate_limit`: `limit` requests per `period_ms`, bursts up to `burst`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Requests allowed per period.
+    pub limit: u64,
+    /// Period in ms (default 1000).
+    #[serde(default = "default_1000")]
+    pub period_ms: u64,
+    /// Bucket size; defaults to `limit`.
+    #[serde(default)]
+    pub burst: Option<u64>,
+    /// Header whose value keys the bucket; absent means the client IP.
+    #[serde(default)]
+    pub key_header: Option<String>,
+}
+
+/// Settings of `router_timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterTimeout {
+    /// Seconds to start the response before H12 (default 30).
+    #[serde(default = "default_30")]
+    pub timeout: u64,
+    /// Seconds without body data before H15 (default 55).
+    #[serde(default = "default_55")]
+    pub idle: u64,
+}
+
+/// Settings of `slow_body`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlowBody {
+    /// Body rate in KB/s (1 KB = 1000 B), like the bandwidth toxic; must be > 0.
+    pub rate: u64,
+}
+
+fn default_503() -> u16 {
+    503
+}
+fn default_500() -> u16 {
+    500
+}
+fn default_1000() -> u64 {
+    1000
+}
+fn default_30() -> u64 {
+    30
+}
+fn default_55() -> u64 {
+    55
+}
+
+fn decode<T: serde::de::DeserializeOwned>(attributes: &Value) -> Result<T, Error> {
+    let empty = Value::Object(serde_json::Map::new());
+    let value = if attributes.is_null() {
+        &empty
+    } else {
+        attributes
+    };
+    serde_path_to_error::deserialize(value.clone()).map_err(|e| {
+        let path = e.path().to_string();
+        Error::BadBody(
+            format!("attributes.{path}: {}", e.into_inner())
+                .replace("attributes..: ", "attributes: "),
+        )
+    })
+}
+
+fn check_status(field: &str, status: u16) -> Result<(), Error> {
+    if (100..=599).contains(&status) {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            field,
+            format!("status must be within 100..599, got {status}"),
+        ))
+    }
+}
+
+fn check_headers(
+    field: &str,
+    headers: &std::collections::BTreeMap<String, String>,
+) -> Result<(), Error> {
+    for (name, value) in headers {
+        let valid_name = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !valid_name {
+            return Err(Error::invalid(
+                format!("{field}.{name}"),
+                format!("invalid header name {name:?}"),
+            ));
+        }
+        if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            return Err(Error::invalid(
+                format!("{field}.{name}"),
+                format!("invalid header value {value:?}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl HttpAction {
+    /// Parses the attributes of an HTTP fault of type `type_name`; `None` if it is not one.
+    pub fn parse(type_name: &str, attributes: &Value) -> Option<Result<Self, Error>> {
+        let parsed = match type_name {
+            "maintenance" => decode::<Maintenance>(attributes).and_then(|m| {
+                check_status("attributes.status", m.status)?;
+                check_headers("attributes.headers", &m.headers)?;
+                Ok(HttpAction::Maintenance(m))
+            }),
+            "status" => decode::<StatusReply>(attributes).and_then(|s| {
+                check_status("attributes.status", s.status)?;
+                check_headers("attributes.headers", &s.headers)?;
+                Ok(HttpAction::Status(s))
+            }),
+            "http_latency" => decode(attributes).map(HttpAction::Latency),
+            "abort" => decode(attributes).map(HttpAction::Abort),
+            "rate_limit" => decode::<RateLimit>(attributes).and_then(|r| {
+                if r.limit == 0 {
+                    return Err(Error::invalid(
+                        "attributes.limit",
+                        "must be at least 1, got 0",
+                    ));
+                }
+                if r.period_ms == 0 {
+                    return Err(Error::invalid(
+                        "attributes.period_ms",
+                        "must be at least 1, got 0",
+                    ));
+                }
+                if r.burst == Some(0) {
+                    return Err(Error::invalid(
+                        "attributes.burst",
+                        "must be at least 1, got 0",
+                    ));
+                }
+                Ok(HttpAction::RateLimit(r))
+            }),
+            "router_timeout" => decode::<RouterTimeout>(attributes).and_then(|r| {
+                if r.timeout == 0 || r.idle == 0 {
+                    return Err(Error::invalid(
+                        "attributes.timeout",
+                        "timeout and idle must be at least 1 second",
+                    ));
+                }
+                Ok(HttpAction::RouterTimeout(r))
+            }),
+            "slow_body" => decode::<SlowBody>(attributes).and_then(|s| {
+                if s.rate == 0 {
+                    return Err(Error::invalid(
+                        "attributes.rate",
+                        "must be at least 1 KB/s, got 0",
+                    ));
+                }
+                Ok(HttpAction::SlowBody(s))
+            }),
+            _ => return None,
+        };
+        Some(parsed)
+    }
+
+    /// The `type` name of this action.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            HttpAction::Maintenance(_) => "maintenance",
+            HttpAction::Status(_) => "status",
+            HttpAction::Latency(_) => "http_latency",
+            HttpAction::Abort(_) => "abort",
+            HttpAction::RateLimit(_) => "rate_limit",
+            HttpAction::RouterTimeout(_) => "router_timeout",
+            HttpAction::SlowBody(_) => "slow_body",
+        }
+    }
+
+    /// Merges new attribute values over the current ones (absent keys keep their value).
+    pub fn merged(&self, patch: &Value) -> Result<Self, Error> {
+        let mut current = serde_json::to_value(self).map_err(|e| Error::BadBody(e.to_string()))?;
+        if let (Value::Object(base), Value::Object(update)) = (&mut current, patch) {
+            for (k, v) in update {
+                base.insert(k.clone(), v.clone());
+            }
+        } else if !patch.is_null() {
+            return Err(Error::BadBody(format!(
+                "attributes must be an object, got {patch}"
+            )));
+        }
+        match HttpAction::parse(self.type_name(), &current) {
+            Some(result) => result,
+            None => Err(Error::InvalidToxicType),
+        }
+    }
+}
+
+/// Matches `text` against a pattern where `*` stands for any run of characters.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if pi < p.len() && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == b'*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+/// The maintenance body, byte for byte in the shape Heroku's stand-in used.
+pub fn maintenance_body(message: &str) -> String {
+    let quoted = serde_json::to_string(message).unwrap_or_else(|_| "\"\"".to_owned());
+    format!("{{\"id\": \"maintenance\", \"message\": {quoted}}}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn glob() {
+        assert!(glob_match("/apps/*", "/apps/1/dynos"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("/a*c", "/abbbc"));
+        assert!(!glob_match("/apps/*", "/account"));
+        assert!(glob_match("/exact", "/exact"));
+        assert!(!glob_match("/exact", "/exact/more"));
+    }
+
+    #[test]
+    fn maintenance_shape() {
+        assert_eq!(
+            maintenance_body(
+                "Heroku API is temporarily unavailable.\nFor more information, visit: https://status.heroku.com"
+            ),
+            "{\"id\": \"maintenance\", \"message\": \"Heroku API is temporarily unavailable.\\nFor more information, visit: https://status.heroku.com\"}"
+        );
+    }
+
+    #[test]
+    fn impossible_values_are_refused_with_the_field() {
+        let err = HttpAction::parse("status", &json!({"status": 700}))
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("attributes.status") && err.to_string().contains("700"),
+            "{err}"
+        );
+        let err = HttpAction::parse("status", &json!({"headers": {"bad name": "x"}}))
+            .unwrap()
+            .unwrap_err();
+        assert!(err.to_string().contains("bad name"), "{err}");
+        let err = HttpAction::parse("http_latency", &json!({"latency": -1}))
+            .unwrap()
+            .unwrap_err();
+        assert!(err.to_string().contains("latency"), "{err}");
+        let err = HttpAction::parse("abort", &json!({"mode": "explode"}))
+            .unwrap()
+            .unwrap_err();
+        assert!(err.to_string().contains("mode"), "{err}");
+        let err = HttpAction::parse("rate_limit", &json!({"limit": 0}))
+            .unwrap()
+            .unwrap_err();
+        assert!(err.to_string().contains("limit"), "{err}");
+        let err = HttpAction::parse("maintenance", &json!({"stauts": 503}))
+            .unwrap()
+            .unwrap_err();
+        assert!(err.to_string().contains("stauts"), "{err}");
+        assert!(HttpAction::parse("latency", &json!({})).is_none());
+    }
+
+    #[test]
+    fn merge_keeps_absent_keys() {
+        let a = HttpAction::parse("status", &json!({"status": 502, "body": "x"}))
+            .unwrap()
+            .unwrap();
+        let b = a.merged(&json!({"status": 504})).unwrap();
+        match b {
+            HttpAction::Status(s) => {
+                assert_eq!(s.status, 504);
+                assert_eq!(s.body, json!("x"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn match_accepts_one_or_many_methods() {
+        let m: HttpMatch = serde_json::from_value(json!({"method": "get", "path": "/x"})).unwrap();
+        assert_eq!(m.method, vec!["get"]);
+        let m: HttpMatch = serde_json::from_value(json!({"method": ["GET", "POST"]})).unwrap();
+        assert_eq!(m.method.len(), 2);
+    }
+}
