@@ -80,6 +80,9 @@ pub fn router(state: AppState) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_secs(25),
         ))
+        // Set after the route layers so that, as in Toxiproxy, a wrong method gets a bare 405
+        // without a request id and before the browser check.
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .with_state(state)
 }
@@ -88,6 +91,10 @@ async fn not_found() -> Response {
     let mut response = (StatusCode::NOT_FOUND, "404 page not found\n").into_response();
     set_plain(&mut response);
     response
+}
+
+async fn method_not_allowed() -> StatusCode {
+    StatusCode::METHOD_NOT_ALLOWED
 }
 
 fn set_plain(response: &mut Response) {

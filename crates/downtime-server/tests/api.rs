@@ -1,0 +1,1394 @@
+//! The control API over real sockets, checked against the Toxiproxy 2.12 compat doc
+//! (`shared/docs/toxiproxy-compat.md`): error catalogue (§2), objects (§3), endpoints and
+//! status codes (§4), populate (§5), plus our extensions (toxics in create/populate bodies,
+//! 400s for out-of-range attributes) and `/metrics` (§7).
+//!
+//! Bodies are compared byte for byte where clients compare them (error texts, field order,
+//! `/version`).
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a failed unwrap is a clear test failure"
+)]
+
+mod support;
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::*;
+use tokio::io::AsyncWriteExt;
+
+const SHORT: Duration = Duration::from_secs(5);
+
+/// A port taken by a listener we hold, for bind failures.
+async fn taken_port() -> (tokio::net::TcpListener, u16) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    (l, port)
+}
+
+fn in_use(port: u16) -> String {
+    format!("listen tcp 127.0.0.1:{port}: bind: address already in use")
+}
+
+// --- §2 cross-cutting ----------------------------------------------------------------
+
+#[tokio::test]
+async fn version_body_content_type_and_request_id() {
+    let s = Server::start();
+    let r = s.get("/version").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, "{\"version\": \"2.12.0\"}\n");
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/json;charset=utf-8")
+    );
+    let id = r
+        .header("x-toxiproxy-request-id")
+        .expect("request id")
+        .to_owned();
+    assert_eq!(id.len(), 20, "{id}");
+    assert!(
+        id.bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'v').contains(&c)),
+        "xid alphabet: {id}"
+    );
+    let again = s.get("/version").await;
+    assert_ne!(again.header("x-toxiproxy-request-id"), Some(id.as_str()));
+}
+
+#[tokio::test]
+async fn request_id_on_every_matched_route_including_errors() {
+    let s = Server::start();
+    for r in [
+        s.get("/proxies").await,
+        s.get("/proxies/nope").await,
+        s.post("/proxies", "{").await,
+        s.post("/reset", "").await,
+        s.delete("/proxies/nope/toxics/x").await,
+    ] {
+        let id = r.header("x-toxiproxy-request-id");
+        assert_eq!(id.map(str::len), Some(20), "{r:?}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_paths_get_go_404_without_middleware() {
+    let s = Server::start();
+    for path in [
+        "/",
+        "/nope",
+        "/proxies/",
+        "/proxies/a/b",
+        "/proxies/a/toxics/b/c",
+        "/version/",
+        "/metrics",
+    ] {
+        for ua in [None, Some("Mozilla/5.0 (X11; Linux x86_64)")] {
+            let r = s.request_with(Method::GET, path, None, ua).await;
+            assert_eq!(r.status, 404, "{path} {ua:?}");
+            assert_eq!(r.body, "404 page not found\n", "{path}");
+            assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+            assert_eq!(r.header("x-toxiproxy-request-id"), None, "{path}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn wrong_method_is_a_bare_405() {
+    let s = Server::start();
+    let cases = [
+        (Method::DELETE, "/version"),
+        (Method::POST, "/version"),
+        (Method::PUT, "/proxies"),
+        (Method::DELETE, "/proxies"),
+        (Method::GET, "/populate"),
+        (Method::GET, "/reset"),
+        (Method::PUT, "/proxies/x"),
+        (Method::DELETE, "/proxies/x/toxics"),
+        (Method::PUT, "/proxies/x/toxics/y"),
+    ];
+    for (method, path) in cases {
+        for ua in [None, Some("Mozilla/5.0")] {
+            let r = s.request_with(method.clone(), path, None, ua).await;
+            assert_eq!(
+                (r.status, r.body.as_str()),
+                (405, ""),
+                "{method} {path} {ua:?}"
+            );
+            assert_eq!(
+                r.header("x-toxiproxy-request-id"),
+                None,
+                "405 bypasses the middleware: {method} {path}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn browsers_are_refused_on_matched_routes() {
+    let s = Server::start();
+    for (method, path) in [
+        (Method::GET, "/version"),
+        (Method::GET, "/proxies"),
+        (Method::POST, "/reset"),
+        (Method::GET, "/proxies/nope"),
+    ] {
+        let r = s
+            .request_with(
+                method.clone(),
+                path,
+                Some(""),
+                Some("Mozilla/5.0 (Macintosh; Intel Mac OS X 14_0)"),
+            )
+            .await;
+        assert_eq!(r.status, 403, "{method} {path}");
+        assert_eq!(r.body.trim_end_matches('\n'), "User agent not allowed");
+        assert!(
+            r.header("content-type")
+                .is_some_and(|c| c.starts_with("text/plain")),
+            "{:?}",
+            r.headers
+        );
+    }
+    // Nothing was reset or created by the refused requests; other agents are fine.
+    for ua in [
+        "curl/8.5.0",
+        "toxiproxy-cli/2.12.0 (linux/amd64)",
+        "mozilla/5.0",
+    ] {
+        let r = s
+            .request_with(Method::GET, "/version", None, Some(ua))
+            .await;
+        assert_eq!(r.status, 200, "{ua}");
+    }
+    assert_eq!(s.get("/version").await.status, 200, "no User-Agent at all");
+}
+
+#[tokio::test]
+async fn bodies_are_decoded_leniently() {
+    let s = Server::start();
+    let up = echo_upstream().await;
+    // Unknown fields ignored; no Content-Type at all (reqwest sends none for a raw body).
+    let r = s
+        .post(
+            "/proxies",
+            &json!({"name": "a", "listen": "127.0.0.1:0", "upstream": up.addr.to_string(),
+                    "colour": "blue", "Logger": {}})
+            .to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert!(
+        !r.body.ends_with('\n'),
+        "success bodies have no trailing newline"
+    );
+    // Reset ignores its body, whatever it is.
+    for body in ["", "garbage", "{\"x\":1}"] {
+        let r = s.post("/reset", body).await;
+        assert_eq!((r.status, r.body.as_str()), (204, ""), "{body:?}");
+    }
+}
+
+// --- §2 error catalogue ---------------------------------------------------------------
+
+#[tokio::test]
+async fn catalogue_bad_request_body() {
+    let s = Server::start();
+    let up = echo_upstream().await;
+    s.proxy("p", up.addr).await;
+    s.toxic("p", json!({"type": "latency", "name": "t"})).await;
+    let cases: Vec<(Method, &str, &str, &[&str])> = vec![
+        (Method::POST, "/proxies", "{", &[]),
+        (
+            Method::POST,
+            "/proxies",
+            r#"{"name": 5, "upstream": "a:1"}"#,
+            &["name"],
+        ),
+        (
+            Method::POST,
+            "/proxies",
+            r#"{"name": "x", "upstream": "a:1", "enabled": "yes"}"#,
+            &["enabled"],
+        ),
+        (
+            Method::POST,
+            "/proxies",
+            r#"{"name": "x", "upstream": ["a:1"]}"#,
+            &["upstream"],
+        ),
+        (Method::POST, "/proxies/p", "{nope", &[]),
+        (
+            Method::PATCH,
+            "/proxies/p",
+            r#"{"enabled": 1}"#,
+            &["enabled"],
+        ),
+        (
+            Method::POST,
+            "/proxies/p",
+            r#"{"listen": false}"#,
+            &["listen"],
+        ),
+        (Method::POST, "/proxies/p/toxics", "not json", &[]),
+        (
+            Method::POST,
+            "/proxies/p/toxics",
+            r#"{"type": "latency", "toxicity": "high"}"#,
+            &["toxicity"],
+        ),
+        (
+            Method::POST,
+            "/proxies/p/toxics",
+            r#"{"type": 7}"#,
+            &["type"],
+        ),
+        (
+            Method::POST,
+            "/proxies/p/toxics",
+            r#"{"type": "latency", "stream": 1}"#,
+            &["stream"],
+        ),
+        (
+            Method::POST,
+            "/proxies/p/toxics",
+            r#"{"type": "latency", "attributes": {"latency": "slow"}}"#,
+            &["latency"],
+        ),
+        (
+            Method::POST,
+            "/proxies/p/toxics",
+            r#"{"type": "latency", "attributes": [1]}"#,
+            &["attributes"],
+        ),
+        (Method::PATCH, "/proxies/p/toxics/t", "{", &[]),
+        (
+            Method::POST,
+            "/proxies/p/toxics/t",
+            r#"{"toxicity": "x"}"#,
+            &["toxicity"],
+        ),
+        (
+            Method::PATCH,
+            "/proxies/p/toxics/t",
+            r#"{"attributes": {"jitter": true}}"#,
+            &["jitter"],
+        ),
+        (Method::POST, "/populate", "{", &[]),
+        (
+            Method::POST,
+            "/populate",
+            r#"[{"name": "a", "upstream": 3}]"#,
+            &["upstream"],
+        ),
+    ];
+    for (method, path, body, fields) in cases {
+        let r = s.request(method.clone(), path, Some(body)).await;
+        let err = r.assert_error_like(400, "bad request body: ", fields);
+        assert!(
+            err.len() > "bad request body: ".len(),
+            "{method} {path}: empty detail"
+        );
+    }
+    // Nothing changed.
+    let p = s.get("/proxies/p").await.json();
+    assert_eq!(p["enabled"], true);
+    assert_eq!(
+        p["toxics"][0]["attributes"],
+        json!({"latency": 0, "jitter": 0})
+    );
+    assert_eq!(p["toxics"].as_array().unwrap().len(), 1);
+    assert_eq!(s.get("/proxies").await.json().as_object().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn catalogue_missing_fields() {
+    let s = Server::start();
+    for body in [
+        r#"{"upstream": "127.0.0.1:1"}"#,
+        r#"{"name": "", "upstream": "127.0.0.1:1"}"#,
+        r#"{}"#,
+        r#"{"name": null, "upstream": null}"#,
+    ] {
+        s.post("/proxies", body)
+            .await
+            .assert_error(400, "missing required field: name");
+    }
+    for body in [r#"{"name": "a"}"#, r#"{"name": "a", "upstream": ""}"#] {
+        s.post("/proxies", body)
+            .await
+            .assert_error(400, "missing required field: upstream");
+    }
+    s.post(
+        "/populate",
+        r#"[{"name": "a", "upstream": "127.0.0.1:1"}, {"upstream": "127.0.0.1:1"}]"#,
+    )
+    .await
+    .assert_error_like(400, "missing required field: name at proxy 2", &[]);
+    let r = s
+        .post(
+            "/populate",
+            r#"[{"name": "a", "upstream": "127.0.0.1:1"}, {"name": "b", "upstream": "127.0.0.1:1"}, {"name": "c"}]"#,
+        )
+        .await;
+    r.assert_error_like(400, "missing required field: upstream at proxy 3", &[]);
+    assert_eq!(
+        r.json()["error"],
+        "missing required field: upstream at proxy 3"
+    );
+    assert_eq!(s.get("/proxies").await.body, "{}", "nothing was created");
+}
+
+#[tokio::test]
+async fn catalogue_not_found() {
+    let s = Server::start();
+    let up = echo_upstream().await;
+    for (method, path) in [
+        (Method::GET, "/proxies/nope"),
+        (Method::POST, "/proxies/nope"),
+        (Method::PATCH, "/proxies/nope"),
+        (Method::DELETE, "/proxies/nope"),
+        (Method::GET, "/proxies/nope/toxics"),
+        (Method::POST, "/proxies/nope/toxics"),
+        (Method::GET, "/proxies/nope/toxics/t"),
+        (Method::POST, "/proxies/nope/toxics/t"),
+        (Method::PATCH, "/proxies/nope/toxics/t"),
+        (Method::DELETE, "/proxies/nope/toxics/t"),
+    ] {
+        // The proxy is looked up before the body is decoded: even a bad body gets 404.
+        let r = s
+            .request(method.clone(), path, Some(r#"{"type": "latency"}"#))
+            .await;
+        r.assert_error(404, "proxy not found");
+        let r = s.request(method.clone(), path, Some("{")).await;
+        r.assert_error(404, "proxy not found");
+    }
+    s.proxy("p", up.addr).await;
+    for method in [Method::GET, Method::POST, Method::PATCH, Method::DELETE] {
+        let r = s
+            .request(method.clone(), "/proxies/p/toxics/nope", Some("{}"))
+            .await;
+        r.assert_error(404, "toxic not found");
+    }
+    s.request(Method::PATCH, "/proxies/p/toxics/nope", Some("{"))
+        .await
+        .assert_error(404, "toxic not found");
+}
+
+#[tokio::test]
+async fn catalogue_conflicts() {
+    let s = Server::start();
+    let up = echo_upstream().await;
+    let addr = s.proxy("p", up.addr).await;
+    let r = s
+        .post(
+            "/proxies",
+            &json!({"name": "p", "listen": "127.0.0.1:0", "upstream": "127.0.0.1:9"}).to_string(),
+        )
+        .await;
+    r.assert_error(409, "proxy already exists");
+    let p = s.get("/proxies/p").await.json();
+    assert_eq!(
+        p["upstream"],
+        up.addr.to_string(),
+        "the existing proxy is untouched"
+    );
+    assert_eq!(listen_of(&p), addr);
+
+    s.toxic(
+        "p",
+        json!({"type": "latency", "name": "same", "stream": "upstream"}),
+    )
+    .await;
+    // Same name in the other direction, and with another type: still a conflict.
+    for body in [
+        json!({"type": "latency", "name": "same", "stream": "downstream"}),
+        json!({"type": "bandwidth", "name": "same"}),
+        json!({"type": "latency", "name": "same", "stream": "upstream"}),
+    ] {
+        s.post("/proxies/p/toxics", &body.to_string())
+            .await
+            .assert_error(409, "toxic already exists");
+    }
+    // The default name also conflicts.
+    s.toxic("p", json!({"type": "noop"})).await;
+    s.post("/proxies/p/toxics", r#"{"type": "noop"}"#)
+        .await
+        .assert_error(409, "toxic already exists");
+    assert_eq!(
+        s.get("/proxies/p/toxics")
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn catalogue_stream_and_type() {
+    let s = Server::start();
+    let up = echo_upstream().await;
+    s.proxy("p", up.addr).await;
+    for body in [
+        json!({"type": "latency", "stream": "sideways"}),
+        json!({"type": "nope", "stream": "both"}),
+        json!({"stream": "up"}),
+    ] {
+        s.post("/proxies/p/toxics", &body.to_string())
+            .await
+            .assert_error(
+                400,
+                "stream was invalid, can be either upstream or downstream",
+            );
+    }
+    for body in [
+        json!({}),
+        json!({"type": ""}),
+        json!({"type": "down"}),
+        json!({"type": "Latency"}),
+        json!({"type": "nope", "stream": "upstream"}),
+    ] {
+        s.post("/proxies/p/toxics", &body.to_string())
+            .await
+            .assert_error(400, "invalid toxic type");
+    }
+    assert_eq!(s.get("/proxies/p/toxics").await.body, "[]");
+}
+
+#[tokio::test]
+async fn catalogue_listen_failures_are_500() {
+    let s = Server::start();
+    let up = echo_upstream().await;
+    let (held, port) = taken_port().await;
+    let body = json!({"name": "p", "listen": format!("127.0.0.1:{port}"),
+                      "upstream": up.addr.to_string()})
+    .to_string();
+    s.post("/proxies", &body)
+        .await
+        .assert_error(500, &in_use(port));
+    s.get("/proxies/p")
+        .await
+        .assert_error(404, "proxy not found");
+    drop(held);
+    // A retry after the port is freed succeeds and keeps the given port.
+    let r = s.post("/proxies", &body).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(listen_of(&r.json()).port(), port);
+
+    // Update to a taken port or an unresolvable one: 500, configuration unchanged.
+    let (held2, port2) = taken_port().await;
+    let r = s
+        .post(
+            "/proxies/p",
+            &json!({"listen": format!("127.0.0.1:{port2}")}).to_string(),
+        )
+        .await;
+    r.assert_error(500, &in_use(port2));
+    drop(held2);
+    s.patch("/proxies/p", r#"{"listen": ":bad"}"#)
+        .await
+        .assert_error(500, "address tcp/bad: unknown port");
+    s.patch("/proxies/p", r#"{"listen": "127.0.0.1:notaport"}"#)
+        .await
+        .assert_error_like(500, "", &[]);
+    let p = s.get("/proxies/p").await.json();
+    assert_eq!(listen_of(&p).port(), port, "{p}");
+    assert_eq!(p["enabled"], true);
+    let mut c = connect(listen_of(&p)).await;
+    let (back, _) = round_trip(&mut c, b"still here", SHORT).await;
+    assert_eq!(back, b"still here");
+}
+
+// --- §3 objects and §4 status codes ---------------------------------------------------
+
+#[tokio::test]
+async fn proxy_json_field_order_and_listen_rewrite() {
+    let s = Server::start();
+    let up = echo_upstream().await;
+    assert_eq!(s.get("/proxies").await.body, "{}");
+    let r = s
+        .post(
+            "/proxies",
+            &json!({"name": "redis", "listen": "127.0.0.1:0", "upstream": up.addr.to_string()})
+                .to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let addr = listen_of(&r.json());
+    assert_ne!(addr.port(), 0, "listen is rewritten to the bound port");
+    let expected = format!(
+        r#"{{"name":"redis","listen":"127.0.0.1:{}","upstream":"{}","enabled":true,"toxics":[]}}"#,
+        addr.port(),
+        up.addr
+    );
+    assert_eq!(r.body, expected);
+    assert_eq!(s.get("/proxies/redis").await.body, expected);
+    assert_eq!(
+        s.get("/proxies").await.body,
+        format!(r#"{{"redis":{expected}}}"#)
+    );
+
+    // localhost:0 resolves to 127.0.0.1 and a real port.
+    let r = s
+        .post(
+            "/proxies",
+            &json!({"name": "lh", "listen": "localhost:0", "upstream": "localhost:6379"})
+                .to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let v = r.json();
+    assert_eq!(listen_of(&v).ip().to_string(), "127.0.0.1");
+    assert_ne!(listen_of(&v).port(), 0);
+    assert_eq!(
+        v["upstream"], "localhost:6379",
+        "upstream is stored verbatim"
+    );
+
+    // A proxy created disabled keeps its listen string until it starts.
+    let r = s
+        .post(
+            "/proxies",
+            &json!({"name": "off", "listen": "127.0.0.1:0", "upstream": up.addr.to_string(),
+                    "enabled": false})
+            .to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["listen"], "127.0.0.1:0");
+    assert_eq!(r.json()["enabled"], false);
+    let on = s.set_enabled("off", true).await;
+    assert_ne!(listen_of(&on).port(), 0);
+    assert_eq!(on["enabled"], true);
+}
+
+#[tokio::test]
+async fn toxic_json_field_order_defaults_and_status_codes() {
+    let s = Server::start();
+    let up = echo_upstream().await;
+    s.proxy("p", up.addr).await;
+    let r = s
+        .post(
+            "/proxies/p/toxics",
+            r#"{"type": "latency", "attributes": {"latency": 100}}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200, "create toxic is 200, not 201");
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(
+        r.body,
+        r#"{"attributes":{"latency":100,"jitter":0},"name":"latency_downstream","type":"latency","stream":"downstream","toxicity":1}"#
+    );
+    let r = s.get("/proxies/p/toxics/latency_downstream").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.body,
+        r#"{"attributes":{"latency":100,"jitter":0},"name":"latency_downstream","type":"latency","stream":"downstream","toxicity":1}"#
+    );
+
+    // Every type shows every attribute, defaults filled.
+    let expected = [
+        ("bandwidth", json!({"rate": 0})),
+        ("slow_close", json!({"delay": 0})),
+        ("timeout", json!({"timeout": 0})),
+        ("reset_peer", json!({"timeout": 0})),
+        (
+            "slicer",
+            json!({"average_size": 0, "size_variation": 0, "delay": 0}),
+        ),
+        ("limit_data", json!({"bytes": 0})),
+        ("noop", json!({})),
+    ];
+    for (ty, attrs) in &expected {
+        let v = s
+            .toxic("p", json!({"type": ty, "stream": "upstream"}))
+            .await;
+        assert_eq!(v["attributes"], *attrs, "{ty}");
+        assert_eq!(v["name"], format!("{ty}_upstream"));
+    }
+    let r = s
+        .post("/proxies/p/toxics", r#"{"type": "slicer", "name": "s2"}"#)
+        .await;
+    assert!(
+        r.body
+            .starts_with(r#"{"attributes":{"average_size":0,"size_variation":0,"delay":0},"#),
+        "{}",
+        r.body
+    );
+
+    // Stream case is parsed leniently and echoed verbatim, also in the default name.
+    let v = s
+        .toxic("p", json!({"type": "latency", "stream": "UPSTREAM"}))
+        .await;
+    assert_eq!(
+        (v["name"].as_str(), v["stream"].as_str()),
+        (Some("latency_UPSTREAM"), Some("UPSTREAM"))
+    );
+
+    // Toxicity is not validated and is rendered like a Go float32.
+    for (i, (tox, rendered)) in [
+        (json!(0.5), "0.5"),
+        (json!(0), "0"),
+        (json!(1.5), "1.5"),
+        (json!(-1), "-1"),
+        (json!(0.25), "0.25"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = s
+            .post(
+                "/proxies/p/toxics",
+                &json!({"type": "noop", "name": format!("n{i}"), "toxicity": tox}).to_string(),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(
+            r.body.ends_with(&format!(r#""toxicity":{rendered}}}"#)),
+            "{}",
+            r.body
+        );
+    }
+
+    // Listing: upstream toxics first, then downstream, each in insertion order.
+    let names: Vec<String> = s
+        .get("/proxies/p/toxics")
+        .await
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect();
+    let mut expected_names: Vec<String> = expected
+        .iter()
+        .map(|(ty, _)| format!("{ty}_upstream"))
+        .collect();
+    expected_names.push("latency_UPSTREAM".into());
+    expected_names
+        .extend(["latency_downstream", "s2", "n0", "n1", "n2", "n3", "n4"].map(String::from));
+    assert_eq!(names, expected_names);
+    assert_eq!(
+        s.get("/proxies/p").await.json()["toxics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>(),
+        expected_names
+    );
+
+    // Update (POST and PATCH) is 200, delete 204 with an empty body.
+    let r = s
+        .post(
+            "/proxies/p/toxics/latency_downstream",
+            r#"{"toxicity": 0.5}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let r = s
+        .patch("/proxies/p/toxics/latency_downstream", r#"{"toxicity": 1}"#)
+        .await;
+    assert_eq!(r.status, 200);
+    let r = s.delete("/proxies/p/toxics/latency_downstream").await;
+    assert_eq!((r.status, r.body.as_str()), (204, ""));
+    s.get("/proxies/p/toxics/latency_downstream")
+        .await
+        .assert_error(404, "toxic not found");
+}
+
+#[tokio::test]
+async fn proxy_status_codes_and_delete() {
+    let s = Server::start();
+    let up = echo_upstream().await;
+    let addr = s.proxy("p", up.addr).await;
+    let r = s.post("/proxies/p", "{}").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        listen_of(&r.json()),
+        addr,
+        "an empty update changes nothing"
+    );
+    let r = s.patch("/proxies/p", r#"{"name": "renamed"}"#).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["name"], "p", "name is immutable");
+    s.get("/proxies/renamed")
+        .await
+        .assert_error(404, "proxy not found");
+
+    let mut live = connect(addr).await;
+    round_trip(&mut live, b"hi", SHORT).await;
+    let r = s.delete("/proxies/p").await;
+    assert_eq!((r.status, r.body.as_str()), (204, ""));
+    assert_ne!(
+        wait_closed(&mut live, SHORT).await,
+        End::TimedOut,
+        "delete closes clients"
+    );
+    s.get("/proxies/p")
+        .await
+        .assert_error(404, "proxy not found");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the listener is closed"
+    );
+    s.delete("/proxies/p")
+        .await
+        .assert_error(404, "proxy not found");
+}
+
+// --- partial updates -----------------------------------------------------------------
+
+#[tokio::test]
+async fn proxy_partial_updates() {
+    let s = Server::start();
+    let up = echo_upstream().await;
+    let up2 = echo_upstream().await;
+    let addr = s.proxy("p", up.addr).await;
+    s.toxic(
+        "p",
+        json!({"type": "latency", "attributes": {"latency": 1}}),
+    )
+    .await;
+
+    let v = s.set_enabled("p", false).await;
+    assert_eq!(v["enabled"], false);
+    assert_eq!(listen_of(&v), addr, "listen kept while disabled");
+    let refused = tokio::net::TcpStream::connect(addr).await;
+    assert_eq!(
+        refused.map(|_| ()).map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionRefused)
+    );
+    // Disabling twice is fine.
+    assert_eq!(s.set_enabled("p", false).await["enabled"], false);
+
+    let v = s.set_enabled("p", true).await;
+    assert_eq!(listen_of(&v), addr, "re-enabling binds the same port");
+    assert_eq!(v["toxics"].as_array().unwrap().len(), 1, "toxics survive");
+    let mut c = connect(addr).await;
+    assert_eq!(round_trip(&mut c, b"abc", SHORT).await.0, b"abc");
+
+    // Upstream only: listen and enabled keep their values, toxics survive.
+    let v = s
+        .patch(
+            "/proxies/p",
+            &json!({"upstream": up2.addr.to_string()}).to_string(),
+        )
+        .await
+        .json();
+    assert_eq!(v["upstream"], up2.addr.to_string());
+    assert_eq!(listen_of(&v), addr);
+    assert_eq!(v["enabled"], true);
+    assert_eq!(v["toxics"][0]["name"], "latency_downstream");
+    // The changed upstream restarted the proxy: the old connection is closed.
+    assert_ne!(wait_closed(&mut c, SHORT).await, End::TimedOut);
+    let before = up2.accepted.load(std::sync::atomic::Ordering::Relaxed);
+    let mut c = connect(addr).await;
+    assert_eq!(round_trip(&mut c, b"xyz", SHORT).await.0, b"xyz");
+    assert_eq!(
+        up2.accepted.load(std::sync::atomic::Ordering::Relaxed),
+        before + 1
+    );
+
+    // A no-op update (same listen spelled as localhost) keeps live connections.
+    let v = s
+        .post(
+            "/proxies/p",
+            &json!({"listen": format!("localhost:{}", addr.port()), "enabled": true}).to_string(),
+        )
+        .await;
+    assert_eq!(v.status, 200, "{}", v.body);
+    assert_eq!(round_trip(&mut c, b"still", SHORT).await.0, b"still");
+
+    // Disabling via update while changing nothing else closes the live connection.
+    s.set_enabled("p", false).await;
+    assert_ne!(wait_closed(&mut c, SHORT).await, End::TimedOut);
+}
+
+#[tokio::test]
+async fn toxic_partial_updates_merge() {
+    let s = Server::start();
+    let up = echo_upstream().await;
+    s.proxy("p", up.addr).await;
+    s.toxic(
+        "p",
+        json!({"type": "latency", "name": "lat", "stream": "upstream", "toxicity": 0.5,
+               "attributes": {"latency": 100, "jitter": 5}}),
+    )
+    .await;
+    let v = s
+        .update_toxic(
+            "p",
+            "lat",
+            json!({"attributes": {"latency": 200, "unknown": 1}}),
+        )
+        .await;
+    assert_eq!(
+        v,
+        json!({"attributes": {"latency": 200, "jitter": 5}, "name": "lat", "type": "latency",
+               "stream": "upstream", "toxicity": 0.5})
+    );
+    let raw = s.get("/proxies/p/toxics/lat").await.body;
+    assert_eq!(
+        raw,
+        r#"{"attributes":{"latency":200,"jitter":5},"name":"lat","type":"latency","stream":"upstream","toxicity":0.5}"#
+    );
+    // name/type/stream in the body are ignored; toxicity alone keeps the attributes.
+    let r = s
+        .post(
+            "/proxies/p/toxics/lat",
+            r#"{"name": "other", "type": "bandwidth", "stream": "downstream", "toxicity": 1}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.body,
+        r#"{"attributes":{"latency":200,"jitter":5},"name":"lat","type":"latency","stream":"upstream","toxicity":1}"#
+    );
+    // An empty body changes nothing.
+    let r = s.patch("/proxies/p/toxics/lat", "{}").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, s.get("/proxies/p/toxics/lat").await.body);
+    s.get("/proxies/p/toxics/other")
+        .await
+        .assert_error(404, "toxic not found");
+}
+
+// --- bad input: 400 naming the field, nothing changed ------------------------------------
+
+#[tokio::test]
+async fn out_of_range_attributes_are_refused_and_change_nothing() {
+    let s = Server::start();
+    let up = echo_upstream().await;
+    s.proxy("p", up.addr).await;
+    s.toxic("p", json!({"type": "latency", "name": "lat", "attributes": {"latency": 10, "jitter": 1}, "toxicity": 0.5}))
+        .await;
+    let before = s.get("/proxies/p").await.body;
+
+    let bad_attrs = [
+        (json!({"latency": -5}), "latency"),
+        (json!({"jitter": -1}), "jitter"),
+        (json!({"latency": 1.5}), "latency"),
+        (json!({"latency": 1e30}), "latency"),
+        (json!({"latency": u64::MAX}), "latency"),
+        (json!({"latency": 9_223_372_036_854_775_808_u64}), "latency"),
+        (json!({"latency": "10"}), "latency"),
+        (json!({"latency": [10]}), "latency"),
+        (json!({"latency": 20, "jitter": -1}), "jitter"),
+    ];
+    for (attrs, field) in &bad_attrs {
+        // On create (a second toxic)...
+        let r = s
+            .post(
+                "/proxies/p/toxics",
+                &json!({"type": "latency", "name": "new", "attributes": attrs}).to_string(),
+            )
+            .await;
+        let err = r.assert_error_like(400, "", &[field]);
+        assert!(
+            err.starts_with("bad request body: ") || err.starts_with("invalid value for "),
+            "{err}"
+        );
+        // ...and on update of the existing one.
+        let r = s
+            .patch(
+                "/proxies/p/toxics/lat",
+                &json!({"attributes": attrs}).to_string(),
+            )
+            .await;
+        r.assert_error_like(400, "", &[field]);
+    }
+    // Negative values say so, with the value.
+    let r = s
+        .patch(
+            "/proxies/p/toxics/lat",
+            r#"{"attributes": {"latency": -5}}"#,
+        )
+        .await;
+    r.assert_error(
+        400,
+        "invalid value for attributes.latency: must not be negative, got -5",
+    );
+    for (ty, attr) in [
+        ("bandwidth", "rate"),
+        ("slow_close", "delay"),
+        ("timeout", "timeout"),
+        ("reset_peer", "timeout"),
+        ("slicer", "average_size"),
+        ("slicer", "size_variation"),
+        ("slicer", "delay"),
+        ("limit_data", "bytes"),
+    ] {
+        for bad in [json!(-1), json!(0.5), json!(1e300), json!("1")] {
+            let r = s
+                .post(
+                    "/proxies/p/toxics",
+                    &json!({"type": ty, "name": "x", "attributes": {attr: bad}}).to_string(),
+                )
+                .await;
+            r.assert_error_like(400, "", &[attr]);
+        }
+    }
+    // Bad toxicity types.
+    for tox in [json!("high"), json!([1]), json!({})] {
+        let r = s
+            .patch(
+                "/proxies/p/toxics/lat",
+                &json!({"toxicity": tox}).to_string(),
+            )
+            .await;
+        r.assert_error_like(400, "bad request body: ", &["toxicity"]);
+    }
+    assert_eq!(s.get("/proxies/p").await.body, before, "nothing changed");
+}
+
+#[tokio::test]
+async fn bad_upstreams_are_refused_and_change_nothing() {
+    let s = Server::start();
+    let up = echo_upstream().await;
+    let addr = s.proxy("p", up.addr).await;
+    let before = s.get("/proxies/p").await.body;
+    for bad in [
+        "nonsense",
+        "host:",
+        ":80",
+        "host:99999",
+        "host:http",
+        "127.0.0.1",
+    ] {
+        let r = s
+            .post(
+                "/proxies",
+                &json!({"name": "q", "listen": "127.0.0.1:0", "upstream": bad}).to_string(),
+            )
+            .await;
+        r.assert_error_like(400, "", &["upstream"]);
+        let r = s
+            .patch("/proxies/p", &json!({"upstream": bad}).to_string())
+            .await;
+        r.assert_error_like(400, "", &["upstream"]);
+        let r = s
+            .post(
+                "/populate",
+                &json!([{"name": "p", "listen": "127.0.0.1:0", "upstream": bad}]).to_string(),
+            )
+            .await;
+        r.assert_error_like(400, "", &["upstream"]);
+    }
+    s.get("/proxies/q")
+        .await
+        .assert_error(404, "proxy not found");
+    assert_eq!(s.get("/proxies/p").await.body, before);
+    let mut c = connect(addr).await;
+    assert_eq!(round_trip(&mut c, b"ok", SHORT).await.0, b"ok");
+}
+
+// --- create with toxics (our extension) --------------------------------------------------
+
+#[tokio::test]
+async fn create_with_toxics_is_atomic() {
+    let s = Server::start();
+    let up = echo_upstream().await;
+    let r = s
+        .post(
+            "/proxies",
+            &json!({"name": "p", "listen": "127.0.0.1:0", "upstream": up.addr.to_string(),
+            "toxics": [
+                {"type": "latency", "attributes": {"latency": 300}},
+                {"type": "noop", "stream": "upstream", "name": "n"},
+            ]})
+            .to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let v = r.json();
+    let addr = listen_of(&v);
+    assert_eq!(
+        v["toxics"],
+        json!([
+            {"attributes": {}, "name": "n", "type": "noop", "stream": "upstream", "toxicity": 1},
+            {"attributes": {"latency": 300, "jitter": 0}, "name": "latency_downstream",
+             "type": "latency", "stream": "downstream", "toxicity": 1},
+        ])
+    );
+    // The very first connection already has the latency.
+    let mut c = connect(addr).await;
+    let (back, took) = round_trip(&mut c, b"x", SHORT).await;
+    assert_eq!(back, b"x");
+    assert!(
+        took >= Duration::from_millis(290),
+        "first connection not delayed: {took:?}"
+    );
+
+    // Any bad toxic refuses the whole proxy.
+    let base = json!({"name": "q", "listen": "127.0.0.1:0", "upstream": up.addr.to_string()});
+    let cases = [
+        (
+            json!([{"type": "latency"}, {"type": "nope"}]),
+            400,
+            "invalid toxic type",
+        ),
+        (
+            json!([{"type": "latency", "stream": "x"}]),
+            400,
+            "stream was invalid, can be either upstream or downstream",
+        ),
+        (
+            json!([{"type": "noop"}, {"type": "noop"}]),
+            409,
+            "toxic already exists",
+        ),
+    ];
+    for (toxics, status, text) in cases {
+        let mut body = base.clone();
+        body["toxics"] = toxics;
+        s.post("/proxies", &body.to_string())
+            .await
+            .assert_error(status, text);
+    }
+    let mut body = base.clone();
+    body["toxics"] = json!([{"type": "latency", "attributes": {"latency": -1}}]);
+    s.post("/proxies", &body.to_string())
+        .await
+        .assert_error_like(400, "", &["latency"]);
+    s.get("/proxies/q")
+        .await
+        .assert_error(404, "proxy not found");
+}
+
+// --- §5 populate -------------------------------------------------------------------
+
+#[tokio::test]
+async fn populate_creates_in_input_order() {
+    let s = Server::start();
+    let up = echo_upstream().await;
+    let r = s
+        .post(
+            "/populate",
+            &json!([
+                {"name": "b", "listen": "127.0.0.1:0", "upstream": up.addr.to_string()},
+                {"name": "a", "listen": "127.0.0.1:0", "upstream": up.addr.to_string(), "enabled": false},
+                {"name": "c", "listen": "127.0.0.1:0", "upstream": up.addr.to_string(),
+                 "toxics": [{"type": "latency", "attributes": {"latency": 5}}]},
+            ])
+            .to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let v = r.json();
+    let proxies = v["proxies"].as_array().expect("{\"proxies\": [...]}");
+    let names: Vec<&str> = proxies
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["b", "a", "c"]);
+    assert!(
+        r.body
+            .starts_with(r#"{"proxies":[{"name":"b","listen":"127.0.0.1:"#),
+        "{}",
+        r.body
+    );
+    assert_eq!(proxies[1]["enabled"], false);
+    assert_eq!(proxies[1]["listen"], "127.0.0.1:0");
+    assert_eq!(proxies[0]["enabled"], true);
+    assert_eq!(proxies[2]["toxics"][0]["attributes"]["latency"], 5);
+    let mut c = connect(listen_of(&proxies[0])).await;
+    assert_eq!(round_trip(&mut c, b"b", SHORT).await.0, b"b");
+    // An empty array is fine.
+    let r = s.post("/populate", "[]").await;
+    assert_eq!((r.status, r.body.as_str()), (201, r#"{"proxies":[]}"#));
+}
+
+#[tokio::test]
+async fn populate_body_must_be_an_array() {
+    let s = Server::start();
+    let r = s
+        .post("/populate", r#"{"name": "a", "upstream": "127.0.0.1:1"}"#)
+        .await;
+    r.assert_error_like(400, "bad request body: ", &[]);
+    assert_eq!(r.json()["proxies"], Value::Null);
+    assert!(
+        r.json().as_object().unwrap().contains_key("proxies"),
+        "{}",
+        r.body
+    );
+    assert_eq!(s.get("/proxies").await.body, "{}");
+}
+
+#[tokio::test]
+async fn populate_validates_everything_first() {
+    let s = Server::start();
+    let up = echo_upstream().await;
+    let addr = s.proxy("keep", up.addr).await;
+    let before = s.get("/proxies").await.body;
+    let r = s
+        .post(
+            "/populate",
+            &json!([
+                {"name": "new", "listen": "127.0.0.1:0", "upstream": up.addr.to_string()},
+                {"name": "keep", "listen": "127.0.0.1:0", "upstream": "127.0.0.1:9"},
+                {"name": "broken", "listen": "127.0.0.1:0"},
+            ])
+            .to_string(),
+        )
+        .await;
+    r.assert_error_like(400, "missing required field: upstream at proxy 3", &[]);
+    assert_eq!(s.get("/proxies").await.body, before, "nothing changed");
+    let mut c = connect(addr).await;
+    assert_eq!(round_trip(&mut c, b"k", SHORT).await.0, b"k");
+    // A bad toxic in a later entry also refuses the whole body.
+    let r = s
+        .post(
+            "/populate",
+            &json!([
+                {"name": "new", "listen": "127.0.0.1:0", "upstream": up.addr.to_string()},
+                {"name": "x", "listen": "127.0.0.1:0", "upstream": up.addr.to_string(),
+                 "toxics": [{"type": "nope"}]},
+            ])
+            .to_string(),
+        )
+        .await;
+    r.assert_error_like(400, "invalid toxic type", &[]);
+    assert_eq!(s.get("/proxies").await.body, before);
+}
+
+#[tokio::test]
+async fn populate_keeps_unchanged_proxies_and_replaces_changed_ones() {
+    let s = Server::start();
+    let up = echo_upstream().await;
+    let up2 = echo_upstream().await;
+    let keep = s.proxy("keep", up.addr).await;
+    let change = s.proxy("change", up.addr).await;
+    let off = s.proxy("off", up.addr).await;
+    s.toxic(
+        "keep",
+        json!({"type": "latency", "name": "k", "attributes": {"latency": 1}}),
+    )
+    .await;
+    s.toxic("change", json!({"type": "latency", "name": "c"}))
+        .await;
+    s.set_enabled("off", false).await;
+    let mut kept_conn = connect(keep).await;
+    round_trip(&mut kept_conn, b"1", SHORT).await;
+    let mut changed_conn = connect(change).await;
+    round_trip(&mut changed_conn, b"1", SHORT).await;
+
+    let r = s
+        .post(
+            "/populate",
+            &json!([
+                // Same resolved listen (spelled differently) and upstream: untouched.
+                {"name": "keep", "listen": format!("localhost:{}", keep.port()),
+                 "upstream": up.addr.to_string()},
+                // Same address, new upstream: replaced (toxics lost, connections dropped).
+                {"name": "change", "listen": change.to_string(), "upstream": up2.addr.to_string()},
+                // Unchanged and disabled: stays disabled even though enabled defaults to true.
+                {"name": "off", "listen": off.to_string(), "upstream": up.addr.to_string()},
+            ])
+            .to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let v = r.json();
+    let ps = v["proxies"].as_array().unwrap();
+    assert_eq!(
+        ps[0]["toxics"][0]["name"], "k",
+        "kept proxy shows its toxics"
+    );
+    assert_eq!(listen_of(&ps[0]), keep);
+    assert_eq!(ps[1]["upstream"], up2.addr.to_string());
+    assert_eq!(ps[1]["toxics"], json!([]));
+    assert_eq!(listen_of(&ps[1]), change);
+    assert_eq!(ps[2]["enabled"], false);
+
+    assert_eq!(
+        round_trip(&mut kept_conn, b"still", SHORT).await.0,
+        b"still"
+    );
+    assert_ne!(wait_closed(&mut changed_conn, SHORT).await, End::TimedOut);
+    let mut c = connect(change).await;
+    assert_eq!(round_trip(&mut c, b"new", SHORT).await.0, b"new");
+    assert_eq!(up2.accepted.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(s.get("/proxies/keep/toxics").await.json()[0]["name"], "k");
+}
+
+#[tokio::test]
+async fn populate_partial_failure_keeps_processed_proxies() {
+    let s = Server::start();
+    let up = echo_upstream().await;
+    let (held, port) = taken_port().await;
+    let r = s
+        .post(
+            "/populate",
+            &json!([
+                {"name": "first", "listen": "127.0.0.1:0", "upstream": up.addr.to_string()},
+                {"name": "clash", "listen": format!("127.0.0.1:{port}"), "upstream": up.addr.to_string()},
+                {"name": "never", "listen": "127.0.0.1:0", "upstream": up.addr.to_string()},
+            ])
+            .to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 500, "{}", r.body);
+    assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+    assert!(r.body.ends_with("}\n"));
+    let v = r.json();
+    assert_eq!(v["error"], in_use(port));
+    assert_eq!(v["status"], 500);
+    let done = v["proxies"].as_array().expect("processed proxies");
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0]["name"], "first");
+    // The processed one remains and works; the others do not exist.
+    let first = s.get("/proxies/first").await.json();
+    let mut c = connect(listen_of(&first)).await;
+    assert_eq!(round_trip(&mut c, b"f", SHORT).await.0, b"f");
+    s.get("/proxies/clash")
+        .await
+        .assert_error(404, "proxy not found");
+    s.get("/proxies/never")
+        .await
+        .assert_error(404, "proxy not found");
+    drop(held);
+}
+
+// --- reset ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn reset_enables_everything_and_removes_toxics() {
+    let s = Server::start();
+    let up = echo_upstream().await;
+    let a = s.proxy("a", up.addr).await;
+    s.proxy("b", up.addr).await;
+    s.toxic(
+        "a",
+        json!({"type": "latency", "attributes": {"latency": 2000}}),
+    )
+    .await;
+    s.toxic("b", json!({"type": "bandwidth", "stream": "upstream"}))
+        .await;
+    s.set_enabled("b", false).await;
+    let r = s
+        .post(
+            "/proxies",
+            &json!({"name": "c", "listen": "127.0.0.1:0", "upstream": up.addr.to_string(),
+                    "enabled": false})
+            .to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+
+    let mut live = connect(a).await;
+    let r = s.post("/reset", "").await;
+    assert_eq!((r.status, r.body.as_str()), (204, ""));
+    let all = s.get("/proxies").await.json();
+    assert_eq!(all.as_object().unwrap().len(), 3, "proxies are not deleted");
+    for (name, p) in all.as_object().unwrap() {
+        assert_eq!(p["enabled"], true, "{name}");
+        assert_eq!(p["toxics"], json!([]), "{name}");
+        assert_ne!(listen_of(p).port(), 0, "{name}");
+        let mut c = connect(listen_of(p)).await;
+        assert_eq!(round_trip(&mut c, b"r", SHORT).await.0, b"r", "{name}");
+    }
+    // The live connection lost its 2 s latency at once.
+    let (_, took) = round_trip(&mut live, b"fast", SHORT).await;
+    assert!(
+        took < Duration::from_millis(1500),
+        "latency still applied: {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn reset_fails_with_500_when_a_port_is_taken() {
+    let s = Server::start();
+    let up = echo_upstream().await;
+    let addr = s.proxy("p", up.addr).await;
+    s.set_enabled("p", false).await;
+    let held = tokio::net::TcpListener::bind(addr).await.unwrap();
+    s.post("/reset", "")
+        .await
+        .assert_error(500, &in_use(addr.port()));
+    drop(held);
+    assert_eq!(s.post("/reset", "").await.status, 204);
+    assert_eq!(s.get("/proxies/p").await.json()["enabled"], true);
+}
+
+// --- §7 metrics ----------------------------------------------------------------------
+
+/// The value of the sample of `metric` whose labels contain every `labels` pair.
+fn sample(text: &str, metric: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{metric}{{")) || l.starts_with(&format!("{metric} ")))
+        .find(|l| labels.iter().all(|p| l.contains(p)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_only_routed_with_a_flag() {
+    let s = Server::start();
+    let r = s.get("/metrics").await;
+    assert_eq!((r.status, r.body.as_str()), (404, "404 page not found\n"));
+
+    let s = Server::builder().metrics(false, true).start();
+    let r = s.get("/metrics").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(!r.body.contains("toxiproxy_proxy_"), "{}", r.body);
+    assert!(r.body.contains("process_"), "{}", r.body);
+    let r = s.post("/metrics", "").await;
+    assert_eq!(r.status, 200, "any method");
+}
+
+#[tokio::test]
+async fn proxy_metrics_count_bytes() {
+    let s = Server::builder().metrics(true, false).start();
+    let up = echo_upstream().await;
+    let addr = s.proxy("m", up.addr).await;
+    let mut c = connect(addr).await;
+    let data = pattern(1000, 1);
+    assert_eq!(round_trip(&mut c, &data, SHORT).await.0, data);
+    c.shutdown().await.unwrap();
+    drop(c);
+    let deadline = std::time::Instant::now() + SHORT;
+    let mut last;
+    loop {
+        let r = s.get("/metrics").await;
+        assert_eq!(r.status, 200);
+        last = r.body;
+        let done = [
+            (
+                "toxiproxy_proxy_received_bytes_total",
+                "direction=\"upstream\"",
+            ),
+            ("toxiproxy_proxy_sent_bytes_total", "direction=\"upstream\""),
+            (
+                "toxiproxy_proxy_received_bytes_total",
+                "direction=\"downstream\"",
+            ),
+            (
+                "toxiproxy_proxy_sent_bytes_total",
+                "direction=\"downstream\"",
+            ),
+        ]
+        .iter()
+        .all(|(m, d)| sample(&last, m, &[d, "proxy=\"m\""]) == Some(1000.0));
+        if done || std::time::Instant::now() > deadline {
+            assert!(done, "byte counters did not reach 1000:\n{last}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(last.contains(&format!("listener=\"{addr}\"")), "{last}");
+    assert!(
+        last.contains(&format!("upstream=\"{}\"", up.addr)),
+        "{last}"
+    );
+}
