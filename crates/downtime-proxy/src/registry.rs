@@ -290,13 +290,12 @@ impl Registry {
                 () = token.cancelled() => {}
                 () = tokio::time::sleep(Duration::from_millis(ttl)) => {
                     let mut proxies = registry.inner.proxies.lock().await;
-                    if let Some(p) = proxies.get_mut(&proxy) {
-                        if let Some(i) = p.toxics.iter().position(|e| e.toxic.name == name && e.generation == generation) {
+                    if let Some(p) = proxies.get_mut(&proxy)
+                        && let Some(i) = p.toxics.iter().position(|e| e.toxic.name == name && e.generation == generation) {
                             let removed = p.toxics.remove(i);
                             p.publish(removed.toxic.stream);
                             tracing::info!(proxy = %proxy, toxic = %name, "toxic expired");
                         }
-                    }
                 }
             }
         });
@@ -418,14 +417,12 @@ impl Registry {
             proxy.stop().await;
             proxy.config.listen = listen;
             proxy.config.upstream = upstream;
-            if enabled {
-                if let Err(e) = proxy.start(&self.inner).await {
-                    proxy.config = previous;
-                    if was_running {
-                        let _ = proxy.start(&self.inner).await;
-                    }
-                    return Err(e);
+            if enabled && let Err(e) = proxy.start(&self.inner).await {
+                proxy.config = previous;
+                if was_running {
+                    let _ = proxy.start(&self.inner).await;
                 }
+                return Err(e);
             }
         }
         if enabled {

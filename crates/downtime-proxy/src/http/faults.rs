@@ -92,10 +92,10 @@ pub fn matches(m: &HttpMatch, parts: &Parts) -> bool {
     {
         return false;
     }
-    if let Some(pattern) = &m.path {
-        if !glob_match(pattern, parts.uri.path()) {
-            return false;
-        }
+    if let Some(pattern) = &m.path
+        && !glob_match(pattern, parts.uri.path())
+    {
+        return false;
     }
     for (name, pattern) in &m.headers {
         let ok = parts
@@ -128,10 +128,10 @@ pub fn select<'a>(chain: &'a Chain, parts: &Parts, rng: &Mutex<SmallRng>) -> Vec
     let mut chosen = Vec::new();
     for entry in &chain.entries {
         let bounds = &entry.toxic.bounds;
-        if let Some(m) = &bounds.matcher {
-            if !matches(m, parts) {
-                continue;
-            }
+        if let Some(m) = &bounds.matcher
+            && !matches(m, parts)
+        {
+            continue;
         }
         let n = entry
             .state

@@ -112,11 +112,10 @@ pub(crate) async fn serve_connection(
         _ = conn => {}
         () = cancel.cancelled() => {}
         () = abort.notify.notified() => {
-            if abort.mode.load(Ordering::SeqCst) == ABORT_RESET {
-                if let Some(s) = &spare {
+            if abort.mode.load(Ordering::SeqCst) == ABORT_RESET
+                && let Some(s) = &spare {
                     let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
                 }
-            }
         }
     }
     drop(spare);

@@ -62,10 +62,10 @@ impl Stage {
     }
 
     fn arm(&mut self, now: Instant) {
-        if let (true, ToxicKind::Timeout { timeout }) = (self.active, &self.kind) {
-            if *timeout > 0 {
-                self.deadline = Some(saturating_at(now, Duration::from_millis(*timeout)));
-            }
+        if let (true, ToxicKind::Timeout { timeout }) = (self.active, &self.kind)
+            && *timeout > 0
+        {
+            self.deadline = Some(saturating_at(now, Duration::from_millis(*timeout)));
         }
     }
 
@@ -183,16 +183,16 @@ impl Stage {
                 break;
             }
         }
-        if self.passed >= limit {
-            if let Some(at) = last {
-                closes.push(Scheduled {
-                    at,
-                    item: Item::Close {
-                        kind: CloseKind::Close,
-                        stage: self.name.clone(),
-                    },
-                });
-            }
+        if self.passed >= limit
+            && let Some(at) = last
+        {
+            closes.push(Scheduled {
+                at,
+                item: Item::Close {
+                    kind: CloseKind::Close,
+                    stage: self.name.clone(),
+                },
+            });
         }
         out
     }

@@ -331,7 +331,7 @@ proptest! {
         let toxics = [
             (toxic("l", ToxicKind::Latency { latency, jitter }, 1.0), 1),
             (toxic("b", ToxicKind::Bandwidth { rate }, 1.0), 2),
-            (toxic("s", ToxicKind::Slicer { average_size: avg.min(1 << 20).max(64), size_variation: var, delay }, 1.0), 3),
+            (toxic("s", ToxicKind::Slicer { average_size: avg.clamp(64, 1 << 20), size_variation: var, delay }, 1.0), 3),
             (toxic("c", ToxicKind::SlowClose { delay }, 1.0), 4),
             (toxic("d", ToxicKind::LimitData { bytes: limit }, 1.0), 5),
         ];
