@@ -124,6 +124,10 @@ async fn refuse_browsers(request: Request, next: Next) -> Response {
 
 async fn request_id(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
+    // A wrong method is answered by the router in Toxiproxy, before any middleware.
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED {
+        return response;
+    }
     if let Ok(value) = HeaderValue::from_str(&request_id::next()) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
