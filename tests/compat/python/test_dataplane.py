@@ -359,3 +359,93 @@ def test_many_connections(tp, echo):
     finally:
         for s in socks:
             s.close()
+
+
+def test_reset_peer_added_to_open_connection_closes_without_rst(tp, echo):
+    """Linger=0 (RST) only applies to connections created while reset_peer exists."""
+    proxy, port = make_proxy(tp, echo)
+    s = connect(port)
+    try:
+        round_trip(port, sock=s)
+        proxy.add_toxic(type="reset_peer", attributes={"timeout": 0})
+        s.sendall(b"ping")
+        data, outcome, _ = read_until_closed(s, timeout=5)
+    finally:
+        s.close()
+    assert data == b""
+    assert outcome == "eof"
+
+
+def test_timeout_timer_restarts_on_each_chunk(tp, echo):
+    """The timeout counts from the last (dropped) chunk, not from the toxic's start."""
+    proxy, port = make_proxy(tp, echo)
+    proxy.add_toxic(type="timeout", stream="upstream", attributes={"timeout": 600})
+    s = connect(port)
+    try:
+        start = time.monotonic()
+        # Keep sending for ~1.2 s, one chunk every 150 ms: the link must stay open.
+        while time.monotonic() - start < 1.2:
+            s.sendall(b".")
+            data, outcome, _ = read_until_closed(s, timeout=0.15)
+            assert (data, outcome) == (b"", "timeout"), "closed while chunks kept arriving"
+        last = time.monotonic()
+        _, outcome, _ = read_until_closed(s, timeout=6)
+        closed_after_last = time.monotonic() - last
+    finally:
+        s.close()
+    assert outcome in ("eof", "reset")
+    assert 0.4 <= closed_after_last < 5
+
+
+def test_limit_data_zero_closes_on_first_chunk(tp, echo):
+    proxy, port = make_proxy(tp, echo)
+    proxy.add_toxic(type="limit_data", attributes={"bytes": 0})
+    s = connect(port)
+    try:
+        s.sendall(b"ping")
+        data, outcome, _ = read_until_closed(s, timeout=5)
+    finally:
+        s.close()
+    assert data == b""
+    assert outcome in ("eof", "reset")
+
+
+def test_reset_closes_connections_held_by_timeout(tp, echo):
+    """Reset removes toxics with removal semantics: a timeout toxic's connections close."""
+    proxy, port = make_proxy(tp, echo)
+    proxy.add_toxic(type="timeout", attributes={"timeout": 0})
+    s = connect(port)
+    try:
+        s.sendall(b"ping")
+        assert read_until_closed(s, timeout=0.5)[1] == "timeout"
+        tp.reset()
+        _, outcome, _ = read_until_closed(s, timeout=5)
+        assert outcome in ("eof", "reset")
+    finally:
+        s.close()
+
+
+def test_toxic_added_while_disabled_applies_after_enable(tp, echo):
+    proxy, port = make_proxy(tp, echo)
+    proxy.disable()
+    proxy.add_toxic(type="latency", attributes={"latency": 600})
+    assert list(proxy.toxics()) == ["latency_downstream"]
+    proxy.enable()
+    assert 0.5 <= round_trip(port) < 5
+
+
+def test_populate_keeps_unchanged_proxy_and_its_connections(tp, echo):
+    port = helpers.free_port()
+    spec = [{"name": "py_keep", "upstream": echo.addr, "listen": "127.0.0.1:%d" % port}]
+    assert APIConsumer.post("/populate", json=spec).status_code == 201
+    s = connect(port)
+    try:
+        round_trip(port, sock=s)
+        # Same listen/upstream (and a differing `enabled`, which is ignored): untouched.
+        spec[0]["enabled"] = False
+        r = APIConsumer.post("/populate", json=spec)
+        assert r.status_code == 201
+        assert r.json()["proxies"][0]["enabled"] is True
+        assert round_trip(port, sock=s) < 2
+    finally:
+        s.close()
