@@ -4,11 +4,13 @@
 //! - [`proxy`]: a proxy's configuration and the JSON a client sends to create or change one;
 //! - [`toxic`]: toxic kinds, their attributes, and the JSON of a toxic;
 //! - [`http_fault`]: the HTTP faults an HTTP proxy applies per request;
+//! - [`drill`]: drill files (outage scenarios), checked with every problem's line;
 //! - [`error`]: every refusal with the status code and text Toxiproxy clients expect.
 //!
 //! This crate has no async runtime and does no I/O, so the data plane, the control plane and
 //! the CLI can share it and its validation is tested without sockets.
 
+pub mod drill;
 pub mod error;
 pub mod http_fault;
 pub mod proxy;
