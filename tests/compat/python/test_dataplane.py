@@ -361,8 +361,13 @@ def test_many_connections(tp, echo):
             s.close()
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="deliberate difference (docs/compatibility.md): downtime resets (RST) open "
+    "connections too, Toxiproxy 2.12 closes them with FIN",
+)
 def test_reset_peer_added_to_open_connection_closes_without_rst(tp, echo):
-    """Linger=0 (RST) only applies to connections created while reset_peer exists."""
+    """Toxiproxy: linger=0 (RST) only for connections created while reset_peer exists."""
     proxy, port = make_proxy(tp, echo)
     s = connect(port)
     try:
