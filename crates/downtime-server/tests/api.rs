@@ -305,6 +305,34 @@ async fn catalogue_bad_request_body() {
     assert_eq!(s.get("/proxies").await.json().as_object().unwrap().len(), 1);
 }
 
+/// Go's decoder refuses a JSON array (or string, number, boolean) where an object is
+/// expected; serde would map an array onto the struct's fields by position.
+#[tokio::test]
+async fn non_object_bodies_are_bad_request_bodies() {
+    let s = Server::start();
+    let up = echo_upstream().await;
+    s.proxy("p", up.addr).await;
+    s.toxic("p", json!({"type": "latency", "name": "t"})).await;
+    let before = s.get("/proxies").await.body;
+    for body in ["[]", "[null, null, false]", "\"p\"", "5", "true"] {
+        for (method, path) in [
+            (Method::POST, "/proxies"),
+            (Method::POST, "/proxies/p"),
+            (Method::PATCH, "/proxies/p"),
+            (Method::POST, "/proxies/p/toxics"),
+            (Method::PATCH, "/proxies/p/toxics/t"),
+            (Method::POST, "/proxies/p/toxics/t"),
+        ] {
+            let r = s.request(method.clone(), path, Some(body)).await;
+            r.assert_error_like(400, "bad request body: ", &[]);
+        }
+    }
+    s.patch("/proxies/p/toxics/t", r#"[{"latency": 5}]"#)
+        .await
+        .assert_error_like(400, "bad request body: ", &[]);
+    assert_eq!(s.get("/proxies").await.body, before, "nothing changed");
+}
+
 #[tokio::test]
 async fn catalogue_missing_fields() {
     let s = Server::start();
@@ -551,6 +579,18 @@ async fn proxy_json_field_order_and_listen_rewrite() {
         v["upstream"], "localhost:6379",
         "upstream is stored verbatim"
     );
+
+    // No listen at all: every interface, a random port (Go prints `[::]:PORT`).
+    let r = s
+        .post(
+            "/proxies",
+            &json!({"name": "any", "upstream": up.addr.to_string()}).to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let any = listen_of(&r.json());
+    assert!(any.ip().is_unspecified() && any.port() != 0, "{any}");
+    assert_eq!(r.json()["listen"], format!("[::]:{}", any.port()));
 
     // A proxy created disabled keeps its listen string until it starts.
     let r = s
@@ -1240,6 +1280,11 @@ async fn populate_partial_failure_keeps_processed_proxies() {
     assert_eq!(r.status, 500, "{}", r.body);
     assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
     assert!(r.body.ends_with("}\n"));
+    let head = format!(
+        r#"{{"error":"{}","status":500,"proxies":[{{"name":"first","listen":"127.0.0.1:"#,
+        in_use(port)
+    );
+    assert!(r.body.starts_with(&head), "field order: {}", r.body);
     let v = r.json();
     assert_eq!(v["error"], in_use(port));
     assert_eq!(v["status"], 500);

@@ -76,6 +76,28 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Decodes a body that must be a JSON object (every endpoint but populate). Go's decoder
+/// refuses an array, string, number or boolean there, while serde would accept an array for
+/// a struct, mapping its elements onto the fields by position (`[null, null, false]` would
+/// disable a proxy).
+pub fn decode_object<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{') {
+        // Syntax errors are reported as usual; only well-formed non-objects get here.
+        let kind = match decode::<serde_json::Value>(body)? {
+            serde_json::Value::Array(_) => "array",
+            serde_json::Value::String(_) => "string",
+            serde_json::Value::Number(_) => "number",
+            serde_json::Value::Bool(_) => "boolean",
+            serde_json::Value::Null | serde_json::Value::Object(_) => return decode(body),
+        };
+        return Err(Error::BadBody(format!(
+            "invalid type: {kind}, expected a JSON object"
+        )));
+    }
+    decode(body)
+}
+
 /// Decodes a JSON body leniently (no Content-Type check, unknown fields ignored); a syntax or
 /// type error becomes `bad request body: <field>: <problem>`.
 pub fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Error> {

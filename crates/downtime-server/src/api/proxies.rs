@@ -9,7 +9,7 @@ use axum::response::Response;
 use downtime_model::{ProxyPatch, ProxyRequest, ProxyView};
 use serde::Serialize;
 
-use super::error::decode;
+use super::error::{decode, decode_object};
 use super::{ApiError, AppState, json};
 
 pub(super) async fn list(State(state): State<AppState>) -> Response {
@@ -27,7 +27,7 @@ pub(super) async fn create(
     State(state): State<AppState>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let request: ProxyRequest = decode(&body)?;
+    let request: ProxyRequest = decode_object(&body)?;
     let (config, toxics) = request.validate(None)?;
     let view = state.registry.create(config, toxics).await?;
     Ok(json(StatusCode::CREATED, &view))
@@ -73,7 +73,7 @@ pub(super) async fn update(
 ) -> Result<Response, ApiError> {
     // Toxiproxy looks the proxy up before it decodes the body.
     state.registry.get(&name).await?;
-    let patch: ProxyPatch = decode(&body)?;
+    let patch: ProxyPatch = decode_object(&body)?;
     let view = state.registry.update(&name, patch).await?;
     Ok(json(StatusCode::OK, &view))
 }

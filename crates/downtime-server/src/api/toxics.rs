@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use downtime_model::{ToxicPatch, ToxicRequest};
 
-use super::error::decode;
+use super::error::decode_object;
 use super::{ApiError, AppState, json};
 
 pub(super) async fn list(
@@ -24,7 +24,7 @@ pub(super) async fn create(
 ) -> Result<Response, ApiError> {
     // Order as in Toxiproxy: unknown proxy (404) before a bad body (400).
     state.registry.get(&proxy).await?;
-    let request: ToxicRequest = decode(&body)?;
+    let request: ToxicRequest = decode_object(&body)?;
     let toxic = state.registry.add_toxic(&proxy, request).await?;
     Ok(json(StatusCode::OK, &toxic))
 }
@@ -43,7 +43,7 @@ pub(super) async fn update(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     state.registry.toxic(&proxy, &toxic).await?;
-    let patch: ToxicPatch = decode(&body)?;
+    let patch: ToxicPatch = decode_object(&body)?;
     let toxic = state.registry.update_toxic(&proxy, &toxic, patch).await?;
     Ok(json(StatusCode::OK, &toxic))
 }
