@@ -20,10 +20,14 @@ suites=("$@")
 
 log() { printf '[compat/run] %s\n' "$*"; }
 
-log "cargo build -p downtime"
-if ! cargo build -p downtime --quiet; then
-  log "build failed"
-  exit 1
+if [ -n "${DOWNTIME_BIN:-}" ]; then
+  log "using $DOWNTIME_BIN (no build)"
+else
+  log "cargo build -p downtime"
+  if ! cargo build -p downtime --quiet; then
+    log "build failed"
+    exit 1
+  fi
 fi
 TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
 case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$REPO/$TARGET_DIR" ;; esac
