@@ -88,15 +88,28 @@ start_nginx upstream "$LOAD_CPU" "$UP_PORT" || exit 1
 start_nginx stream "$SERVER_CPU" "$NGX_TCP_PORT" || exit 1
 
 DT_OK=0
-if [ -z "${SKIP_DOWNTIME:-}" ] && start_downtime; then
-    DT_OK=1
-    dt_proxy tcp "$DT_TCP_PORT" "$UP_PORT" &&
+# (Re)start downtime and create its proxies; DT_OK=1 when that worked.
+dt_setup() {
+    DT_OK=0
+    if [ -n "$DT_PID" ]; then
+        cp "$WORK/downtime.log" "$OUT/downtime.$DT_PID.log" 2>/dev/null
+        stop_pid "$DT_PID"
+        DT_PID=""
+    fi
+    [ -z "${SKIP_DOWNTIME:-}" ] || return 1
+    start_downtime || return 1
+    if dt_proxy tcp "$DT_TCP_PORT" "$UP_PORT" &&
         dt_proxy bulk "$DT_BULK_PORT" "$IPERF_PORT" &&
         dt_proxy lat "$DT_LAT_PORT" "$UP_PORT" &&
         dt_proxy bw "$DT_BW_PORT" "$UP_PORT" &&
-        dt_proxy stream "$DT_STREAM_PORT" "$UP_PORT" || { log "creating downtime proxies failed"; DT_OK=0; }
-    emit dt.rss_start downtime "$(calc "$(rss_kib "$DT_PID") / 1024" 1)" 1
-fi
+        dt_proxy stream "$DT_STREAM_PORT" "$UP_PORT"; then
+        DT_OK=1
+    else
+        log "creating downtime proxies failed"
+    fi
+}
+dt_setup
+[ "$DT_OK" = 1 ] && emit dt.rss_start downtime "$(calc "$(rss_kib "$DT_PID") / 1024" 1)" 1
 [ "$DT_OK" = 1 ] || log "downtime is not available: its columns will be empty"
 
 # run_wrk LABEL PORT PATH CONNS SECS [PIDS...]: sets WRK_REQS WRK_RPS CPU_US (per request)
@@ -312,7 +325,7 @@ run_churn() {
     local rep=$1 loaded=$2 label wpid="" mid_rss="" conns="" pre_rss=""
     label="e-churn-$([ "$loaded" = 1 ] && echo load || echo idle)-$rep"
     if [ "$loaded" = 1 ]; then
-        taskset -c "$LOAD_CPU" wrk -t1 -c"$STREAM_CONNS" -d30s \
+        taskset -c "$LOAD_CPU" wrk -t1 -c"$STREAM_CONNS" -d30s --timeout 30s \
             "http://127.0.0.1:$DT_STREAM_PORT/files/1MiB.bin" >"$OUT/$label.wrk.txt" 2>&1 &
         wpid=$!
         STARTED_PIDS+=("$wpid")
@@ -362,7 +375,7 @@ run_churn() {
 nginx_stream_rss() {
     local rep=$1 label="e-stream-nginx-$1"
     # shellcheck disable=SC2086
-    taskset -c "$LOAD_CPU" wrk -t1 -c"$STREAM_CONNS" -d12s \
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$STREAM_CONNS" -d12s --timeout 30s \
         "http://127.0.0.1:$NGX_TCP_PORT/files/1MiB.bin" >"$OUT/$label.wrk.txt" 2>&1 &
     local wpid=$!
     STARTED_PIDS+=("$wpid")
@@ -385,6 +398,9 @@ target_e() {
         # shellcheck disable=SC2086
         run_idle nginx "$NGX_TCP_PORT" "$rep" $NGX_PID_stream
         nginx_stream_rss "$rep"
+        # a fresh downtime process for each repetition, so that the idle-connection RSS
+        # is not inflated by memory kept from earlier targets or repetitions
+        [ -z "${SKIP_DOWNTIME:-}" ] && dt_setup
         if [ "$DT_OK" = 1 ]; then
             run_idle downtime "$DT_TCP_PORT" "$rep" "$DT_PID"
             run_churn "$rep" 0
@@ -423,7 +439,7 @@ if [ "$DT_OK" = 1 ]; then
         log "downtime exited during the run; log tail:"
         tail -20 "$WORK/downtime.log" >&2
     fi
-    cp "$WORK/downtime.log" "$OUT/" 2>/dev/null
+    cp "$WORK/downtime.log" "$OUT/downtime.$DT_PID.log" 2>/dev/null
 fi
 echo "loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/meta.txt" >&2
 
