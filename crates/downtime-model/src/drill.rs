@@ -184,6 +184,9 @@ impl std::fmt::Display for Problem {
 /// Parses a duration such as `250ms`, `2s`, `1.5s`, `3m` or `1h` (a bare number is seconds).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
+    if t.starts_with('-') {
+        return Err(format!("duration must not be negative, got {text:?}"));
+    }
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());

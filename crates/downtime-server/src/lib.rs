@@ -4,10 +4,12 @@
 //! # Layout
 //! - [`api`]: the HTTP API (routes, error shape, metrics); handlers only call the registry;
 //! - [`config`]: startup files (our TOML, Toxiproxy's JSON) into validated proxies;
+//! - [`drills`]: the drill runner (timeline, probes, verdict, reports), an API client;
 //! - [`run`]: wires the registry and the API, and drains both on shutdown.
 
 pub mod api;
 pub mod config;
+pub mod drills;
 
 use std::future::Future;
 use std::time::Duration;
@@ -87,7 +89,7 @@ pub async fn run(
             .await
     });
     shutdown.await;
-    tracing::info!("shutting down");
+    tracing::debug!("shutting down");
     let _ = stop_tx.send(());
     registry.shutdown(options.grace).await;
     match tokio::time::timeout(options.grace, server).await {

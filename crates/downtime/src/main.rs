@@ -1,6 +1,7 @@
 //! The `downtime` binary: `serve` runs the server; every other command is a client of its API.
 
 mod client;
+mod drill;
 mod serve;
 
 use std::process::ExitCode;
@@ -28,6 +29,9 @@ struct Cli {
 enum Command {
     /// Run the fault proxy and its control API.
     Serve(serve::ServeArgs),
+    /// Run or check a drill: an outage scenario with probes and a verdict.
+    #[command(subcommand)]
+    Drill(drill::DrillCommand),
     #[command(flatten)]
     Client(client::Command),
 }
@@ -44,6 +48,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
+        Command::Drill(command) => drill::run(command).await,
         Command::Client(command) => client::run(cli.global, command).await,
     }
 }

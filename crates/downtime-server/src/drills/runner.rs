@@ -1,0 +1,659 @@
+//! Runs a drill against a downtime API: baseline and steady-state check, the fault timeline
+//! with stop conditions, recovery, and a cleanup that always runs.
+//!
+//! Every fault the runner injects carries a TTL a little longer than its step, so even if the
+//! runner dies the server removes them by itself. A `drill-lock` marker (a no-op toxic with
+//! toxicity 0, created with the API's own duplicate check) on each touched proxy keeps two
+//! drills off the same proxy.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use downtime_model::drill::{DrillPlan, fault_name};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::probes::spawn_probes;
+use super::report::{Cleanup, DrillReport, Event, Outcome, ProbeSummary};
+use super::timeline::{Action, describe, timeline};
+use super::verdict::{self, Sample};
+
+/// Name of the marker toxic that locks a proxy for one drill.
+pub const LOCK_NAME: &str = "drill-lock";
+/// Extra life given to injected faults beyond their step, in case the runner dies.
+const TTL_MARGIN: Duration = Duration::from_secs(5);
+/// How often stop conditions, halts and progress are checked.
+const TICK: Duration = Duration::from_millis(250);
+
+/// A drill that could not start; nothing was injected.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SetupError(pub String);
+
+/// A small client of the downtime API.
+#[derive(Clone)]
+pub struct Api {
+    client: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    /// A client for the API at `base` (e.g. `http://127.0.0.1:8474`).
+    pub fn new(base: &str) -> Self {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("downtime-drill/", env!("CARGO_PKG_VERSION")))
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        Api {
+            client,
+            base: base.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
+        let mut request = self
+            .client
+            .request(method.clone(), format!("{}{path}", self.base));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| format!("{method} {path}: cannot reach {}: {e}", self.base))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if !status.is_success() {
+            let detail = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
+                .unwrap_or(text);
+            return Err(format!(
+                "{method} {path}: HTTP {}: {}",
+                status.as_u16(),
+                detail.trim()
+            ));
+        }
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> Result<Value, String> {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+    async fn post(&self, path: &str, body: Value) -> Result<Value, String> {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+    async fn delete(&self, path: &str) -> Result<Value, String> {
+        self.call(reqwest::Method::DELETE, path, None).await
+    }
+
+    /// The halt counter; a change means `downtime halt` was called.
+    async fn halts(&self) -> Option<u64> {
+        self.get("/halt").await.ok()?.get("halts")?.as_u64()
+    }
+}
+
+fn enc(segment: &str) -> String {
+    let mut out = String::new();
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Live progress on stderr: one rewritten line on a terminal, plain lines otherwise.
+struct Progress {
+    tty: bool,
+    quiet: bool,
+    last_plain: Option<Instant>,
+    last_phase: String,
+}
+
+impl Progress {
+    fn show(&mut self, phase: &str, elapsed: Duration, total: Duration, samples: &[Sample]) {
+        if self.quiet {
+            return;
+        }
+        let recent: Vec<&Sample> = samples
+            .iter()
+            .filter(|s| s.at + Duration::from_secs(5) >= elapsed)
+            .collect();
+        let ok = recent.iter().filter(|s| s.ok).count();
+        let rate = if recent.is_empty() {
+            100.0
+        } else {
+            ok as f64 * 100.0 / recent.len() as f64
+        };
+        let mut lat: Vec<Duration> = recent.iter().map(|s| s.latency).collect();
+        lat.sort();
+        let p95 = verdict::percentile(&lat, 95.0).as_millis();
+        let line = format!(
+            "[{phase}] {:>5.1}s / {:.1}s  probes ok {rate:>5.1}% (last 5s)  p95 {p95}ms",
+            elapsed.as_secs_f64(),
+            total.as_secs_f64()
+        );
+        let mut err = std::io::stderr();
+        if self.tty {
+            let _ = write!(err, "\r\x1b[2K{line}");
+            let _ = err.flush();
+        } else {
+            let due = self
+                .last_plain
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(5));
+            if due || phase != self.last_phase {
+                let _ = writeln!(err, "{line}");
+                self.last_plain = Some(Instant::now());
+            }
+        }
+        self.last_phase = phase.to_owned();
+    }
+
+    fn event(&mut self, text: &str) {
+        if self.quiet {
+            return;
+        }
+        let mut err = std::io::stderr();
+        if self.tty {
+            let _ = write!(err, "\r\x1b[2K");
+        }
+        let _ = writeln!(err, "{text}");
+    }
+
+    fn done(&mut self) {
+        if self.tty && !self.quiet {
+            let _ = writeln!(std::io::stderr());
+        }
+    }
+}
+
+/// Options of one run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// No progress output (tests, scheduled runs).
+    pub quiet: bool,
+}
+
+struct Run<'a> {
+    plan: &'a DrillPlan,
+    api: Api,
+    origin: Instant,
+    events: Vec<Event>,
+    injected: Vec<(String, String)>,
+    locked: Vec<String>,
+    created: Vec<String>,
+    samples: Vec<Sample>,
+    rx: mpsc::UnboundedReceiver<Sample>,
+    progress: Progress,
+}
+
+impl Run<'_> {
+    fn elapsed(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    fn log(&mut self, what: String) {
+        let at = u64::try_from(self.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.progress
+            .event(&format!("{:>7.1}s  {what}", at as f64 / 1000.0));
+        self.events.push(Event { at_ms: at, what });
+    }
+
+    fn drain(&mut self) {
+        while let Ok(s) = self.rx.try_recv() {
+            self.samples.push(s);
+        }
+    }
+
+    fn phase_name(&self, elapsed: Duration) -> String {
+        if elapsed < self.plan.baseline {
+            return "baseline".to_owned();
+        }
+        let offset = elapsed - self.plan.baseline;
+        let active: Vec<&str> = self
+            .plan
+            .steps
+            .iter()
+            .filter(|s| s.at <= offset && offset < s.at.saturating_add(s.duration))
+            .map(|s| s.name.as_str())
+            .collect();
+        if !active.is_empty() {
+            active.join("+")
+        } else if offset < self.plan.fault_window() {
+            "between steps".to_owned()
+        } else {
+            "recovery".to_owned()
+        }
+    }
+
+    /// Waits until `until`, watching for interrupts, halts and the stop condition.
+    async fn wait(
+        &mut self,
+        until: Instant,
+        interrupt: &CancellationToken,
+        halts: Option<u64>,
+        faults_live: bool,
+    ) -> Option<(Outcome, String)> {
+        loop {
+            self.drain();
+            let elapsed = self.elapsed();
+            let phase = self.phase_name(elapsed);
+            self.progress
+                .show(&phase, elapsed, self.plan.total(), &self.samples);
+            if faults_live {
+                if let Some(stop) = self.plan.stop {
+                    let from = elapsed.saturating_sub(stop.window).max(self.plan.baseline);
+                    if elapsed.saturating_sub(self.plan.baseline) >= stop.window {
+                        if let Some(a) = verdict::availability(&self.samples, from, elapsed) {
+                            if a < stop.availability_below {
+                                return Some((
+                                    Outcome::Fail,
+                                    format!(
+                                        "stop condition: availability {a:.1}% over the last {}s is below {}%",
+                                        stop.window.as_secs_f64(),
+                                        stop.availability_below
+                                    ),
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+            let now = Instant::now();
+            if now >= until {
+                return None;
+            }
+            let next = until.min(now + TICK);
+            tokio::select! {
+                () = interrupt.cancelled() => return Some((Outcome::Aborted, "interrupted by a signal".to_owned())),
+                () = tokio::time::sleep_until(next) => {}
+            }
+            if let Some(before) = halts {
+                if self.api.halts().await.is_some_and(|now| now != before) {
+                    return Some((Outcome::Aborted, "halted (downtime halt)".to_owned()));
+                }
+            }
+        }
+    }
+
+    async fn apply(&mut self, action: &Action) -> Result<(), String> {
+        match action {
+            Action::Apply {
+                step,
+                fault,
+                toxicity,
+            } => {
+                let s = &self.plan.steps[*step];
+                let f = &s.faults[*fault];
+                let name = fault_name(s, f);
+                let r = &f.request;
+                let ttl = s.duration.saturating_add(TTL_MARGIN);
+                let mut body = json!({
+                    "name": name,
+                    "type": r.kind,
+                    "ttl": u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+                });
+                if let Some(stream) = &r.stream {
+                    body["stream"] = json!(stream);
+                }
+                if let Some(t) = toxicity.or(r.toxicity) {
+                    body["toxicity"] = json!(t);
+                }
+                if let Some(a) = &r.attributes {
+                    body["attributes"] = a.clone();
+                }
+                if let Some(m) = &r.matcher {
+                    body["match"] = serde_json::to_value(m).unwrap_or(Value::Null);
+                }
+                if let Some(n) = r.first_n {
+                    body["first_n"] = json!(n);
+                }
+                if let Some(n) = r.every_nth {
+                    body["every_nth"] = json!(n);
+                }
+                let proxy = f.proxy.clone();
+                self.api
+                    .post(&format!("/proxies/{}/toxics", enc(&proxy)), body)
+                    .await?;
+                self.injected.push((proxy, name));
+            }
+            Action::SetToxicity {
+                step,
+                fault,
+                toxicity,
+            } => {
+                let s = &self.plan.steps[*step];
+                let f = &s.faults[*fault];
+                let path = format!(
+                    "/proxies/{}/toxics/{}",
+                    enc(&f.proxy),
+                    enc(&fault_name(s, f))
+                );
+                self.api
+                    .post(&path, json!({ "toxicity": toxicity }))
+                    .await?;
+            }
+            Action::Remove { step, fault } => {
+                let s = &self.plan.steps[*step];
+                let f = &s.faults[*fault];
+                let name = fault_name(s, f);
+                let path = format!("/proxies/{}/toxics/{}", enc(&f.proxy), enc(&name));
+                self.api.delete(&path).await?;
+                self.injected
+                    .retain(|(p, n)| !(p == &f.proxy && n == &name));
+            }
+        }
+        let text = describe(self.plan, action);
+        self.log(text);
+        Ok(())
+    }
+
+    /// Removes every injected fault, lock and created proxy; never gives up early.
+    async fn cleanup(&mut self, snapshot: &Value) -> Cleanup {
+        let mut cleanup = Cleanup::default();
+        for (proxy, name) in std::mem::take(&mut self.injected) {
+            match self
+                .api
+                .delete(&format!("/proxies/{}/toxics/{}", enc(&proxy), enc(&name)))
+                .await
+            {
+                Ok(_) => cleanup.removed_faults += 1,
+                Err(e) if e.contains("HTTP 404") => {}
+                Err(e) => cleanup.problems.push(e),
+            }
+        }
+        for proxy in std::mem::take(&mut self.locked) {
+            if let Err(e) = self
+                .api
+                .delete(&format!("/proxies/{}/toxics/{LOCK_NAME}", enc(&proxy)))
+                .await
+            {
+                if !e.contains("HTTP 404") {
+                    cleanup.problems.push(e);
+                }
+            }
+        }
+        for proxy in std::mem::take(&mut self.created) {
+            match self.api.delete(&format!("/proxies/{}", enc(&proxy))).await {
+                Ok(_) => cleanup.deleted_proxies += 1,
+                Err(e) => cleanup.problems.push(e),
+            }
+        }
+        match self.api.get("/proxies").await {
+            Ok(after) => {
+                cleanup.restored = &after == snapshot;
+                if !cleanup.restored {
+                    cleanup
+                        .problems
+                        .push("the server's proxies differ from before the drill".to_owned());
+                }
+            }
+            Err(e) => cleanup.problems.push(e),
+        }
+        cleanup
+    }
+}
+
+/// Runs `plan` against the API at `base`. Setup problems (unreachable server, unknown proxy,
+/// proxy locked by another drill) are returned before anything is injected.
+pub async fn run(
+    plan: &DrillPlan,
+    base: &str,
+    interrupt: CancellationToken,
+    options: RunOptions,
+) -> Result<DrillReport, SetupError> {
+    let api = Api::new(base);
+    api.get("/version")
+        .await
+        .map_err(|e| SetupError(format!("cannot reach the downtime API: {e}")))?;
+    let snapshot = api
+        .get("/proxies")
+        .await
+        .map_err(|e| SetupError(e.to_string()))?;
+    let halts = api.halts().await;
+    let started_at_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut run = Run {
+        plan,
+        api: api.clone(),
+        origin: Instant::now(),
+        events: Vec::new(),
+        injected: Vec::new(),
+        locked: Vec::new(),
+        created: Vec::new(),
+        samples: Vec::new(),
+        rx,
+        progress: Progress {
+            tty: std::io::stderr().is_terminal(),
+            quiet: options.quiet,
+            last_plain: None,
+            last_phase: String::new(),
+        },
+    };
+
+    // Setup: proxies of the drill, then lock every touched proxy. Undo on failure.
+    let setup = async {
+        for (config, toxics) in &plan.proxies {
+            let mut body = serde_json::to_value(config).map_err(|e| e.to_string())?;
+            body["toxics"] = serde_json::to_value(toxics).map_err(|e| e.to_string())?;
+            run.api.post("/proxies", body).await?;
+            run.created.push(config.name.clone());
+        }
+        let touched: HashSet<&str> = plan
+            .steps
+            .iter()
+            .flat_map(|s| s.faults.iter().map(|f| f.proxy.as_str()))
+            .collect();
+        let lock_ttl = plan
+            .total()
+            .saturating_add(TTL_MARGIN)
+            .saturating_add(Duration::from_secs(60));
+        let mut touched: Vec<&str> = touched.into_iter().collect();
+        touched.sort_unstable();
+        for proxy in touched {
+            run.api
+                .get(&format!("/proxies/{}", enc(proxy)))
+                .await
+                .map_err(|e| format!("proxy {proxy:?} of the drill: {e}"))?;
+            let lock = json!({
+                "name": LOCK_NAME, "type": "noop", "toxicity": 0,
+                "ttl": u64::try_from(lock_ttl.as_millis()).unwrap_or(u64::MAX),
+            });
+            match run
+                .api
+                .post(&format!("/proxies/{}/toxics", enc(proxy)), lock)
+                .await
+            {
+                Ok(_) => run.locked.push(proxy.to_owned()),
+                Err(e) if e.contains("HTTP 409") => {
+                    return Err(format!(
+                        "proxy {proxy:?} is in use by another drill (it has a {LOCK_NAME} toxic)"
+                    ));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok::<(), String>(())
+    }
+    .await;
+    if let Err(e) = setup {
+        run.cleanup(&snapshot).await;
+        return Err(SetupError(e));
+    }
+
+    let stop_probes = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let probe_client = reqwest::Client::builder()
+        .user_agent(concat!("downtime-probe/", env!("CARGO_PKG_VERSION")))
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap_or_default();
+    run.origin = Instant::now();
+    spawn_probes(
+        probe_client,
+        plan.probes.clone(),
+        run.origin,
+        stop_probes.clone(),
+        &tracker,
+        tx,
+    );
+    run.log(format!(
+        "drill {:?} started (seed {}), baseline {}s",
+        plan.name,
+        plan.seed,
+        plan.baseline.as_secs_f64()
+    ));
+
+    let mut outcome: Option<(Outcome, String)> = None;
+    // Baseline, then the steady-state check.
+    if let Some(stop) = run
+        .wait(run.origin + plan.baseline, &interrupt, halts, false)
+        .await
+    {
+        outcome = Some(stop);
+    } else {
+        run.drain();
+        let required = plan
+            .steady_state
+            .or(plan.verdict.baseline.availability)
+            .unwrap_or(100.0);
+        let seen = verdict::availability(&run.samples, Duration::ZERO, plan.baseline);
+        match seen {
+            Some(a) if a >= required => run.log(format!(
+                "steady state met: availability {a:.1}% (required {required}%)"
+            )),
+            Some(a) => {
+                outcome = Some((
+                    Outcome::Fail,
+                    format!(
+                        "steady state not met before any fault: availability {a:.1}% is below {required}%; nothing was injected"
+                    ),
+                ));
+            }
+            None => {
+                outcome = Some((
+                    Outcome::Fail,
+                    "steady state not met: no probe answered during the baseline; nothing was injected".to_owned(),
+                ));
+            }
+        }
+    }
+
+    // The fault timeline.
+    if outcome.is_none() {
+        for planned in timeline(plan) {
+            let faults_live = !run.injected.is_empty();
+            if let Some(stop) = run
+                .wait(run.origin + planned.at, &interrupt, halts, faults_live)
+                .await
+            {
+                outcome = Some(stop);
+                break;
+            }
+            if let Err(e) = run.apply(&planned.action).await {
+                outcome = Some((Outcome::Aborted, format!("could not change a fault: {e}")));
+                break;
+            }
+        }
+    }
+    // Recovery (only when the timeline ran to its end).
+    if outcome.is_none() {
+        let end = run.origin
+            + plan
+                .baseline
+                .saturating_add(plan.fault_window())
+                .saturating_add(plan.recovery);
+        outcome = run.wait(end, &interrupt, halts, false).await;
+    }
+    let cut_short = outcome.is_some();
+    let ended_at = run.elapsed();
+    stop_probes.cancel();
+    tracker.close();
+    let longest = plan
+        .probes
+        .iter()
+        .map(|p| p.timeout)
+        .max()
+        .unwrap_or_default();
+    let _ = tokio::time::timeout(longest + Duration::from_secs(1), tracker.wait()).await;
+    run.drain();
+    if let Some((_, reason)) = &outcome {
+        let reason = reason.clone();
+        run.log(format!("stopping: {reason}"));
+    }
+    let cleanup = run.cleanup(&snapshot).await;
+    run.log(format!(
+        "cleanup: {} fault(s) removed, {} proxy(ies) deleted",
+        cleanup.removed_faults, cleanup.deleted_proxies
+    ));
+    run.progress.done();
+
+    // Verdict: phases that were (at least partly) run.
+    let windows: Vec<_> = verdict::phases(plan)
+        .into_iter()
+        .filter(|w| !cut_short || w.start < ended_at)
+        .collect();
+    let phases = verdict::evaluate(&windows, &run.samples);
+    let (outcome, reason) = match outcome {
+        Some((o, r)) => (o, Some(r)),
+        None => match phases.iter().find(|p| !p.pass) {
+            Some(p) => (
+                Outcome::Fail,
+                Some(format!("phase {:?}: {}", p.name, p.reasons.join("; "))),
+            ),
+            None => (Outcome::Pass, None),
+        },
+    };
+    let probes = plan
+        .probes
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mine: Vec<&Sample> = run.samples.iter().filter(|s| s.probe == i).collect();
+            let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+            for s in &mine {
+                if let Some(r) = &s.reason {
+                    *reasons.entry(r.clone()).or_default() += 1;
+                }
+            }
+            let mut failures: Vec<(String, usize)> = reasons.into_iter().collect();
+            failures.sort_by(|a, b| b.1.cmp(&a.1));
+            failures.truncate(5);
+            ProbeSummary {
+                name: p.name.clone(),
+                url: p.url.clone(),
+                samples: mine.len(),
+                passed: mine.iter().filter(|s| s.ok).count(),
+                failures,
+            }
+        })
+        .collect();
+    Ok(DrillReport {
+        drill: plan.name.clone(),
+        seed: plan.seed,
+        outcome,
+        reason,
+        started_at_ms,
+        duration_ms: u64::try_from(run.elapsed().as_millis()).unwrap_or(u64::MAX),
+        phases,
+        probes,
+        events: run.events,
+        cleanup,
+    })
+}

@@ -1,0 +1,193 @@
+//! `downtime drill run|check FILE`: run an outage scenario and give a verdict, or validate it
+//! and show its planned timeline.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use downtime_model::drill::{DrillPlan, ServerTarget};
+use downtime_server::drills::{self, runner, timeline};
+use tokio_util::sync::CancellationToken;
+
+/// Drill commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum DrillCommand {
+    /// Run a drill: exit 0 when it passes, 1 when it fails, 2 for an invalid file or setup.
+    Run(RunArgs),
+    /// Validate a drill file and print its planned timeline without running it.
+    Check {
+        /// The drill file (TOML).
+        file: PathBuf,
+    },
+}
+
+/// Flags of `drill run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The drill file (TOML).
+    pub file: PathBuf,
+    /// Write the full report as JSON here.
+    #[arg(long, value_name = "FILE.json")]
+    pub report: Option<PathBuf>,
+    /// Write a JUnit XML report here (one test case per phase).
+    #[arg(long, value_name = "FILE.xml")]
+    pub junit: Option<PathBuf>,
+    /// Drive this API instead of the file's `server`.
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    /// No live progress.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+fn load(file: &Path) -> Result<DrillPlan, ExitCode> {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("downtime: drill file {}: cannot read: {e}", file.display());
+            return Err(ExitCode::from(2));
+        }
+    };
+    DrillPlan::parse(&text).map_err(|problems| {
+        eprintln!(
+            "downtime: drill file {} is invalid ({} problem{}):",
+            file.display(),
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" }
+        );
+        for p in problems {
+            eprintln!("  {}:{}: {}: {}", file.display(), p.line, p.key, p.message);
+        }
+        ExitCode::from(2)
+    })
+}
+
+/// Runs a drill command.
+pub async fn run(command: DrillCommand) -> ExitCode {
+    match command {
+        DrillCommand::Check { file } => match load(&file) {
+            Ok(plan) => {
+                print!("{}", plan_text(&plan));
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        DrillCommand::Run(args) => run_drill(args).await,
+    }
+}
+
+fn secs(d: std::time::Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+/// The planned timeline, as `drill check` prints it.
+pub fn plan_text(plan: &DrillPlan) -> String {
+    let mut out = format!(
+        "drill {:?}: valid. seed {}, {} probe(s), {} step(s); baseline {}, faults {}, recovery {}, total {}\n",
+        plan.name,
+        plan.seed,
+        plan.probes.len(),
+        plan.steps.len(),
+        secs(plan.baseline),
+        secs(plan.fault_window()),
+        secs(plan.recovery),
+        secs(plan.total())
+    );
+    out.push_str(&format!(
+        "server: {}\n",
+        match &plan.server {
+            ServerTarget::Embedded => "embedded (started by the runner)".to_owned(),
+            ServerTarget::Url(u) => u.clone(),
+        }
+    ));
+    for p in &plan.probes {
+        out.push_str(&format!(
+            "probe {:?}: {} {} every {}, timeout {}\n",
+            p.name,
+            p.method,
+            p.url,
+            secs(p.interval),
+            secs(p.timeout)
+        ));
+    }
+    out.push_str(&format!(
+        "{:>8}  baseline and steady-state check\n",
+        secs(std::time::Duration::ZERO)
+    ));
+    for planned in timeline::timeline(plan) {
+        out.push_str(&format!(
+            "{:>8}  {}\n",
+            secs(planned.at),
+            timeline::describe(plan, &planned.action)
+        ));
+    }
+    let recovery = plan.baseline.saturating_add(plan.fault_window());
+    out.push_str(&format!("{:>8}  recovery\n", secs(recovery)));
+    out.push_str(&format!("{:>8}  end\n", secs(plan.total())));
+    out
+}
+
+async fn run_drill(args: RunArgs) -> ExitCode {
+    let plan = match load(&args.file) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let interrupt = CancellationToken::new();
+    let on_signal = interrupt.clone();
+    tokio::spawn(async move {
+        crate::serve::shutdown_signal().await;
+        on_signal.cancel();
+    });
+    let target = match args.server {
+        Some(url) => ServerTarget::Url(url),
+        None => plan.server.clone(),
+    };
+    let mut embedded = None;
+    let base = match target {
+        ServerTarget::Url(url) => url,
+        ServerTarget::Embedded => match drills::embedded(plan.seed).await {
+            Ok(e) => {
+                let base = e.base.clone();
+                embedded = Some(e);
+                base
+            }
+            Err(e) => {
+                eprintln!("downtime: cannot start the embedded server: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let options = runner::RunOptions { quiet: args.quiet };
+    let result = runner::run(&plan, &base, interrupt, options).await;
+    if let Some(e) = embedded {
+        e.shutdown().await;
+    }
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("downtime: drill {:?} did not start: {e}", plan.name);
+            return ExitCode::from(2);
+        }
+    };
+    print!("{}", report.table());
+    if let Some(path) = &args.report {
+        match serde_json::to_string_pretty(&report) {
+            Ok(json) => {
+                if let Err(e) = std::fs::write(path, json + "\n") {
+                    eprintln!("downtime: cannot write report {}: {e}", path.display());
+                    return ExitCode::from(2);
+                }
+            }
+            Err(e) => eprintln!("downtime: cannot encode the report: {e}"),
+        }
+    }
+    if let Some(path) = &args.junit {
+        if let Err(e) = std::fs::write(path, report.junit()) {
+            eprintln!(
+                "downtime: cannot write JUnit report {}: {e}",
+                path.display()
+            );
+            return ExitCode::from(2);
+        }
+    }
+    ExitCode::from(report.exit_code())
+}
