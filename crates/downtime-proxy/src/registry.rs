@@ -40,6 +40,7 @@ struct Inner {
     status_page: std::sync::RwLock<Arc<str>>,
     proxies: Mutex<BTreeMap<String, Proxy>>,
     generation: AtomicU64,
+    halts: AtomicU64,
     root: CancellationToken,
     tracker: TaskTracker,
 }
@@ -249,6 +250,7 @@ impl Registry {
                 status_page: std::sync::RwLock::new(Arc::from("")),
                 proxies: Mutex::new(BTreeMap::new()),
                 generation: AtomicU64::new(1),
+                halts: AtomicU64::new(0),
                 root: CancellationToken::new(),
                 tracker: TaskTracker::new(),
             }),
@@ -453,6 +455,28 @@ impl Registry {
             proxy.publish(Stream::Downstream);
         }
         Ok(())
+    }
+
+    /// Removes every toxic and HTTP fault of every proxy at once (proxies stay as they are)
+    /// and counts the halt, so running drills see it and stop. Returns the number removed.
+    pub async fn halt(&self) -> usize {
+        let mut proxies = self.inner.proxies.lock().await;
+        let mut removed = 0;
+        for proxy in proxies.values_mut() {
+            removed += proxy.toxics.len();
+            proxy.toxics.clear();
+            proxy.publish(Stream::Upstream);
+            proxy.publish(Stream::Downstream);
+        }
+        self.inner
+            .halts
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        removed
+    }
+
+    /// How many halts happened since start; drill runners poll it.
+    pub fn halts(&self) -> u64 {
+        self.inner.halts.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The toxics of a proxy, upstream first.

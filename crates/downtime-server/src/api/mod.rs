@@ -69,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/proxies/{proxy}/requests", get(proxies::journal))
         .route("/reset", post(proxies::reset))
+        .route("/halt", get(proxies::halts).post(proxies::halt))
         .route("/version", get(version));
     if state.metrics.proxy || state.metrics.runtime {
         router = router.route("/metrics", any(metrics::render));

@@ -115,3 +115,21 @@ pub(super) async fn journal(
     let entries = state.registry.journal(&name, limit.min(1000)).await?;
     Ok(json(StatusCode::OK, &entries))
 }
+
+/// `POST /halt`: stop every running drill and remove every fault at once.
+pub(super) async fn halt(State(state): State<AppState>) -> Response {
+    let removed = state.registry.halt().await;
+    tracing::warn!(removed, "halt: every fault removed");
+    json(
+        StatusCode::OK,
+        &serde_json::json!({ "halts": state.registry.halts(), "removed": removed }),
+    )
+}
+
+/// `GET /halt`: the halt counter drill runners watch.
+pub(super) async fn halts(State(state): State<AppState>) -> Response {
+    json(
+        StatusCode::OK,
+        &serde_json::json!({ "halts": state.registry.halts() }),
+    )
+}
