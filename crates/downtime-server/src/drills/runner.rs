@@ -206,7 +206,12 @@ impl Run<'_> {
     }
 
     fn log(&mut self, what: String) {
-        let at = u64::try_from(self.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let at = self.elapsed();
+        self.log_at(at, what);
+    }
+
+    fn log_at(&mut self, at: Duration, what: String) {
+        let at = u64::try_from(at.as_millis()).unwrap_or(u64::MAX);
         self.progress
             .event(&format!("{:>7.1}s  {what}", at as f64 / 1000.0));
         self.events.push(Event { at_ms: at, what });
@@ -281,6 +286,10 @@ impl Run<'_> {
                 () = interrupt.cancelled() => return Some((Outcome::Aborted, "interrupted by a signal".to_owned())),
                 () = tokio::time::sleep_until(next) => {}
             }
+            if next >= until {
+                // On time for the next action: no network call in between.
+                return None;
+            }
             if let Some(before) = halts {
                 if self.api.halts().await.is_some_and(|now| now != before) {
                     return Some((Outcome::Aborted, "halted (downtime halt)".to_owned()));
@@ -290,6 +299,7 @@ impl Run<'_> {
     }
 
     async fn apply(&mut self, action: &Action) -> Result<(), String> {
+        let started = self.elapsed();
         match action {
             Action::Apply {
                 step,
@@ -356,8 +366,9 @@ impl Run<'_> {
                     .retain(|(p, n)| !(p == &f.proxy && n == &name));
             }
         }
+        // Logged at the moment the call was issued: the time the plan is judged by.
         let text = describe(self.plan, action);
-        self.log(text);
+        self.log_at(started, text);
         Ok(())
     }
 
