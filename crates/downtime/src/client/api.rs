@@ -43,6 +43,33 @@ impl Answer {
     }
 }
 
+/// A non-2xx answer: shown as `HTTP <code>: <message>`, and kept structured so a command can
+/// react to one case (e.g. a 409 for a fault that already exists) with `downcast_ref`.
+#[derive(Debug)]
+pub struct HttpError {
+    /// Status of the answer.
+    pub status: StatusCode,
+    /// The API's error text (see `error_text`).
+    pub message: String,
+}
+
+impl std::fmt::Display for HttpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HTTP {}: {}", self.status.as_u16(), self.message)
+    }
+}
+
+impl std::error::Error for HttpError {}
+
+impl HttpError {
+    /// Whether `error` is a refusal with this status and, if given, this exact message.
+    pub fn is(error: &anyhow::Error, status: StatusCode, message: Option<&str>) -> bool {
+        error
+            .downcast_ref::<HttpError>()
+            .is_some_and(|e| e.status == status && message.is_none_or(|text| e.message == text))
+    }
+}
+
 /// Handle on one control API; cheap to create once per command run.
 #[derive(Debug)]
 pub struct Api {
@@ -76,6 +103,28 @@ impl Api {
         body: Option<&Value>,
     ) -> anyhow::Result<Answer> {
         let url = self.url(segments)?;
+        self.send_to(method, url, body).await
+    }
+
+    /// `GET` of `segments` with query parameters, e.g. `?limit=20`.
+    pub async fn get_with_query(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+    ) -> anyhow::Result<Answer> {
+        let mut url = self.url(segments)?;
+        url.query_pairs_mut()
+            .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+        self.send_to(Method::GET, url, None).await
+    }
+
+    /// Sends one request to a full URL and returns the body of a 2xx answer.
+    async fn send_to(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Answer> {
         let mut request = self.http.request(method, url);
         if let Some(body) = body {
             request = request.json(body);
@@ -89,11 +138,11 @@ impl Api {
         if status.is_success() {
             Ok(Answer { body })
         } else {
-            Err(anyhow!(
-                "HTTP {}: {}",
-                status.as_u16(),
-                error_text(status, &body)
-            ))
+            Err(HttpError {
+                status,
+                message: error_text(status, &body),
+            }
+            .into())
         }
     }
 

@@ -2,15 +2,17 @@
 //! running server (ours or Toxiproxy) through its HTTP API.
 //!
 //! Layout:
-//! - `mod.rs`: the clap definitions and one function per command;
+//! - `mod.rs`: the clap definitions and one function per toxiproxy-cli command;
+//! - `http`: the HTTP proxy commands (`maintenance`, `fault`, `requests`);
 //! - `api`: HTTP transport and error wording;
 //! - `render`: response types and the human-readable tables;
-//! - `values`: parsers for `--host`, `--toxicity` and `--attribute`.
+//! - `values`: parsers for `--host`, `--toxicity`, `--attribute` and the fault flags.
 //!
 //! Names, aliases and short flags follow toxiproxy-cli so existing scripts keep working;
 //! the camelCase `--toxicName` is kept for the same reason.
 
 mod api;
+mod http;
 mod render;
 mod values;
 
@@ -19,7 +21,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use reqwest::{Method, Url};
 use serde_json::{Map, Value, json};
 
@@ -77,16 +79,35 @@ pub struct ListArgs {
     options: LocalOptions,
 }
 
-/// Arguments of `create`: both addresses are required, as in toxiproxy-cli, because a proxy
-/// without an upstream cannot do anything and an implicit listen port is easy to lose.
+/// What a proxy speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    /// Bytes, as Toxiproxy: TCP toxics only.
+    Tcp,
+    /// HTTP/1.1: TCP toxics plus HTTP faults; the upstream is optional.
+    Http,
+}
+
+/// Arguments of `create`: both addresses are required for a TCP proxy, as in toxiproxy-cli,
+/// because a TCP proxy without an upstream cannot do anything and an implicit listen port
+/// is easy to lose. An HTTP proxy without upstream is a stand-in answering from its faults.
 #[derive(Debug, Args)]
 pub struct CreateArgs {
     /// Address the proxy listens on, e.g. 127.0.0.1:26379 (port 0 picks a free one).
     #[arg(short = 'l', long, value_name = "ADDR")]
     listen: String,
-    /// Address of the real service, e.g. localhost:6379.
-    #[arg(short = 'u', long, value_name = "ADDR")]
-    upstream: String,
+    /// Address of the real service, e.g. localhost:6379 (optional with --protocol http).
+    #[arg(
+        short = 'u',
+        long,
+        value_name = "ADDR",
+        required_unless_present = "protocol",
+        required_if_eq("protocol", "tcp")
+    )]
+    upstream: Option<String>,
+    /// What the proxy speaks [default: tcp].
+    #[arg(long, value_name = "PROTOCOL")]
+    protocol: Option<Protocol>,
     /// Name of the new proxy.
     proxy: String,
     #[command(flatten)]
@@ -114,6 +135,40 @@ pub enum Command {
     /// Add, update or remove toxics of a proxy.
     #[command(visible_alias = "t", subcommand)]
     Toxic(ToxicCommand),
+    /// Turn the maintenance answer of an HTTP proxy on or off.
+    #[command(subcommand)]
+    Maintenance(http::MaintenanceCommand),
+    /// Add, list or remove HTTP faults (errors, latency, aborts, rate limits, timeouts).
+    #[command(visible_alias = "f", subcommand)]
+    Fault(http::FaultCommand),
+    /// Show the latest requests an HTTP proxy served: status and fault of each.
+    #[command(visible_alias = "req")]
+    Requests(http::RequestsArgs),
+}
+
+impl Command {
+    /// The options given after the command.
+    fn options(&self) -> &LocalOptions {
+        match self {
+            Command::List(args) => &args.options,
+            Command::Inspect(args) | Command::Toggle(args) | Command::Delete(args) => &args.options,
+            Command::Create(args) => &args.options,
+            Command::Toxic(ToxicCommand::Add(args)) => &args.options,
+            Command::Toxic(ToxicCommand::Update(args)) => &args.options,
+            Command::Toxic(ToxicCommand::Remove(args)) => &args.options,
+            Command::Maintenance(command) => command.options(),
+            Command::Fault(command) => command.options(),
+            Command::Requests(args) => args.options(),
+        }
+    }
+
+    /// Checks what clap cannot express, before anything is sent; the message names the flag.
+    fn validate(&self) -> Result<(), String> {
+        match self {
+            Command::Fault(command) => command.validate(),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// `toxic` subcommands.
@@ -156,6 +211,9 @@ pub struct ToxicAddArgs {
     /// Toxic attribute as KEY=VALUE, repeatable; numbers are sent as numbers.
     #[arg(short = 'a', long = "attribute", value_name = "KEY=VALUE", value_parser = values::parse_attribute)]
     attributes: Vec<(String, Value)>,
+    /// Remove the toxic by itself after this long, e.g. 30s or 5m (downtime only).
+    #[arg(long, value_name = "DURATION", value_parser = values::parse_positive_duration_ms)]
+    ttl: Option<u64>,
     /// Proxy to add the toxic to.
     proxy: String,
     #[command(flatten)]
@@ -165,7 +223,7 @@ pub struct ToxicAddArgs {
 /// Arguments of `toxic update`. Unlike toxiproxy-cli, toxicity is sent only when given, so
 /// changing an attribute does not silently reset a toxicity of 0.5 to 1.
 #[derive(Debug, Args)]
-#[group(id = "changes", required = true, multiple = true, args = ["toxicity", "attributes"])]
+#[group(id = "changes", required = true, multiple = true, args = ["toxicity", "attributes", "ttl"])]
 pub struct ToxicUpdateArgs {
     /// Name of the toxic to change.
     #[arg(
@@ -181,6 +239,9 @@ pub struct ToxicUpdateArgs {
     /// Attribute to change as KEY=VALUE, repeatable; others keep their value.
     #[arg(short = 'a', long = "attribute", value_name = "KEY=VALUE", value_parser = values::parse_attribute)]
     attributes: Vec<(String, Value)>,
+    /// New time to live, counted from now, e.g. 30s (downtime only).
+    #[arg(long, value_name = "DURATION", value_parser = values::parse_positive_duration_ms)]
+    ttl: Option<u64>,
     /// Proxy the toxic belongs to.
     proxy: String,
     #[command(flatten)]
@@ -207,14 +268,11 @@ pub struct ToxicRemoveArgs {
 /// Runs one client command and maps the outcome to the exit code: 0 on success, 1 when the
 /// server refused or could not be reached (clap already used 2 for usage errors).
 pub async fn run(global: GlobalOptions, command: Command) -> ExitCode {
-    let local = match &command {
-        Command::List(args) => &args.options,
-        Command::Inspect(args) | Command::Toggle(args) | Command::Delete(args) => &args.options,
-        Command::Create(args) => &args.options,
-        Command::Toxic(ToxicCommand::Add(args)) => &args.options,
-        Command::Toxic(ToxicCommand::Update(args)) => &args.options,
-        Command::Toxic(ToxicCommand::Remove(args)) => &args.options,
-    };
+    if let Err(message) = command.validate() {
+        eprintln!("downtime: {message}");
+        return ExitCode::from(2);
+    }
+    let local = command.options();
     let base = match local.host.clone() {
         Some(url) => url,
         None => match global_server_url(&global.host) {
@@ -319,6 +377,9 @@ async fn execute(api: &Api, command: Command) -> anyhow::Result<Output> {
         Command::Toxic(ToxicCommand::Remove(args)) => toxic_remove(api, &args)
             .await
             .with_context(|| format!("remove toxic {} from proxy {}", args.name, args.proxy)),
+        Command::Maintenance(command) => http::maintenance(api, &command).await,
+        Command::Fault(command) => http::fault(api, &command).await,
+        Command::Requests(args) => http::requests(api, &args).await,
     }
 }
 
@@ -336,24 +397,53 @@ async fn inspect(api: &Api, proxy: &str) -> anyhow::Result<Output> {
     Ok(Output::new(render::proxy_details(&details), &answer))
 }
 
-/// `create`: `POST /proxies`, always enabled, as toxiproxy-cli does.
-async fn create(api: &Api, args: &CreateArgs) -> anyhow::Result<Output> {
-    let body = json!({
+/// The body of `create`: `protocol` only for HTTP (what stock Toxiproxy sees is unchanged),
+/// `upstream` only when given.
+fn create_body(args: &CreateArgs) -> Value {
+    let mut body = json!({
         "name": args.proxy,
         "listen": args.listen,
-        "upstream": args.upstream,
         "enabled": true,
     });
+    if let Value::Object(fields) = &mut body {
+        if let Some(upstream) = &args.upstream {
+            fields.insert("upstream".to_owned(), json!(upstream));
+        }
+        if args.protocol == Some(Protocol::Http) {
+            fields.insert("protocol".to_owned(), json!("http"));
+        }
+    }
+    body
+}
+
+/// `create`: `POST /proxies`, always enabled, as toxiproxy-cli does.
+async fn create(api: &Api, args: &CreateArgs) -> anyhow::Result<Output> {
+    let body = create_body(args);
     let answer = api.send(Method::POST, &["proxies"], Some(&body)).await?;
     // Show the bound address: with port 0 it is the only way to learn the port.
     let listen = answer
         .parse::<Proxy>()
         .map(|proxy| proxy.listen)
         .unwrap_or_else(|_| args.listen.clone());
-    let human = format!(
-        "Created new proxy {} listening on {listen}, forwarding to {}\n",
-        args.proxy, args.upstream
-    );
+    let upstream = args.upstream.as_deref().unwrap_or_default();
+    let human = if args.protocol == Some(Protocol::Http) {
+        let role = if upstream.is_empty() {
+            "a stand-in answering from its faults (maintenance by default)".to_owned()
+        } else {
+            format!("forwarding to {upstream}")
+        };
+        format!(
+            "Created new http proxy {} listening on {listen}, {role}\nexport {}={}\n",
+            args.proxy,
+            http::env_var_name(&args.proxy),
+            http::local_url(&listen)
+        )
+    } else {
+        format!(
+            "Created new proxy {} listening on {listen}, forwarding to {upstream}\n",
+            args.proxy
+        )
+    };
     Ok(Output::new(human, &answer))
 }
 
@@ -404,8 +494,13 @@ async fn toxic_add(api: &Api, args: &ToxicAddArgs) -> anyhow::Result<Output> {
         "toxicity": args.toxicity.unwrap_or(1.0),
         "attributes": attribute_object(&args.attributes),
     });
-    if let (Some(name), Value::Object(fields)) = (&args.name, &mut body) {
-        fields.insert("name".to_owned(), Value::String(name.clone()));
+    if let Value::Object(fields) = &mut body {
+        if let Some(name) = &args.name {
+            fields.insert("name".to_owned(), Value::String(name.clone()));
+        }
+        if let Some(ttl) = args.ttl {
+            fields.insert("ttl".to_owned(), json!(ttl));
+        }
     }
     let answer = api
         .send(
@@ -423,10 +518,17 @@ async fn toxic_add(api: &Api, args: &ToxicAddArgs) -> anyhow::Result<Output> {
         },
         |toxic| toxic.name,
     );
-    let human = format!(
-        "Added {stream} {} toxic {name} to proxy {}\n",
+    let mut human = format!(
+        "Added {stream} {} toxic {name} to proxy {}",
         args.kind, args.proxy
     );
+    if let Some(ttl) = args.ttl {
+        human.push_str(&format!(
+            "; it removes itself after {}",
+            render::duration_text(ttl)
+        ));
+    }
+    human.push('\n');
     Ok(Output::new(human, &answer))
 }
 
@@ -441,6 +543,9 @@ fn update_body(args: &ToxicUpdateArgs) -> Value {
     }
     if let Some(toxicity) = args.toxicity {
         fields.insert("toxicity".to_owned(), json!(toxicity));
+    }
+    if let Some(ttl) = args.ttl {
+        fields.insert("ttl".to_owned(), json!(ttl));
     }
     Value::Object(fields)
 }
@@ -462,6 +567,9 @@ async fn toxic_update(api: &Api, args: &ToxicUpdateArgs) -> anyhow::Result<Outpu
             toxic.toxicity,
             render::attributes(&toxic.attributes)
         ));
+        if let Some(ttl) = toxic.ttl {
+            human.push_str(&format!(", ttl {}", render::duration_text(ttl)));
+        }
     }
     human.push('\n');
     Ok(Output::new(human, &answer))
@@ -495,6 +603,7 @@ mod tests {
             name: "slow".into(),
             toxicity,
             attributes,
+            ttl: None,
             proxy: "db".into(),
             options: LocalOptions {
                 host: None,

@@ -1,0 +1,960 @@
+//! The HTTP commands: `maintenance on|off`, `fault add|list|remove` and `requests`.
+//!
+//! HTTP faults are toxics with their own `type` names, so these commands are sugar over the
+//! same toxics endpoints: typed flags instead of `--attribute key=value`, durations with
+//! units, and tables that say what each fault does. Everything is checked before anything
+//! is sent: a bad value or a flag that does not fit the fault type is a usage error (exit 2)
+//! naming the flag, and the server is not touched.
+
+use std::fmt::Write as _;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand, ValueEnum};
+use reqwest::{Method, StatusCode};
+use serde_json::{Map, Value, json};
+
+use super::api::{Api, HttpError};
+use super::render::{self, JournalEntry, Proxy, Toxic};
+use super::{LocalOptions, Output, ProxyArgs, values};
+
+/// The name `maintenance on|off` gives its fault, so `off` finds what `on` created.
+pub const MAINTENANCE_FAULT: &str = "maintenance";
+
+/// `maintenance` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum MaintenanceCommand {
+    /// Answer requests with the maintenance response (the fault `maintenance`).
+    ///
+    /// The answer is 503 with `{"id": "maintenance", "message": "<API> is temporarily
+    /// unavailable.\nFor more information, visit: <status page>"}`. A `maintenance` fault
+    /// already on the proxy is replaced (removed, then created again, so it moves to the
+    /// end of the fault order).
+    On(Box<MaintenanceOnArgs>),
+    /// Remove the fault `maintenance` (already off is not an error).
+    ///
+    /// A stand-in without upstream keeps answering with its default maintenance response.
+    Off(ProxyArgs),
+}
+
+/// Arguments of `maintenance on`.
+#[derive(Debug, Args)]
+pub struct MaintenanceOnArgs {
+    /// Name of the HTTP proxy.
+    proxy: String,
+    #[command(flatten)]
+    answer: AnswerArgs,
+    #[command(flatten)]
+    targeting: Targeting,
+    #[command(flatten)]
+    options: LocalOptions,
+}
+
+/// Settings of the maintenance and status answers, shared by `maintenance on` and
+/// `fault add`.
+#[derive(Debug, Args)]
+pub struct AnswerArgs {
+    /// Status code of the answer [default: 503 for maintenance, 500 for status].
+    #[arg(long, value_name = "CODE", value_parser = values::parse_status,
+          help_heading = "Answer (maintenance, status)")]
+    status: Option<u16>,
+    /// Response header NAME=VALUE, repeatable.
+    #[arg(long = "header", value_name = "NAME=VALUE", value_parser = values::parse_header_pair,
+          help_heading = "Answer (maintenance, status)")]
+    headers: Vec<(String, String)>,
+    /// Whole maintenance message [default: "<API> is temporarily unavailable.\nFor more
+    /// information, visit: <STATUS PAGE>"].
+    #[arg(
+        long,
+        value_name = "TEXT",
+        help_heading = "Answer (maintenance, status)"
+    )]
+    message: Option<String>,
+    /// API name in the default maintenance message [default: the proxy name].
+    #[arg(long, value_name = "NAME", value_parser = values::parse_non_empty,
+          help_heading = "Answer (maintenance, status)")]
+    api: Option<String>,
+    /// Status page link in the default maintenance message.
+    #[arg(long, value_name = "URL", value_parser = values::parse_non_empty,
+          help_heading = "Answer (maintenance, status)")]
+    status_page: Option<String>,
+    /// `Retry-After` of the maintenance answer: seconds, or a duration such as 2m.
+    #[arg(long, value_name = "SECS", value_parser = values::parse_retry_after,
+          help_heading = "Answer (maintenance, status)")]
+    retry_after: Option<u64>,
+}
+
+/// Which requests a fault applies to and for how long; shared by `fault add` and
+/// `maintenance on`. Without any, the fault acts on every request until removed.
+#[derive(Debug, Args)]
+pub struct Targeting {
+    /// Only requests with this method; repeat for several.
+    #[arg(long = "method", value_name = "METHOD", value_parser = values::parse_method,
+          help_heading = "Which requests")]
+    methods: Vec<String>,
+    /// Only requests whose path matches; `*` matches any run of characters, e.g. '/apps/*'.
+    #[arg(long, value_name = "PATTERN", value_parser = values::parse_path_pattern,
+          help_heading = "Which requests")]
+    path: Option<String>,
+    /// Only requests carrying this header with a matching value (`*` wildcards); repeatable.
+    #[arg(long = "match-header", value_name = "NAME=PATTERN",
+          value_parser = values::parse_header_pair, help_heading = "Which requests")]
+    match_headers: Vec<(String, String)>,
+    /// Only requests with this query parameter matching (`*` wildcards); repeatable.
+    #[arg(long = "query", value_name = "KEY=PATTERN", value_parser = values::parse_query_pair,
+          help_heading = "Which requests")]
+    query: Vec<(String, String)>,
+    /// Act on the first N matching requests only, then let them pass (retry tests).
+    #[arg(long, value_name = "N", value_parser = values::parse_count,
+          help_heading = "Which requests")]
+    first_n: Option<u64>,
+    /// Act on every N-th matching request only.
+    #[arg(long, value_name = "N", value_parser = values::parse_count,
+          help_heading = "Which requests")]
+    every_nth: Option<u64>,
+    /// Probability, 0 to 1, that a matching request gets the fault [default: 1].
+    #[arg(long, visible_alias = "tox", value_name = "P", allow_hyphen_values = true,
+          value_parser = values::parse_toxicity, help_heading = "Which requests")]
+    toxicity: Option<f64>,
+    /// Remove the fault by itself after this long, e.g. 30s or 5m.
+    #[arg(long, value_name = "DURATION", value_parser = values::parse_positive_duration_ms,
+          help_heading = "Which requests")]
+    ttl: Option<u64>,
+}
+
+/// `fault` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum FaultCommand {
+    /// Add an HTTP fault to an HTTP proxy.
+    #[command(visible_alias = "a")]
+    Add(Box<FaultAddArgs>),
+    /// List the HTTP faults of a proxy: what each does, to which requests, how long.
+    #[command(visible_aliases = ["l", "ls"])]
+    List(ProxyArgs),
+    /// Remove a fault from a proxy.
+    #[command(visible_aliases = ["r", "rm", "delete", "d"])]
+    Remove(FaultRemoveArgs),
+}
+
+/// HTTP fault types, named as the API names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FaultType {
+    /// The maintenance answer (503 and a JSON message).
+    Maintenance,
+    /// Any status with headers and body.
+    Status,
+    /// A delay before the response starts.
+    #[value(name = "http_latency", alias = "http-latency")]
+    HttpLatency,
+    /// A broken exchange (reset, empty reply, cut answer).
+    Abort,
+    /// A token bucket per client: 429 with Retry-After and RateLimit-* headers.
+    #[value(name = "rate_limit", alias = "rate-limit")]
+    RateLimit,
+    /// Heroku's router deadlines: H12 (no answer in time) and H15 (idle body).
+    #[value(name = "router_timeout", alias = "router-timeout")]
+    RouterTimeout,
+    /// A response body bandwidth limit.
+    #[value(name = "slow_body", alias = "slow-body")]
+    SlowBody,
+}
+
+impl FaultType {
+    /// The API's `type` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultType::Maintenance => "maintenance",
+            FaultType::Status => "status",
+            FaultType::HttpLatency => "http_latency",
+            FaultType::Abort => "abort",
+            FaultType::RateLimit => "rate_limit",
+            FaultType::RouterTimeout => "router_timeout",
+            FaultType::SlowBody => "slow_body",
+        }
+    }
+}
+
+/// Shape of an `http_latency` delay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Distribution {
+    /// Always the latency.
+    Fixed,
+    /// Uniform within latency ± jitter.
+    Uniform,
+    /// Normal around the latency with the jitter as standard deviation.
+    Normal,
+}
+
+/// How an `abort` fault breaks the exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AbortMode {
+    /// TCP reset before any response byte.
+    Reset,
+    /// Close the connection without answering.
+    #[value(name = "empty_reply", alias = "empty-reply")]
+    EmptyReply,
+    /// Send the status line and headers, then close.
+    #[value(name = "close_after_headers", alias = "close-after-headers")]
+    CloseAfterHeaders,
+    /// Send the headers and part of the body, then close.
+    #[value(name = "close_mid_body", alias = "close-mid-body")]
+    CloseMidBody,
+}
+
+/// Arguments of `fault add`. Each type's flags are listed under its own heading; a flag of
+/// another type is refused rather than silently ignored.
+#[derive(Debug, Args)]
+pub struct FaultAddArgs {
+    /// Name of the HTTP proxy.
+    proxy: String,
+    /// Fault type.
+    #[arg(short = 't', long = "type", value_name = "TYPE")]
+    kind: FaultType,
+    /// Name of the fault [default: the type, e.g. status].
+    #[arg(short = 'n', long, value_name = "NAME", value_parser = values::parse_non_empty)]
+    fault_name: Option<String>,
+    #[command(flatten)]
+    answer: AnswerArgs,
+    /// Body of the status answer: JSON when it is a JSON object or array (sent as
+    /// application/json), text otherwise.
+    #[arg(
+        long,
+        value_name = "BODY",
+        help_heading = "Answer (maintenance, status)"
+    )]
+    body: Option<String>,
+    /// Delay before the response starts, e.g. 200ms.
+    #[arg(long, value_name = "DURATION", value_parser = values::parse_duration_ms,
+          help_heading = "http_latency")]
+    latency: Option<u64>,
+    /// Spread of the delay, e.g. 50ms.
+    #[arg(long, value_name = "DURATION", value_parser = values::parse_duration_ms,
+          help_heading = "http_latency")]
+    jitter: Option<u64>,
+    /// How the delay is drawn [default: fixed].
+    #[arg(long, value_name = "SHAPE", help_heading = "http_latency")]
+    distribution: Option<Distribution>,
+    /// How the exchange breaks [default: reset].
+    #[arg(long, value_name = "MODE", help_heading = "abort")]
+    mode: Option<AbortMode>,
+    /// Requests allowed per period.
+    #[arg(long, value_name = "N", value_parser = values::parse_count,
+          required_if_eq("kind", "rate_limit"), help_heading = "rate_limit")]
+    limit: Option<u64>,
+    /// Length of the period, e.g. 1s or 1m [default: 1s].
+    #[arg(long, value_name = "DURATION", value_parser = values::parse_positive_duration_ms,
+          help_heading = "rate_limit")]
+    period: Option<u64>,
+    /// Requests a client may send at once [default: the limit].
+    #[arg(long, value_name = "N", value_parser = values::parse_count,
+          help_heading = "rate_limit")]
+    burst: Option<u64>,
+    /// Count per value of this header instead of per client IP.
+    #[arg(long, value_name = "HEADER", value_parser = values::parse_header_name,
+          help_heading = "rate_limit")]
+    key_header: Option<String>,
+    /// No response start within this long → 503 and an H12 log line [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = values::parse_seconds,
+          help_heading = "router_timeout")]
+    timeout: Option<u64>,
+    /// No body data for this long → connection cut and an H15 log line [default: 55s].
+    #[arg(long, value_name = "DURATION", value_parser = values::parse_seconds,
+          help_heading = "router_timeout")]
+    idle: Option<u64>,
+    /// Response body rate in KB/s (1 KB = 1000 bytes).
+    #[arg(long, value_name = "KB/s", value_parser = values::parse_rate,
+          required_if_eq("kind", "slow_body"), help_heading = "slow_body")]
+    rate: Option<u64>,
+    #[command(flatten)]
+    targeting: Targeting,
+    #[command(flatten)]
+    options: LocalOptions,
+}
+
+/// Arguments of `fault remove`.
+#[derive(Debug, Args)]
+pub struct FaultRemoveArgs {
+    /// Name of the proxy.
+    proxy: String,
+    /// Name of the fault, as `fault list` shows it.
+    fault: String,
+    #[command(flatten)]
+    options: LocalOptions,
+}
+
+/// Arguments of `requests`.
+#[derive(Debug, Args)]
+pub struct RequestsArgs {
+    /// Name of the HTTP proxy.
+    proxy: String,
+    /// How many of the latest requests to show, 1 to 1000 [default: the server's, 100].
+    #[arg(long, value_name = "N", value_parser = values::parse_journal_limit)]
+    limit: Option<usize>,
+    #[command(flatten)]
+    options: LocalOptions,
+}
+
+impl MaintenanceCommand {
+    /// The options given after the command.
+    pub fn options(&self) -> &LocalOptions {
+        match self {
+            MaintenanceCommand::On(args) => &args.options,
+            MaintenanceCommand::Off(args) => &args.options,
+        }
+    }
+}
+
+impl FaultCommand {
+    /// The options given after the command.
+    pub fn options(&self) -> &LocalOptions {
+        match self {
+            FaultCommand::Add(args) => &args.options,
+            FaultCommand::List(args) => &args.options,
+            FaultCommand::Remove(args) => &args.options,
+        }
+    }
+
+    /// Refuses flags that do not belong to the chosen type, before anything is sent.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            FaultCommand::Add(args) => check_flags_fit_type(args),
+            FaultCommand::List(_) | FaultCommand::Remove(_) => Ok(()),
+        }
+    }
+}
+
+impl RequestsArgs {
+    /// The options given after the command.
+    pub fn options(&self) -> &LocalOptions {
+        &self.options
+    }
+}
+
+/// Every type-specific flag of `fault add`, whether it was given, and the types it fits.
+fn type_flags(args: &FaultAddArgs) -> Vec<(&'static str, bool, &'static [FaultType])> {
+    use FaultType::{Abort, HttpLatency, Maintenance, RateLimit, RouterTimeout, SlowBody, Status};
+    let a = &args.answer;
+    vec![
+        ("--status", a.status.is_some(), &[Maintenance, Status]),
+        ("--header", !a.headers.is_empty(), &[Maintenance, Status]),
+        ("--message", a.message.is_some(), &[Maintenance]),
+        ("--api", a.api.is_some(), &[Maintenance]),
+        ("--status-page", a.status_page.is_some(), &[Maintenance]),
+        ("--retry-after", a.retry_after.is_some(), &[Maintenance]),
+        ("--body", args.body.is_some(), &[Status]),
+        ("--latency", args.latency.is_some(), &[HttpLatency]),
+        ("--jitter", args.jitter.is_some(), &[HttpLatency]),
+        (
+            "--distribution",
+            args.distribution.is_some(),
+            &[HttpLatency],
+        ),
+        ("--mode", args.mode.is_some(), &[Abort]),
+        ("--limit", args.limit.is_some(), &[RateLimit]),
+        ("--period", args.period.is_some(), &[RateLimit]),
+        ("--burst", args.burst.is_some(), &[RateLimit]),
+        ("--key-header", args.key_header.is_some(), &[RateLimit]),
+        ("--timeout", args.timeout.is_some(), &[RouterTimeout]),
+        ("--idle", args.idle.is_some(), &[RouterTimeout]),
+        ("--rate", args.rate.is_some(), &[SlowBody]),
+    ]
+}
+
+/// The first flag given that the chosen type does not use, as a usage error.
+fn check_flags_fit_type(args: &FaultAddArgs) -> Result<(), String> {
+    for (flag, given, types) in type_flags(args) {
+        if given && !types.contains(&args.kind) {
+            let fits: Vec<&str> = types.iter().map(|t| t.name()).collect();
+            return Err(format!(
+                "{flag} does not apply to --type {}; it is for {}",
+                args.kind.name(),
+                fits.join(" and ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Inserts `value` under `key` when present.
+fn put(map: &mut Map<String, Value>, key: &str, value: Option<Value>) {
+    if let Some(value) = value {
+        map.insert(key.to_owned(), value);
+    }
+}
+
+/// Repeated `NAME=VALUE` flags as a JSON object; a name given twice keeps its last value.
+fn pairs(pairs: &[(String, String)]) -> Map<String, Value> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect()
+}
+
+/// Attributes of the maintenance and status answers.
+fn answer_attributes(answer: &AnswerArgs, map: &mut Map<String, Value>) {
+    put(map, "status", answer.status.map(Value::from));
+    if !answer.headers.is_empty() {
+        map.insert("headers".to_owned(), Value::Object(pairs(&answer.headers)));
+    }
+    put(map, "message", answer.message.clone().map(Value::String));
+    put(map, "api", answer.api.clone().map(Value::String));
+    put(
+        map,
+        "status_page",
+        answer.status_page.clone().map(Value::String),
+    );
+    put(map, "retry_after", answer.retry_after.map(Value::from));
+}
+
+/// A `--body` value: JSON objects and arrays go as JSON, anything else as text.
+fn body_value(raw: &str) -> Value {
+    match serde_json::from_str::<Value>(raw) {
+        Ok(json @ (Value::Object(_) | Value::Array(_))) => json,
+        _ => Value::String(raw.to_owned()),
+    }
+}
+
+/// The `attributes` object of `fault add`: only what was given, so the server's defaults
+/// apply to the rest.
+fn fault_attributes(args: &FaultAddArgs) -> Map<String, Value> {
+    let mut map = Map::new();
+    answer_attributes(&args.answer, &mut map);
+    put(&mut map, "body", args.body.as_deref().map(body_value));
+    put(&mut map, "latency", args.latency.map(Value::from));
+    put(&mut map, "jitter", args.jitter.map(Value::from));
+    put(
+        &mut map,
+        "distribution",
+        args.distribution
+            .and_then(|d| d.to_possible_value())
+            .map(|v| Value::String(v.get_name().to_owned())),
+    );
+    put(
+        &mut map,
+        "mode",
+        args.mode
+            .and_then(|m| m.to_possible_value())
+            .map(|v| Value::String(v.get_name().to_owned())),
+    );
+    put(&mut map, "limit", args.limit.map(Value::from));
+    put(&mut map, "period_ms", args.period.map(Value::from));
+    put(&mut map, "burst", args.burst.map(Value::from));
+    put(
+        &mut map,
+        "key_header",
+        args.key_header.clone().map(Value::String),
+    );
+    put(&mut map, "timeout", args.timeout.map(Value::from));
+    put(&mut map, "idle", args.idle.map(Value::from));
+    put(&mut map, "rate", args.rate.map(Value::from));
+    map
+}
+
+/// The body of `POST /proxies/{proxy}/toxics` for an HTTP fault: name, type, attributes,
+/// and the targeting fields only when given.
+fn fault_body(
+    name: &str,
+    kind: FaultType,
+    attributes: Map<String, Value>,
+    targeting: &Targeting,
+) -> Value {
+    let mut body = Map::new();
+    body.insert("name".to_owned(), json!(name));
+    body.insert("type".to_owned(), json!(kind.name()));
+    body.insert("attributes".to_owned(), Value::Object(attributes));
+    let mut matcher = Map::new();
+    if !targeting.methods.is_empty() {
+        matcher.insert("method".to_owned(), json!(targeting.methods));
+    }
+    put(
+        &mut matcher,
+        "path",
+        targeting.path.clone().map(Value::String),
+    );
+    if !targeting.match_headers.is_empty() {
+        matcher.insert(
+            "headers".to_owned(),
+            Value::Object(pairs(&targeting.match_headers)),
+        );
+    }
+    if !targeting.query.is_empty() {
+        matcher.insert("query".to_owned(), Value::Object(pairs(&targeting.query)));
+    }
+    if !matcher.is_empty() {
+        body.insert("match".to_owned(), Value::Object(matcher));
+    }
+    put(&mut body, "first_n", targeting.first_n.map(Value::from));
+    put(&mut body, "every_nth", targeting.every_nth.map(Value::from));
+    put(&mut body, "toxicity", targeting.toxicity.map(Value::from));
+    put(&mut body, "ttl", targeting.ttl.map(Value::from));
+    Value::Object(body)
+}
+
+/// One line saying what a created fault does, from the server's answer (defaults filled).
+fn describe(fault: &Toxic) -> String {
+    let mut text = render::fault_effect(fault);
+    let target = render::fault_target(fault);
+    if target == "all" {
+        text.push_str("; every request");
+    } else {
+        let _ = write!(text, "; requests matching {target}");
+    }
+    let bounds = render::fault_bounds(fault);
+    if bounds != "-" {
+        let _ = write!(text, ", {bounds}");
+    }
+    text
+}
+
+/// Creates the fault; `replace` first removes a fault of the same name when the server
+/// says one exists (a delete then a create: the API has no atomic replace). If the server
+/// then refuses the new fault, the old one is put back, so a failed command changes nothing
+/// (bar restarting the old fault's ttl and counters).
+async fn create_fault(
+    api: &Api,
+    proxy: &str,
+    name: &str,
+    body: &Value,
+    replace: bool,
+) -> anyhow::Result<(super::api::Answer, bool)> {
+    let path = ["proxies", proxy, "toxics"];
+    match api.send(Method::POST, &path, Some(body)).await {
+        Ok(answer) => Ok((answer, false)),
+        Err(error) if replace && HttpError::is(&error, StatusCode::CONFLICT, None) => {
+            let existing = ["proxies", proxy, "toxics", name];
+            let old = api.send(Method::GET, &existing, None).await?;
+            api.send(Method::DELETE, &existing, None).await?;
+            match api.send(Method::POST, &path, Some(body)).await {
+                Ok(answer) => Ok((answer, true)),
+                Err(refused) => {
+                    // The server renders a toxic in the shape it accepts for creation.
+                    if let Ok(old) = old.parse::<Value>() {
+                        let _ = api.send(Method::POST, &path, Some(&old)).await;
+                    }
+                    Err(refused)
+                }
+            }
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// `maintenance on`: creates (or replaces) the fault `maintenance`.
+async fn maintenance_on(api: &Api, args: &MaintenanceOnArgs) -> anyhow::Result<Output> {
+    let mut attributes = Map::new();
+    answer_attributes(&args.answer, &mut attributes);
+    let body = fault_body(
+        MAINTENANCE_FAULT,
+        FaultType::Maintenance,
+        attributes,
+        &args.targeting,
+    );
+    let (answer, replaced) = create_fault(api, &args.proxy, MAINTENANCE_FAULT, &body, true).await?;
+    let mut human = format!("Maintenance on for proxy {}", args.proxy);
+    if let Ok(fault) = answer.parse::<Toxic>() {
+        let _ = write!(human, ": {}", describe(&fault));
+    }
+    if replaced {
+        human.push_str(" (replaced the previous maintenance fault)");
+    }
+    human.push('\n');
+    Ok(Output::new(human, &answer))
+}
+
+/// `maintenance off`: removes the fault `maintenance`; already off is not an error.
+async fn maintenance_off(api: &Api, proxy: &str) -> anyhow::Result<Output> {
+    let removed = api
+        .send(
+            Method::DELETE,
+            &["proxies", proxy, "toxics", MAINTENANCE_FAULT],
+            None,
+        )
+        .await;
+    let (mut human, answer) = match removed {
+        Ok(answer) => (format!("Maintenance off for proxy {proxy}"), answer),
+        Err(error) if HttpError::is(&error, StatusCode::NOT_FOUND, Some("toxic not found")) => (
+            format!("Maintenance was already off for proxy {proxy}"),
+            super::api::Answer {
+                body: String::new(),
+            },
+        ),
+        Err(error) => return Err(error),
+    };
+    // A stand-in has nothing to forward to: say so, or "off" looks broken.
+    let stand_in = api
+        .send(Method::GET, &["proxies", proxy], None)
+        .await
+        .and_then(|a| a.parse::<Proxy>())
+        .is_ok_and(|p| p.is_stand_in());
+    if stand_in {
+        human.push_str(
+            "; it has no upstream, so it still answers with its default maintenance response",
+        );
+    }
+    human.push('\n');
+    Ok(Output::new(human, &answer))
+}
+
+/// `fault add`: `POST /proxies/{proxy}/toxics` with the typed flags as attributes.
+async fn fault_add(api: &Api, args: &FaultAddArgs) -> anyhow::Result<Output> {
+    let name = args
+        .fault_name
+        .clone()
+        .unwrap_or_else(|| args.kind.name().to_owned());
+    let body = fault_body(&name, args.kind, fault_attributes(args), &args.targeting);
+    let answer = match create_fault(api, &args.proxy, &name, &body, false).await {
+        Ok((answer, _)) => answer,
+        Err(error)
+            if args.fault_name.is_none() && HttpError::is(&error, StatusCode::CONFLICT, None) =>
+        {
+            return Err(anyhow::anyhow!(
+                "{error}; the proxy has a fault named {name} already, so give this one \
+                 another name with --fault-name"
+            ));
+        }
+        Err(error) => return Err(error),
+    };
+    let mut human = format!(
+        "Added {} fault {name} to proxy {}",
+        args.kind.name(),
+        args.proxy
+    );
+    if let Ok(fault) = answer.parse::<Toxic>() {
+        let _ = write!(human, ": {}", describe(&fault));
+    }
+    human.push('\n');
+    Ok(Output::new(human, &answer))
+}
+
+/// `fault list`: `GET /proxies/{proxy}/toxics`, HTTP faults only.
+async fn fault_list(api: &Api, proxy: &str) -> anyhow::Result<Output> {
+    let answer = api
+        .send(Method::GET, &["proxies", proxy, "toxics"], None)
+        .await?;
+    let toxics: Vec<Toxic> = answer.parse()?;
+    Ok(Output::new(render::fault_table(proxy, &toxics), &answer))
+}
+
+/// `fault remove`: `DELETE /proxies/{proxy}/toxics/{fault}`.
+async fn fault_remove(api: &Api, args: &FaultRemoveArgs) -> anyhow::Result<Output> {
+    let answer = api
+        .send(
+            Method::DELETE,
+            &["proxies", &args.proxy, "toxics", &args.fault],
+            None,
+        )
+        .await?;
+    Ok(Output::new(
+        format!("Removed fault {} from proxy {}\n", args.fault, args.proxy),
+        &answer,
+    ))
+}
+
+/// `requests`: `GET /proxies/{proxy}/requests[?limit=N]`, as a table.
+async fn request_journal(api: &Api, args: &RequestsArgs) -> anyhow::Result<Output> {
+    let query: Vec<(&str, String)> = args
+        .limit
+        .map(|n| ("limit", n.to_string()))
+        .into_iter()
+        .collect();
+    let answer = api
+        .get_with_query(&["proxies", &args.proxy, "requests"], &query)
+        .await?;
+    let entries: Vec<JournalEntry> = answer.parse()?;
+    let mut human = render::journal_table(&args.proxy, &entries);
+    if entries.is_empty() {
+        // Only HTTP proxies keep a journal: an empty one on a TCP proxy is no surprise.
+        let tcp = api
+            .send(Method::GET, &["proxies", &args.proxy], None)
+            .await
+            .and_then(|a| a.parse::<Proxy>())
+            .is_ok_and(|p| !p.is_http());
+        if tcp {
+            human = format!(
+                "proxy {} is a tcp proxy; only HTTP proxies (create --protocol http) record requests\n",
+                args.proxy
+            );
+        }
+    }
+    Ok(Output::new(human, &answer))
+}
+
+/// Runs a `maintenance` subcommand, naming what failed in the error.
+pub async fn maintenance(api: &Api, command: &MaintenanceCommand) -> anyhow::Result<Output> {
+    match command {
+        MaintenanceCommand::On(args) => maintenance_on(api, args)
+            .await
+            .with_context(|| format!("turn maintenance on for proxy {}", args.proxy)),
+        MaintenanceCommand::Off(args) => maintenance_off(api, &args.proxy)
+            .await
+            .with_context(|| format!("turn maintenance off for proxy {}", args.proxy)),
+    }
+}
+
+/// Runs a `fault` subcommand, naming what failed in the error.
+pub async fn fault(api: &Api, command: &FaultCommand) -> anyhow::Result<Output> {
+    match command {
+        FaultCommand::Add(args) => {
+            let what = match &args.fault_name {
+                Some(name) => format!("add fault {name} to proxy {}", args.proxy),
+                None => format!("add {} fault to proxy {}", args.kind.name(), args.proxy),
+            };
+            fault_add(api, args).await.context(what)
+        }
+        FaultCommand::List(args) => fault_list(api, &args.proxy)
+            .await
+            .with_context(|| format!("list faults of proxy {}", args.proxy)),
+        FaultCommand::Remove(args) => fault_remove(api, args)
+            .await
+            .with_context(|| format!("remove fault {} from proxy {}", args.fault, args.proxy)),
+    }
+}
+
+/// Runs `requests`, naming what failed in the error.
+pub async fn requests(api: &Api, args: &RequestsArgs) -> anyhow::Result<Output> {
+    request_journal(api, args)
+        .await
+        .with_context(|| format!("read the request journal of proxy {}", args.proxy))
+}
+
+/// The variable an app reads the proxy's URL from: `platform-api` → `PLATFORM_API_URL`
+/// (the same rule `downtime serve` uses for its `export` lines).
+pub fn env_var_name(proxy: &str) -> String {
+    let mut name: String = proxy
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.starts_with(|c: char| c.is_ascii_digit()) {
+        name.insert(0, '_');
+    }
+    name.push_str("_URL");
+    name
+}
+
+/// The URL an app on this machine uses to reach a listen address: a wildcard host
+/// (`0.0.0.0`, `[::]`) is reached through loopback.
+pub fn local_url(listen: &str) -> String {
+    let address = if let Some(port) = listen.strip_prefix("0.0.0.0:") {
+        format!("127.0.0.1:{port}")
+    } else if let Some(port) = listen.strip_prefix("[::]:") {
+        format!("[::1]:{port}")
+    } else {
+        listen.to_owned()
+    };
+    format!("http://{address}")
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    reason = "a failed unwrap is a clear test failure"
+)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// Parses `fault add ...` as the binary would (`-h` is --host there too).
+    #[derive(Debug, Parser)]
+    #[command(disable_help_flag = true)]
+    struct Probe {
+        #[command(subcommand)]
+        command: FaultCommand,
+    }
+
+    fn add(args: &[&str]) -> Result<FaultAddArgs, String> {
+        let mut argv = vec!["probe", "add"];
+        argv.extend_from_slice(args);
+        match Probe::try_parse_from(argv) {
+            Ok(Probe {
+                command: FaultCommand::Add(args),
+            }) => Ok(*args),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn status_fault_body_carries_targeting_only_when_given() {
+        let args = add(&[
+            "api",
+            "--type",
+            "status",
+            "--status",
+            "500",
+            "--body",
+            r#"{"id":"boom"}"#,
+            "--header",
+            "X-A=1",
+            "--path",
+            "/apps/*",
+            "--method",
+            "get",
+            "--first-n",
+            "2",
+            "--match-header",
+            "X-Client=test*",
+            "--query",
+            "page=2",
+            "--ttl",
+            "30s",
+            "--toxicity",
+            "0.5",
+        ])
+        .unwrap();
+        check_flags_fit_type(&args).unwrap();
+        let body = fault_body(
+            "status",
+            args.kind,
+            fault_attributes(&args),
+            &args.targeting,
+        );
+        assert_eq!(
+            body,
+            json!({
+                "name": "status", "type": "status",
+                "attributes": {"status": 500, "body": {"id": "boom"}, "headers": {"X-A": "1"}},
+                "match": {"method": ["GET"], "path": "/apps/*",
+                          "headers": {"X-Client": "test*"}, "query": {"page": "2"}},
+                "first_n": 2, "toxicity": 0.5, "ttl": 30000
+            })
+        );
+        let bare = add(&["api", "-t", "abort"]).unwrap();
+        assert_eq!(
+            fault_body("abort", bare.kind, fault_attributes(&bare), &bare.targeting),
+            json!({"name": "abort", "type": "abort", "attributes": {}})
+        );
+    }
+
+    #[test]
+    fn type_specific_flags_become_api_attributes() {
+        let a = add(&[
+            "api",
+            "-t",
+            "http_latency",
+            "--latency",
+            "200ms",
+            "--jitter",
+            "50ms",
+            "--distribution",
+            "normal",
+        ])
+        .unwrap();
+        assert_eq!(
+            Value::Object(fault_attributes(&a)),
+            json!({"latency": 200, "jitter": 50, "distribution": "normal"})
+        );
+        let a = add(&["api", "-t", "abort", "--mode", "close-mid-body"]).unwrap();
+        assert_eq!(
+            Value::Object(fault_attributes(&a)),
+            json!({"mode": "close_mid_body"})
+        );
+        let a = add(&[
+            "api",
+            "-t",
+            "rate-limit",
+            "--limit",
+            "10",
+            "--period",
+            "1m",
+            "--burst",
+            "20",
+            "--key-header",
+            "X-Api-Key",
+        ])
+        .unwrap();
+        assert_eq!(a.kind, FaultType::RateLimit);
+        assert_eq!(
+            Value::Object(fault_attributes(&a)),
+            json!({"limit": 10, "period_ms": 60000, "burst": 20, "key_header": "X-Api-Key"})
+        );
+        let a = add(&[
+            "api",
+            "-t",
+            "router_timeout",
+            "--timeout",
+            "30s",
+            "--idle",
+            "1m",
+        ])
+        .unwrap();
+        assert_eq!(
+            Value::Object(fault_attributes(&a)),
+            json!({"timeout": 30, "idle": 60})
+        );
+        let a = add(&["api", "-t", "slow_body", "--rate", "64KB/s"]).unwrap();
+        assert_eq!(Value::Object(fault_attributes(&a)), json!({"rate": 64}));
+        let a = add(&[
+            "api",
+            "-t",
+            "maintenance",
+            "--api",
+            "Platform API",
+            "--retry-after",
+            "2m",
+            "--status-page",
+            "https://status.example",
+        ])
+        .unwrap();
+        assert_eq!(
+            Value::Object(fault_attributes(&a)),
+            json!({"api": "Platform API", "retry_after": 120,
+                   "status_page": "https://status.example"})
+        );
+    }
+
+    #[test]
+    fn body_is_json_only_for_objects_and_arrays() {
+        assert_eq!(body_value(r#"{"a":1}"#), json!({"a": 1}));
+        assert_eq!(body_value("[1]"), json!([1]));
+        assert_eq!(body_value("42"), json!("42"));
+        assert_eq!(body_value("oops"), json!("oops"));
+    }
+
+    #[test]
+    fn flags_of_another_type_are_refused_by_name() {
+        let args = add(&["api", "-t", "status", "--latency", "5ms"]).unwrap();
+        assert_eq!(
+            check_flags_fit_type(&args).unwrap_err(),
+            "--latency does not apply to --type status; it is for http_latency"
+        );
+        let args = add(&["api", "-t", "http_latency", "--status", "500"]).unwrap();
+        assert_eq!(
+            check_flags_fit_type(&args).unwrap_err(),
+            "--status does not apply to --type http_latency; it is for maintenance and status"
+        );
+    }
+
+    #[test]
+    fn required_and_bad_values_are_usage_errors_naming_the_flag() {
+        let error = add(&["api", "-t", "rate_limit"]).unwrap_err();
+        assert!(error.contains("--limit"), "{error}");
+        let error = add(&["api", "-t", "slow_body"]).unwrap_err();
+        assert!(error.contains("--rate"), "{error}");
+        let error = add(&["api", "-t", "http_latency", "--latency", "5x"]).unwrap_err();
+        assert!(
+            error.contains("'5x'") && error.contains("--latency"),
+            "{error}"
+        );
+        let error = add(&["api", "-t", "status", "--ttl", "30"]).unwrap_err();
+        assert!(error.contains("'30'") && error.contains("--ttl"), "{error}");
+        let error = add(&["api", "-t", "nope"]).unwrap_err();
+        assert!(
+            error.contains("'nope'") && error.contains("--type"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn env_names_and_local_urls() {
+        assert_eq!(env_var_name("platform-api"), "PLATFORM_API_URL");
+        assert_eq!(env_var_name("3ds"), "_3DS_URL");
+        assert_eq!(local_url("127.0.0.1:8080"), "http://127.0.0.1:8080");
+        assert_eq!(local_url("0.0.0.0:8080"), "http://127.0.0.1:8080");
+        assert_eq!(local_url("[::]:8080"), "http://[::1]:8080");
+    }
+}
