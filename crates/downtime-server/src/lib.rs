@@ -5,11 +5,15 @@
 //! - [`api`]: the HTTP API (routes, error shape, metrics); handlers only call the registry;
 //! - [`config`]: startup files (our TOML, Toxiproxy's JSON) into validated proxies;
 //! - [`drills`]: the drill runner (timeline, probes, verdict, reports), an API client;
+//! - [`web`]: the public status page, its live updates, feed and Statuspage-style JSON;
+//! - [`webhooks`]: signed notifications of status changes, with retries and a delivery log;
 //! - [`run`]: wires the registry and the API, and drains both on shutdown.
 
 pub mod api;
 pub mod config;
 pub mod drills;
+pub mod web;
+pub mod webhooks;
 
 use std::future::Future;
 use std::time::Duration;
@@ -75,11 +79,26 @@ pub async fn run(
     if let Some(on_ready) = options.on_ready {
         on_ready(&ready);
     }
+    // Stops the status monitor, webhook deliveries and open event streams at shutdown, so
+    // that long-lived event streams do not hold the graceful drain open.
+    let stop_web = tokio_util::sync::CancellationToken::new();
+    let hooks = webhooks::Webhooks::new(webhooks::WebhookOptions::default(), stop_web.clone());
+    let web_state = web::WebState::start(
+        web::Source::new(registry.clone()),
+        web::WebOptions {
+            status_url: status_page.clone(),
+            ..web::WebOptions::default()
+        },
+        Some(hooks.clone()),
+        stop_web.clone(),
+    );
     let state = api::AppState {
         registry: registry.clone(),
         metrics: options.metrics,
+        webhooks: hooks,
     };
-    let app = api::router(state);
+    // The status routes have their own router without the API's browser refusal: see `web`.
+    let app = api::router(state).merge(web::router(web_state));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -91,6 +110,7 @@ pub async fn run(
     shutdown.await;
     tracing::debug!("shutting down");
     let _ = stop_tx.send(());
+    stop_web.cancel();
     registry.shutdown(options.grace).await;
     match tokio::time::timeout(options.grace, server).await {
         Ok(Ok(result)) => result?,

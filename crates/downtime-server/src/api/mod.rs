@@ -30,6 +30,14 @@ pub struct AppState {
     pub registry: Registry,
     /// Whether `/metrics` is routed, and what it includes.
     pub metrics: MetricsOptions,
+    /// Webhook subscriptions and their deliveries.
+    pub webhooks: crate::webhooks::Webhooks,
+}
+
+impl axum::extract::FromRef<AppState> for crate::webhooks::Webhooks {
+    fn from_ref(state: &AppState) -> Self {
+        state.webhooks.clone()
+    }
 }
 
 /// Which metric groups `/metrics` exposes; with none, the route does not exist (as upstream).
@@ -70,7 +78,8 @@ pub fn router(state: AppState) -> Router {
         .route("/proxies/{proxy}/requests", get(proxies::journal))
         .route("/reset", post(proxies::reset))
         .route("/halt", get(proxies::halts).post(proxies::halt))
-        .route("/version", get(version));
+        .route("/version", get(version))
+        .merge(crate::webhooks::routes());
     if state.metrics.proxy || state.metrics.runtime {
         router = router.route("/metrics", any(metrics::render));
     }

@@ -1,0 +1,351 @@
+//! What the status page, the JSON API, the feed and the webhooks show: one snapshot of
+//! components, incidents and drills, built by [`super::source`] and rendered by the others.
+//! Nothing here does I/O, so rendering is tested and benchmarked on made-up snapshots.
+
+use serde::Serialize;
+
+/// The state of a component, from best to worst (maintenance ranks above a degradation in
+/// what the banner says only when nothing is broken; see [`ComponentState::severity`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ComponentState {
+    /// Works normally.
+    Operational,
+    /// Slower or less reliable than usual, but answers.
+    Degraded,
+    /// Some requests fail.
+    PartialOutage,
+    /// Down.
+    MajorOutage,
+    /// Deliberately taken down (a maintenance fault or a scheduled maintenance).
+    UnderMaintenance,
+}
+
+impl ComponentState {
+    /// Every state, best first.
+    pub const ALL: [ComponentState; 5] = [
+        ComponentState::Operational,
+        ComponentState::UnderMaintenance,
+        ComponentState::Degraded,
+        ComponentState::PartialOutage,
+        ComponentState::MajorOutage,
+    ];
+
+    /// Rank for "worst of": operational < maintenance < degraded < partial < major.
+    pub fn severity(self) -> u8 {
+        match self {
+            ComponentState::Operational => 0,
+            ComponentState::UnderMaintenance => 1,
+            ComponentState::Degraded => 2,
+            ComponentState::PartialOutage => 3,
+            ComponentState::MajorOutage => 4,
+        }
+    }
+
+    /// The worse of two states.
+    pub fn worst(self, other: ComponentState) -> ComponentState {
+        if other.severity() > self.severity() {
+            other
+        } else {
+            self
+        }
+    }
+
+    /// Words on the page.
+    pub fn label(self) -> &'static str {
+        match self {
+            ComponentState::Operational => "Operational",
+            ComponentState::Degraded => "Degraded performance",
+            ComponentState::PartialOutage => "Partial outage",
+            ComponentState::MajorOutage => "Major outage",
+            ComponentState::UnderMaintenance => "Under maintenance",
+        }
+    }
+
+    /// CSS class suffix and `data-state` value.
+    pub fn slug(self) -> &'static str {
+        match self {
+            ComponentState::Operational => "operational",
+            ComponentState::Degraded => "degraded",
+            ComponentState::PartialOutage => "partial",
+            ComponentState::MajorOutage => "major",
+            ComponentState::UnderMaintenance => "maintenance",
+        }
+    }
+
+    /// Statuspage's component `status` value.
+    pub fn statuspage(self) -> &'static str {
+        match self {
+            ComponentState::Operational => "operational",
+            ComponentState::Degraded => "degraded_performance",
+            ComponentState::PartialOutage => "partial_outage",
+            ComponentState::MajorOutage => "major_outage",
+            ComponentState::UnderMaintenance => "under_maintenance",
+        }
+    }
+}
+
+/// What a component stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ComponentKind {
+    /// A dependency behind a proxy.
+    Dependency,
+    /// An endpoint of the app under test, probed by drills.
+    Endpoint,
+}
+
+/// One day of a component's uptime bar.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Day {
+    /// Day number (days since 1970-01-01 UTC).
+    pub day: i64,
+    /// Fraction of the observed time the component was up (0..=1); `None`: nothing recorded.
+    pub uptime: Option<f64>,
+    /// The worst state seen that day.
+    pub worst: ComponentState,
+    /// Minutes spent in a partial or major outage.
+    pub outage_minutes: u32,
+    /// Minutes spent degraded.
+    pub degraded_minutes: u32,
+    /// Minutes under maintenance.
+    pub maintenance_minutes: u32,
+    /// Titles of incidents touching this component that day.
+    pub incidents: Vec<String>,
+}
+
+impl Day {
+    /// A day with nothing recorded.
+    pub fn empty(day: i64) -> Self {
+        Day {
+            day,
+            uptime: None,
+            worst: ComponentState::Operational,
+            outage_minutes: 0,
+            degraded_minutes: 0,
+            maintenance_minutes: 0,
+            incidents: Vec::new(),
+        }
+    }
+}
+
+/// A component with its current state and history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Component {
+    /// Stable identifier (the proxy or endpoint name, prefixed by kind for endpoints).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// What it is.
+    pub kind: ComponentKind,
+    /// Current state.
+    pub state: ComponentState,
+    /// Why, in a few words (the active faults, the last probe); empty when operational.
+    pub reason: String,
+    /// The last [`DAYS`] days, oldest first, today last.
+    pub days: Vec<Day>,
+    /// When the component was first seen (unix ms).
+    pub created_at: i64,
+    /// When its state last changed, as far as known (unix ms).
+    pub updated_at: i64,
+}
+
+/// Days shown on each uptime bar.
+pub const DAYS: usize = 90;
+
+impl Component {
+    /// Uptime over the days with data, as a fraction; `None` when no day has data.
+    pub fn uptime(&self) -> Option<f64> {
+        let known: Vec<f64> = self.days.iter().filter_map(|d| d.uptime).collect();
+        if known.is_empty() {
+            None
+        } else {
+            Some(known.iter().sum::<f64>() / known.len() as f64)
+        }
+    }
+}
+
+/// Whether a record is an incident or a (scheduled) maintenance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentKind {
+    /// Something broke (or a drill broke it on purpose).
+    Incident,
+    /// Planned work.
+    Maintenance,
+}
+
+/// Statuspage's incident impact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Impact {
+    /// No visible impact.
+    None,
+    /// Degraded.
+    Minor,
+    /// Partial outage.
+    Major,
+    /// Major outage.
+    Critical,
+    /// Maintenance.
+    Maintenance,
+}
+
+impl Impact {
+    /// Statuspage's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Impact::None => "none",
+            Impact::Minor => "minor",
+            Impact::Major => "major",
+            Impact::Critical => "critical",
+            Impact::Maintenance => "maintenance",
+        }
+    }
+}
+
+/// One entry of an incident's timeline.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IncidentUpdate {
+    /// Identifier.
+    pub id: String,
+    /// When (unix ms).
+    pub at: i64,
+    /// The incident status this update set (`investigating`, `resolved`, ...).
+    pub status: String,
+    /// What happened, as entered.
+    pub body: String,
+}
+
+/// An incident or maintenance with its timeline.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Incident {
+    /// Identifier.
+    pub id: String,
+    /// Incident or maintenance.
+    pub kind: IncidentKind,
+    /// Title, as entered.
+    pub title: String,
+    /// Current status: `investigating`, `identified`, `monitoring`, `resolved` for incidents;
+    /// `scheduled`, `in_progress`, `verifying`, `completed` for maintenances.
+    pub status: String,
+    /// How bad.
+    pub impact: Impact,
+    /// Ids of affected components.
+    pub components: Vec<String>,
+    /// Opened (unix ms).
+    pub created_at: i64,
+    /// Last changed (unix ms).
+    pub updated_at: i64,
+    /// Resolved or completed (unix ms).
+    pub resolved_at: Option<i64>,
+    /// Planned start of a maintenance (unix ms).
+    pub scheduled_for: Option<i64>,
+    /// Planned end of a maintenance (unix ms).
+    pub scheduled_until: Option<i64>,
+    /// Timeline, newest first.
+    pub updates: Vec<IncidentUpdate>,
+}
+
+impl Incident {
+    /// Whether it is still open (not resolved or completed).
+    pub fn is_open(&self) -> bool {
+        self.resolved_at.is_none()
+    }
+
+    /// Whether this is a maintenance that has not started yet.
+    pub fn is_upcoming(&self, now: i64) -> bool {
+        self.kind == IncidentKind::Maintenance
+            && self.is_open()
+            && self.status == "scheduled"
+            && self.scheduled_for.is_some_and(|t| t > now)
+    }
+}
+
+/// One drill run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DrillRun {
+    /// Identifier.
+    pub id: String,
+    /// Drill name, as written in the drill file.
+    pub name: String,
+    /// Started (unix ms).
+    pub started_at: i64,
+    /// Ended (unix ms), `None` while running.
+    pub ended_at: Option<i64>,
+    /// `pass`, `fail`, `aborted`, ... ; `None` while running.
+    pub verdict: Option<String>,
+    /// Where its report can be read, if stored.
+    pub report_url: Option<String>,
+}
+
+/// Everything shown at one moment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatusSnapshot {
+    /// When it was taken (unix ms).
+    pub now: i64,
+    /// Every component, dependencies first, by name.
+    pub components: Vec<Component>,
+    /// Open incidents and maintenances, and those closed in the last days, newest first.
+    pub incidents: Vec<Incident>,
+    /// Recent drill runs, newest first.
+    pub drills: Vec<DrillRun>,
+}
+
+impl StatusSnapshot {
+    /// The state the banner shows: the worst open state of any component.
+    pub fn overall(&self) -> ComponentState {
+        self.components
+            .iter()
+            .fold(ComponentState::Operational, |acc, c| acc.worst(c.state))
+    }
+
+    /// The banner text.
+    pub fn overall_label(&self) -> &'static str {
+        match self.overall() {
+            ComponentState::Operational => "All systems operational",
+            ComponentState::UnderMaintenance => "Under maintenance",
+            ComponentState::Degraded => "Degraded performance",
+            ComponentState::PartialOutage => "Partial outage",
+            ComponentState::MajorOutage => "Major outage",
+        }
+    }
+
+    /// Statuspage's page `status.indicator`.
+    pub fn indicator(&self) -> &'static str {
+        match self.overall() {
+            ComponentState::Operational => "none",
+            ComponentState::UnderMaintenance => "maintenance",
+            ComponentState::Degraded => "minor",
+            ComponentState::PartialOutage => "major",
+            ComponentState::MajorOutage => "critical",
+        }
+    }
+
+    /// A component's display name, or its id when it is gone.
+    pub fn component_name<'a>(&'a self, id: &'a str) -> &'a str {
+        self.components
+            .iter()
+            .find(|c| c.id == id)
+            .map_or(id, |c| c.name.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worst_state_wins() {
+        use ComponentState::*;
+        assert_eq!(Operational.worst(UnderMaintenance), UnderMaintenance);
+        assert_eq!(UnderMaintenance.worst(Degraded), Degraded);
+        assert_eq!(MajorOutage.worst(PartialOutage), MajorOutage);
+        for (i, a) in ComponentState::ALL.iter().enumerate() {
+            for b in &ComponentState::ALL[i..] {
+                assert_eq!(a.worst(*b), *b);
+                assert_eq!(b.worst(*a), *b);
+            }
+        }
+    }
+}

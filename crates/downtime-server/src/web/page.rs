@@ -1,0 +1,416 @@
+//! The HTML status page and the fragments pushed to open pages, rendered with askama.
+//!
+//! Views hold ready-made strings so the templates stay free of logic; askama escapes every
+//! value it prints (text and attributes), so names, titles and updates entered by users
+//! cannot inject markup.
+
+use askama::Template;
+
+use super::clock;
+use super::model::{
+    Component, ComponentKind, Day, DrillRun, Incident, IncidentKind, StatusSnapshot,
+};
+
+/// Everything the page templates print.
+pub struct PageView {
+    /// Product name in the header and title.
+    pub title: String,
+    /// Banner state (CSS slug).
+    pub overall_slug: &'static str,
+    /// Banner text.
+    pub overall_label: &'static str,
+    /// Components not operational.
+    pub affected: usize,
+    /// Number of components.
+    pub component_count: usize,
+    /// Component ids joined, so the page can tell when the set changed.
+    pub component_key: String,
+    /// `1 May 2024 12:34 UTC`.
+    pub updated: String,
+    /// RFC 3339 of the same instant.
+    pub updated_iso: String,
+    /// Whether any component is a probed endpoint.
+    pub has_probes: bool,
+    /// Components in display order.
+    pub components: Vec<ComponentView>,
+    /// Open incidents and maintenances in progress.
+    pub active: Vec<IncidentView>,
+    /// Maintenances not started yet.
+    pub upcoming: Vec<IncidentView>,
+    /// Closed recently.
+    pub past: Vec<IncidentView>,
+    /// Drill runs, newest first.
+    pub drills: Vec<DrillView>,
+}
+
+/// One component row.
+pub struct ComponentView {
+    /// Stable id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// `dependency` or `endpoint`.
+    pub kind_label: &'static str,
+    /// State CSS slug.
+    pub state_slug: &'static str,
+    /// State words.
+    pub state_label: &'static str,
+    /// Why it is in that state.
+    pub reason: String,
+    /// `99.95 % uptime` or `no data yet`.
+    pub uptime: String,
+    /// One bar per day, oldest first.
+    pub bars: Vec<BarView>,
+}
+
+/// One day of an uptime bar.
+pub struct BarView {
+    /// CSS class suffix (`operational`, `degraded`, `partial`, `major`, `maintenance`, `none`).
+    pub class: &'static str,
+    /// Per-day detail shown on hover and focus (the bar's `aria-label`).
+    pub tip: String,
+}
+
+/// One incident or maintenance with its timeline.
+pub struct IncidentView {
+    /// Id (also the fragment `#incident-<id>`).
+    pub id: String,
+    /// Title as entered.
+    pub title: String,
+    /// `Incident` or `Maintenance`.
+    pub kind_label: &'static str,
+    /// `Investigating`, `Resolved`, ...
+    pub status_label: String,
+    /// Impact (CSS class suffix).
+    pub impact: &'static str,
+    /// When: `since 1 May 2024 12:00 UTC (35 min)` or a maintenance window.
+    pub window: String,
+    /// Affected component names, joined.
+    pub components: String,
+    /// Whether the timeline starts unfolded.
+    pub open: bool,
+    /// Timeline, newest first.
+    pub updates: Vec<UpdateView>,
+}
+
+/// One timeline entry.
+pub struct UpdateView {
+    /// Status words.
+    pub status_label: String,
+    /// Body as entered.
+    pub body: String,
+    /// Readable time.
+    pub at: String,
+    /// RFC 3339.
+    pub at_iso: String,
+}
+
+/// One drill run row.
+pub struct DrillView {
+    /// Drill name.
+    pub name: String,
+    /// Readable start.
+    pub started: String,
+    /// RFC 3339 start.
+    pub started_iso: String,
+    /// `3 min` or `running`.
+    pub duration: String,
+    /// Verdict words.
+    pub verdict: String,
+    /// CSS class suffix: `pass`, `fail`, `running`, `other`.
+    pub verdict_class: &'static str,
+    /// Link to the report (same-origin or http(s) only).
+    pub report_url: Option<String>,
+}
+
+/// The whole page.
+#[derive(Template)]
+#[template(path = "status.html")]
+pub struct StatusPage<'a> {
+    /// What to print.
+    pub page: &'a PageView,
+}
+
+/// The banner alone, pushed to open pages.
+#[derive(Template)]
+#[template(path = "_banner.html")]
+pub struct BannerFragment<'a> {
+    /// What to print.
+    pub page: &'a PageView,
+}
+
+/// The component list alone, pushed to open pages when the set of components changes.
+#[derive(Template)]
+#[template(path = "_components.html")]
+pub struct ComponentsFragment<'a> {
+    /// What to print.
+    pub page: &'a PageView,
+}
+
+/// The incident sections alone, pushed to open pages.
+#[derive(Template)]
+#[template(path = "_incidents.html")]
+pub struct IncidentsFragment<'a> {
+    /// What to print.
+    pub page: &'a PageView,
+}
+
+/// Capitalises `in_progress` into `In progress`.
+pub fn status_words(status: &str) -> String {
+    let mut words = status.replace('_', " ");
+    if let Some(first) = words.get(..1) {
+        let upper = first.to_ascii_uppercase();
+        words.replace_range(..1, &upper);
+    }
+    words
+}
+
+fn bar(day: &Day, incidents_label: bool) -> BarView {
+    let date = clock::long_date(day.day);
+    let Some(uptime) = day.uptime else {
+        if day.worst != super::model::ComponentState::Operational {
+            // Today before anything was recorded: the live state.
+            return BarView {
+                class: day.worst.slug(),
+                tip: format!("{date}: {} now", day.worst.label().to_lowercase()),
+            };
+        }
+        return BarView {
+            class: "none",
+            tip: format!("{date}: no data"),
+        };
+    };
+    let mut tip = format!("{date}: {} up", percent(uptime));
+    let mut parts = Vec::new();
+    if day.outage_minutes > 0 {
+        parts.push(format!("{} min outage", day.outage_minutes));
+    }
+    if day.degraded_minutes > 0 {
+        parts.push(format!("{} min degraded", day.degraded_minutes));
+    }
+    if day.maintenance_minutes > 0 {
+        parts.push(format!("{} min maintenance", day.maintenance_minutes));
+    }
+    if !parts.is_empty() {
+        tip.push_str(", ");
+        tip.push_str(&parts.join(", "));
+    }
+    if incidents_label && !day.incidents.is_empty() {
+        tip.push_str("; ");
+        tip.push_str(&day.incidents.join("; "));
+    } else if parts.is_empty() {
+        tip.push_str(", no incidents");
+    }
+    BarView {
+        class: day.worst.slug(),
+        tip,
+    }
+}
+
+/// `99.95 %`, never rounding a loss up to 100.
+pub fn percent(fraction: f64) -> String {
+    let p = (fraction * 100.0).clamp(0.0, 100.0);
+    if p >= 100.0 {
+        "100 %".to_owned()
+    } else {
+        // Truncate: 99.999 shows as 99.99, not 100.
+        format!("{:.2} %", (p * 100.0).floor() / 100.0)
+    }
+}
+
+fn component_view(c: &Component) -> ComponentView {
+    ComponentView {
+        id: c.id.clone(),
+        name: c.name.clone(),
+        kind_label: match c.kind {
+            ComponentKind::Dependency => "dependency",
+            ComponentKind::Endpoint => "endpoint",
+        },
+        state_slug: c.state.slug(),
+        state_label: c.state.label(),
+        reason: c.reason.clone(),
+        uptime: c.uptime().map_or_else(
+            || "no data yet".to_owned(),
+            |u| format!("{} uptime", percent(u)),
+        ),
+        bars: c.days.iter().map(|d| bar(d, true)).collect(),
+    }
+}
+
+fn incident_view(snapshot: &StatusSnapshot, i: &Incident) -> IncidentView {
+    let now = snapshot.now;
+    let window = match (i.kind, i.scheduled_for, i.resolved_at) {
+        (IncidentKind::Maintenance, Some(from), None) => match i.scheduled_until {
+            Some(until) => format!(
+                "scheduled {} to {}",
+                clock::human(from),
+                clock::human(until)
+            ),
+            None => format!("scheduled from {}", clock::human(from)),
+        },
+        (_, _, Some(end)) => format!(
+            "{} to {} ({})",
+            clock::human(i.created_at),
+            clock::human(end),
+            clock::span(end - i.created_at)
+        ),
+        (_, _, None) => format!(
+            "since {} ({})",
+            clock::human(i.created_at),
+            clock::span(now - i.created_at)
+        ),
+    };
+    IncidentView {
+        id: i.id.clone(),
+        title: i.title.clone(),
+        kind_label: match i.kind {
+            IncidentKind::Incident => "Incident",
+            IncidentKind::Maintenance => "Maintenance",
+        },
+        status_label: status_words(&i.status),
+        impact: i.impact.as_str(),
+        window,
+        components: i
+            .components
+            .iter()
+            .map(|id| snapshot.component_name(id))
+            .collect::<Vec<_>>()
+            .join(", "),
+        open: i.is_open(),
+        updates: i
+            .updates
+            .iter()
+            .map(|u| UpdateView {
+                status_label: status_words(&u.status),
+                body: u.body.clone(),
+                at: clock::human(u.at),
+                at_iso: clock::rfc3339(u.at),
+            })
+            .collect(),
+    }
+}
+
+/// Only same-origin paths and http(s) URLs become links (no `javascript:`).
+fn safe_link(url: &str) -> Option<String> {
+    let lower = url.to_ascii_lowercase();
+    let ok = (url.starts_with('/') && !url.starts_with("//"))
+        || lower.starts_with("http://")
+        || lower.starts_with("https://");
+    ok.then(|| url.to_owned())
+}
+
+fn drill_view(now: i64, d: &DrillRun) -> DrillView {
+    let (verdict, verdict_class) = match d.verdict.as_deref() {
+        None => ("running".to_owned(), "running"),
+        Some(v) => {
+            let class = match v.to_ascii_lowercase().as_str() {
+                "pass" | "passed" => "pass",
+                "fail" | "failed" => "fail",
+                _ => "other",
+            };
+            (v.to_owned(), class)
+        }
+    };
+    DrillView {
+        name: d.name.clone(),
+        started: clock::human(d.started_at),
+        started_iso: clock::rfc3339(d.started_at),
+        duration: match d.ended_at {
+            Some(end) => clock::span(end - d.started_at),
+            None => format!("running for {}", clock::span(now - d.started_at)),
+        },
+        verdict,
+        verdict_class,
+        report_url: d.report_url.as_deref().and_then(safe_link),
+    }
+}
+
+/// Builds the view of a snapshot.
+pub fn view(title: &str, snapshot: &StatusSnapshot) -> PageView {
+    let overall = snapshot.overall();
+    let mut active = Vec::new();
+    let mut upcoming = Vec::new();
+    let mut past = Vec::new();
+    for i in &snapshot.incidents {
+        let v = incident_view(snapshot, i);
+        if i.is_upcoming(snapshot.now) {
+            upcoming.push(v);
+        } else if i.is_open() {
+            active.push(v);
+        } else {
+            past.push(v);
+        }
+    }
+    PageView {
+        title: title.to_owned(),
+        overall_slug: overall.slug(),
+        overall_label: snapshot.overall_label(),
+        affected: snapshot
+            .components
+            .iter()
+            .filter(|c| c.state != super::model::ComponentState::Operational)
+            .count(),
+        component_count: snapshot.components.len(),
+        component_key: snapshot
+            .components
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        updated: clock::human(snapshot.now),
+        updated_iso: clock::rfc3339(snapshot.now),
+        has_probes: snapshot
+            .components
+            .iter()
+            .any(|c| c.kind == ComponentKind::Endpoint),
+        components: snapshot.components.iter().map(component_view).collect(),
+        active,
+        upcoming,
+        past,
+        drills: snapshot
+            .drills
+            .iter()
+            .map(|d| drill_view(snapshot.now, d))
+            .collect(),
+    }
+}
+
+/// Renders the whole page.
+pub fn render(title: &str, snapshot: &StatusSnapshot) -> Result<String, askama::Error> {
+    let page = view(title, snapshot);
+    StatusPage { page: &page }.render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percents_never_round_up_to_100() {
+        assert_eq!(percent(1.0), "100 %");
+        assert_eq!(percent(0.99999), "99.99 %");
+        assert_eq!(percent(0.5), "50.00 %");
+        assert_eq!(percent(-1.0), "0.00 %");
+    }
+
+    #[test]
+    fn status_words_are_capitalised() {
+        assert_eq!(status_words("in_progress"), "In progress");
+        assert_eq!(status_words(""), "");
+        assert_eq!(status_words("é"), "é");
+    }
+
+    #[test]
+    fn only_safe_links() {
+        assert_eq!(
+            safe_link("/status/drills/1"),
+            Some("/status/drills/1".into())
+        );
+        assert_eq!(
+            safe_link("https://x.test/r"),
+            Some("https://x.test/r".into())
+        );
+        assert_eq!(safe_link("javascript:alert(1)"), None);
+        assert_eq!(safe_link("//evil.test/x"), None);
+    }
+}

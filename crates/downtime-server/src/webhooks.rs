@@ -1,0 +1,737 @@
+//! Webhooks: JSON notifications of component and incident changes, signed with
+//! HMAC-SHA256, retried with exponential backoff, with a delivery log per hook.
+//!
+//! A slow or broken receiver must never slow the server. So [`Webhooks::publish`] never
+//! waits: each hook has its own task and a bounded queue; when the queue is full the
+//! delivery is dropped, logged as `dropped` and counted. Each attempt has a timeout, and a
+//! hook's task sleeps between retries without holding anything. Hooks live in memory (they
+//! do not survive a restart).
+//!
+//! Routes (control API, so browsers are refused as on every control route):
+//! `POST /webhooks`, `GET /webhooks`, `GET /webhooks/{id}`, `DELETE /webhooks/{id}`,
+//! `GET /webhooks/{id}/deliveries`, `POST /webhooks/{id}/ping`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{FromRef, Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use downtime_model::Error;
+use hmac::{Hmac, KeyInit, Mac};
+use rand::RngExt;
+use serde::Serialize;
+use serde_json::{Value, json};
+use sha2::Sha256;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::ApiError;
+use crate::web::clock;
+
+/// Header carrying `sha256=<hex HMAC-SHA256 of the body keyed with the hook's secret>`.
+pub const SIGNATURE_HEADER: &str = "x-downtime-signature";
+/// Header naming the event.
+pub const EVENT_HEADER: &str = "x-downtime-event";
+/// Header with the delivery id (the same on every retry of one delivery).
+pub const DELIVERY_HEADER: &str = "x-downtime-delivery";
+
+/// What a hook can subscribe to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum EventKind {
+    /// A component changed state.
+    #[serde(rename = "component.updated")]
+    ComponentUpdated,
+    /// An incident or maintenance was opened.
+    #[serde(rename = "incident.created")]
+    IncidentCreated,
+    /// An incident got an update.
+    #[serde(rename = "incident.updated")]
+    IncidentUpdated,
+    /// An incident was resolved (or a maintenance completed).
+    #[serde(rename = "incident.resolved")]
+    IncidentResolved,
+    /// A test delivery asked for through the API.
+    #[serde(rename = "ping")]
+    Ping,
+}
+
+impl EventKind {
+    /// Every event, as subscribed to by `*`.
+    pub const ALL: [EventKind; 5] = [
+        EventKind::ComponentUpdated,
+        EventKind::IncidentCreated,
+        EventKind::IncidentUpdated,
+        EventKind::IncidentResolved,
+        EventKind::Ping,
+    ];
+
+    /// The event's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::ComponentUpdated => "component.updated",
+            EventKind::IncidentCreated => "incident.created",
+            EventKind::IncidentUpdated => "incident.updated",
+            EventKind::IncidentResolved => "incident.resolved",
+            EventKind::Ping => "ping",
+        }
+    }
+
+    fn parse(name: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|e| e.as_str() == name)
+    }
+}
+
+/// Delivery limits.
+#[derive(Debug, Clone)]
+pub struct WebhookOptions {
+    /// Deliveries waiting per hook before new ones are dropped.
+    pub queue: usize,
+    /// Time limit of one attempt (connect, send, answer).
+    pub timeout: Duration,
+    /// Attempts per delivery, the first included.
+    pub attempts: u32,
+    /// Wait after the first failed attempt; doubles after each further failure.
+    pub backoff: Duration,
+    /// Longest wait between attempts.
+    pub backoff_max: Duration,
+    /// Deliveries kept in each hook's log.
+    pub log: usize,
+    /// Most hooks at once.
+    pub max_hooks: usize,
+}
+
+impl Default for WebhookOptions {
+    fn default() -> Self {
+        WebhookOptions {
+            queue: 256,
+            timeout: Duration::from_secs(5),
+            attempts: 5,
+            backoff: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            log: 100,
+            max_hooks: 100,
+        }
+    }
+}
+
+impl WebhookOptions {
+    /// The wait before attempt `attempt + 1` after `attempt` (1-based) failed.
+    pub fn delay_after(&self, attempt: u32) -> Duration {
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX);
+        self.backoff
+            .checked_mul(factor)
+            .unwrap_or(Duration::MAX)
+            .min(self.backoff_max)
+    }
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct WebhookStats {
+    /// Deliveries a receiver accepted (2xx).
+    pub delivered: AtomicU64,
+    /// Attempts that failed (error, timeout or non-2xx), retried or not.
+    pub failed_attempts: AtomicU64,
+    /// Deliveries given up after the last attempt.
+    pub failed: AtomicU64,
+    /// Deliveries dropped because the hook's queue was full.
+    pub dropped: AtomicU64,
+}
+
+/// A hook as the API shows it (never with its secret).
+#[derive(Debug, Clone, Serialize)]
+pub struct HookInfo {
+    /// Identifier.
+    pub id: String,
+    /// Receiver.
+    pub url: String,
+    /// Subscribed events (`*` for all).
+    pub events: Vec<String>,
+    /// Creation time, RFC 3339.
+    pub created_at: String,
+}
+
+/// One attempt of a delivery.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    /// When it started, RFC 3339.
+    pub at: String,
+    /// The receiver's status code, if it answered.
+    pub status: Option<u16>,
+    /// What went wrong, if anything.
+    pub error: Option<String>,
+    /// How long it took.
+    pub duration_ms: u64,
+}
+
+/// One delivery (an event sent to one hook) with its attempts.
+#[derive(Debug, Clone, Serialize)]
+pub struct Delivery {
+    /// Identifier, sent as `X-Downtime-Delivery`.
+    pub id: String,
+    /// Event name.
+    pub event: &'static str,
+    /// When it was queued, RFC 3339.
+    pub created_at: String,
+    /// `pending`, `retrying`, `delivered`, `failed` or `dropped`.
+    pub state: &'static str,
+    /// Attempts so far, oldest first.
+    pub attempts: Vec<Attempt>,
+}
+
+struct Job {
+    delivery: String,
+    event: EventKind,
+    body: Bytes,
+}
+
+struct Hook {
+    info: HookInfo,
+    events: Vec<EventKind>,
+    tx: mpsc::Sender<Job>,
+    log: Arc<Mutex<VecDeque<Delivery>>>,
+    cancel: CancellationToken,
+}
+
+struct Inner {
+    hooks: Mutex<BTreeMap<String, Hook>>,
+    options: WebhookOptions,
+    client: reqwest::Client,
+    stats: WebhookStats,
+    stop: CancellationToken,
+}
+
+/// Cheap-to-clone handle on every webhook.
+#[derive(Clone)]
+pub struct Webhooks {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn random_id(prefix: &str) -> String {
+    let n: u64 = rand::rng().random();
+    format!("{prefix}{n:016x}")
+}
+
+/// `sha256=<hex>` of `body` keyed with `secret`.
+pub fn signature(secret: &[u8], body: &[u8]) -> String {
+    let mut mac = match <Hmac<Sha256> as KeyInit>::new_from_slice(secret) {
+        Ok(m) => m,
+        // HMAC accepts keys of any length; this arm cannot run.
+        Err(_) => return String::new(),
+    };
+    mac.update(body);
+    let digest = mac.finalize().into_bytes();
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256=");
+    for b in digest {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// A validated `POST /webhooks` body.
+struct NewHook {
+    url: String,
+    secret: String,
+    events: Vec<String>,
+}
+
+fn parse_new(body: &[u8]) -> Result<NewHook, Error> {
+    let value: serde_json::Map<String, Value> = crate::api::error::decode_object(body)?;
+    for key in value.keys() {
+        if !matches!(key.as_str(), "url" | "secret" | "events") {
+            return Err(Error::invalid(
+                key.clone(),
+                "unknown field; expected url, secret or events",
+            ));
+        }
+    }
+    let url = match value.get("url") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        None | Some(Value::Null) => return Err(Error::MissingField("url")),
+        Some(Value::String(_)) => return Err(Error::MissingField("url")),
+        Some(other) => {
+            return Err(Error::invalid(
+                "url",
+                format!("expected a string, got {other}"),
+            ));
+        }
+    };
+    let parsed = reqwest::Url::parse(&url)
+        .map_err(|e| Error::invalid("url", format!("{e}, got {url:?}")))?;
+    match parsed.scheme() {
+        "http" => {}
+        "https" => {
+            return Err(Error::invalid(
+                "url",
+                format!("https receivers are not supported by this build (no TLS), got {url:?}"),
+            ));
+        }
+        other => {
+            return Err(Error::invalid(
+                "url",
+                format!("scheme must be http, got {other:?}"),
+            ));
+        }
+    }
+    if parsed.host_str().is_none_or(str::is_empty) || url.len() > 2048 {
+        return Err(Error::invalid(
+            "url",
+            format!("expected http://host[:port]/path, got {url:?}"),
+        ));
+    }
+    let secret = match value.get("secret") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        None | Some(Value::Null) | Some(Value::String(_)) => {
+            return Err(Error::MissingField("secret"));
+        }
+        Some(other) => {
+            return Err(Error::invalid(
+                "secret",
+                format!("expected a string, got {other}"),
+            ));
+        }
+    };
+    if secret.len() > 1024 {
+        return Err(Error::invalid("secret", "longer than 1024 bytes"));
+    }
+    let events = match value.get("events") {
+        None | Some(Value::Null) => vec!["*".to_owned()],
+        Some(Value::Array(items)) => {
+            if items.is_empty() {
+                return Err(Error::invalid(
+                    "events",
+                    "must name at least one event or \"*\"",
+                ));
+            }
+            let mut events = Vec::new();
+            for (n, item) in items.iter().enumerate() {
+                let field = format!("events[{n}]");
+                let Value::String(name) = item else {
+                    return Err(Error::invalid(
+                        field,
+                        format!("expected a string, got {item}"),
+                    ));
+                };
+                if name != "*" && EventKind::parse(name).is_none() {
+                    let known: Vec<&str> = EventKind::ALL.iter().map(|e| e.as_str()).collect();
+                    return Err(Error::invalid(
+                        field,
+                        format!("unknown event {name:?}; known: *, {}", known.join(", ")),
+                    ));
+                }
+                if !events.contains(name) {
+                    events.push(name.clone());
+                }
+            }
+            events
+        }
+        Some(other) => {
+            return Err(Error::invalid(
+                "events",
+                format!("expected an array of event names, got {other}"),
+            ));
+        }
+    };
+    Ok(NewHook {
+        url,
+        secret,
+        events,
+    })
+}
+
+impl Webhooks {
+    /// No hooks yet; every hook task stops when `stop` is cancelled.
+    pub fn new(options: WebhookOptions, stop: CancellationToken) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(options.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("downtime-webhooks/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        Webhooks {
+            inner: Arc::new(Inner {
+                hooks: Mutex::new(BTreeMap::new()),
+                options,
+                client,
+                stats: WebhookStats::default(),
+                stop,
+            }),
+        }
+    }
+
+    /// Delivery counters.
+    pub fn stats(&self) -> &WebhookStats {
+        &self.inner.stats
+    }
+
+    /// Number of hooks.
+    pub fn len(&self) -> usize {
+        lock(&self.inner.hooks).len()
+    }
+
+    /// Whether there is no hook.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn create(&self, new: NewHook) -> Result<HookInfo, Error> {
+        let mut hooks = lock(&self.inner.hooks);
+        if hooks.len() >= self.inner.options.max_hooks {
+            return Err(Error::invalid(
+                "url",
+                format!("at most {} webhooks", self.inner.options.max_hooks),
+            ));
+        }
+        let info = HookInfo {
+            id: random_id("wh_"),
+            url: new.url,
+            events: new.events,
+            created_at: clock::rfc3339(clock::now_ms()),
+        };
+        let events = if info.events.iter().any(|e| e == "*") {
+            EventKind::ALL.to_vec()
+        } else {
+            info.events
+                .iter()
+                .filter_map(|e| EventKind::parse(e))
+                .collect()
+        };
+        let (tx, rx) = mpsc::channel(self.inner.options.queue.max(1));
+        let log = Arc::new(Mutex::new(VecDeque::new()));
+        let cancel = self.inner.stop.child_token();
+        tokio::spawn(worker(
+            self.inner.clone(),
+            info.url.clone(),
+            new.secret.into_bytes(),
+            rx,
+            log.clone(),
+            cancel.clone(),
+        ));
+        hooks.insert(
+            info.id.clone(),
+            Hook {
+                info: info.clone(),
+                events,
+                tx,
+                log,
+                cancel,
+            },
+        );
+        Ok(info)
+    }
+
+    /// Queues `event` for every hook subscribed to it; never waits.
+    pub fn publish(&self, event: EventKind, data: Value) {
+        let hooks = lock(&self.inner.hooks);
+        for hook in hooks.values().filter(|h| h.events.contains(&event)) {
+            self.enqueue(hook, event, &data);
+        }
+    }
+
+    fn enqueue(&self, hook: &Hook, event: EventKind, data: &Value) {
+        let delivery = random_id("dl_");
+        let now = clock::rfc3339(clock::now_ms());
+        let mut payload = json!({
+            "meta": {
+                "event": event.as_str(),
+                "delivery_id": delivery,
+                "webhook_id": hook.info.id,
+                "created_at": now,
+            }
+        });
+        if let (Some(map), Value::Object(extra)) = (payload.as_object_mut(), data) {
+            for (k, v) in extra {
+                map.insert(k.clone(), v.clone());
+            }
+        }
+        let body = Bytes::from(serde_json::to_vec(&payload).unwrap_or_default());
+        let mut record = Delivery {
+            id: delivery.clone(),
+            event: event.as_str(),
+            created_at: now,
+            state: "pending",
+            attempts: Vec::new(),
+        };
+        let job = Job {
+            delivery,
+            event,
+            body,
+        };
+        if hook.tx.try_send(job).is_err() {
+            record.state = "dropped";
+            self.inner.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(webhook = %hook.info.id, event = event.as_str(), "webhook queue full; delivery dropped");
+        }
+        let mut log = lock(&hook.log);
+        log.push_back(record);
+        while log.len() > self.inner.options.log.max(1) {
+            log.pop_front();
+        }
+    }
+
+    fn info(&self) -> Vec<HookInfo> {
+        lock(&self.inner.hooks)
+            .values()
+            .map(|h| h.info.clone())
+            .collect()
+    }
+}
+
+fn update_log(log: &Mutex<VecDeque<Delivery>>, id: &str, f: impl FnOnce(&mut Delivery)) {
+    let mut log = lock(log);
+    if let Some(d) = log.iter_mut().rev().find(|d| d.id == id) {
+        f(d);
+    }
+}
+
+/// Delivers a hook's queue in order, one delivery at a time, retrying each with backoff.
+async fn worker(
+    inner: Arc<Inner>,
+    url: String,
+    secret: Vec<u8>,
+    mut rx: mpsc::Receiver<Job>,
+    log: Arc<Mutex<VecDeque<Delivery>>>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let job = tokio::select! {
+            () = cancel.cancelled() => return,
+            job = rx.recv() => match job { Some(j) => j, None => return },
+        };
+        let sig = signature(&secret, &job.body);
+        let attempts = inner.options.attempts.max(1);
+        for attempt in 1..=attempts {
+            let started_ms = clock::now_ms();
+            let started = tokio::time::Instant::now();
+            let request = inner
+                .client
+                .post(&url)
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(SIGNATURE_HEADER, &sig)
+                .header(EVENT_HEADER, job.event.as_str())
+                .header(DELIVERY_HEADER, &job.delivery)
+                .body(job.body.clone())
+                .send();
+            let outcome = tokio::select! {
+                () = cancel.cancelled() => return,
+                r = request => r,
+            };
+            let (status, error) = match outcome {
+                Ok(r) if r.status().is_success() => (Some(r.status().as_u16()), None),
+                Ok(r) => (
+                    Some(r.status().as_u16()),
+                    Some(format!("receiver answered {}", r.status())),
+                ),
+                Err(e) if e.is_timeout() => (
+                    None,
+                    Some(format!("no answer within {:?}", inner.options.timeout)),
+                ),
+                Err(e) => (None, Some(error_chain(&e))),
+            };
+            let ok = error.is_none();
+            let last = attempt == attempts;
+            let record = Attempt {
+                at: clock::rfc3339(started_ms),
+                status,
+                error,
+                duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            };
+            let state = if ok {
+                inner.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                "delivered"
+            } else {
+                inner.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+                if last {
+                    inner.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    "failed"
+                } else {
+                    "retrying"
+                }
+            };
+            update_log(&log, &job.delivery, |d| {
+                d.state = state;
+                d.attempts.push(record);
+            });
+            if ok || last {
+                break;
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(inner.options.delay_after(attempt)) => {}
+            }
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// The webhook routes, for any router state holding a [`Webhooks`].
+pub fn routes<S>() -> Router<S>
+where
+    Webhooks: FromRef<S>,
+    S: Clone + Send + Sync + 'static,
+{
+    Router::new()
+        .route("/webhooks", get(list).post(create))
+        .route("/webhooks/{id}", get(show).delete(delete))
+        .route("/webhooks/{id}/deliveries", get(deliveries))
+        .route("/webhooks/{id}/ping", post(ping))
+}
+
+fn not_found() -> Response {
+    let body = "{\"error\":\"webhook not found\",\"status\":404}\n";
+    let mut response = (StatusCode::NOT_FOUND, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+async fn create(State(hooks): State<Webhooks>, body: Bytes) -> Response {
+    match parse_new(&body).and_then(|new| hooks.create(new)) {
+        Ok(info) => crate::api::json(StatusCode::CREATED, &info),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+async fn list(State(hooks): State<Webhooks>) -> Response {
+    crate::api::json(StatusCode::OK, &hooks.info())
+}
+
+async fn show(State(hooks): State<Webhooks>, Path(id): Path<String>) -> Response {
+    match lock(&hooks.inner.hooks).get(&id) {
+        Some(h) => crate::api::json(StatusCode::OK, &h.info),
+        None => not_found(),
+    }
+}
+
+async fn delete(State(hooks): State<Webhooks>, Path(id): Path<String>) -> Response {
+    match lock(&hooks.inner.hooks).remove(&id) {
+        Some(h) => {
+            h.cancel.cancel();
+            StatusCode::NO_CONTENT.into_response()
+        }
+        None => not_found(),
+    }
+}
+
+async fn deliveries(State(hooks): State<Webhooks>, Path(id): Path<String>) -> Response {
+    let log = match lock(&hooks.inner.hooks).get(&id) {
+        Some(h) => h.log.clone(),
+        None => return not_found(),
+    };
+    let newest_first: Vec<Delivery> = lock(&log).iter().rev().cloned().collect();
+    crate::api::json(StatusCode::OK, &newest_first)
+}
+
+async fn ping(State(hooks): State<Webhooks>, Path(id): Path<String>) -> Response {
+    let guard = lock(&hooks.inner.hooks);
+    let Some(hook) = guard.get(&id) else {
+        return not_found();
+    };
+    let data = json!({ "ping": { "webhook_id": id, "url": hook.info.url } });
+    hooks.enqueue(hook, EventKind::Ping, &data);
+    StatusCode::ACCEPTED.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_matches_a_known_vector() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            signature(b"Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let o = WebhookOptions {
+            backoff: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(1000),
+            ..WebhookOptions::default()
+        };
+        let delays: Vec<u128> = (1..=6).map(|a| o.delay_after(a).as_millis()).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(o.delay_after(0).as_millis(), 100);
+        assert_eq!(o.delay_after(u32::MAX), Duration::from_millis(1000));
+    }
+
+    #[test]
+    fn bad_definitions_name_the_field() {
+        let cases: [(&str, &str); 10] = [
+            (r#"{"secret":"s"}"#, "missing required field: url"),
+            (
+                r#"{"url":"http://x/","secret":""}"#,
+                "missing required field: secret",
+            ),
+            (
+                r#"{"url":"ftp://x/","secret":"s"}"#,
+                "invalid value for url: scheme must be http",
+            ),
+            (
+                r#"{"url":"not a url","secret":"s"}"#,
+                "invalid value for url:",
+            ),
+            (
+                r#"{"url":7,"secret":"s"}"#,
+                "invalid value for url: expected a string",
+            ),
+            (
+                r#"{"url":"http://x/","secret":"s","events":[]}"#,
+                "invalid value for events:",
+            ),
+            (
+                r#"{"url":"http://x/","secret":"s","events":["nope"]}"#,
+                "invalid value for events[0]: unknown event",
+            ),
+            (
+                r#"{"url":"http://x/","secret":"s","events":"ping"}"#,
+                "invalid value for events: expected an array",
+            ),
+            (
+                r#"{"url":"http://x/","secret":"s","colour":1}"#,
+                "invalid value for colour: unknown field",
+            ),
+            (r#"[1]"#, "bad request body"),
+        ];
+        for (body, want) in cases {
+            let err = parse_new(body.as_bytes())
+                .err()
+                .unwrap_or_else(|| panic!("{body} accepted"));
+            assert!(err.to_string().starts_with(want), "{body}: {err}");
+            assert_eq!(err.status(), 400, "{body}");
+        }
+        let ok = parse_new(
+            br#"{"url":"http://127.0.0.1:9/h","secret":"s","events":["ping","ping","*"]}"#,
+        )
+        .unwrap();
+        assert_eq!(ok.events, ["ping", "*"]);
+    }
+}
