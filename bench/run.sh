@@ -10,7 +10,8 @@
 #   f  HTTP reference figures (nginx return 503, nginx proxy_pass keepalive)
 #
 # Environment: REPEAT (2), DURATION (10 s per wrk/iperf3 run), LAT_SAMPLES (200),
-# IDLE_CONNS (10000), STREAM_CONNS (1000), DOWNTIME_BIN (target/release/downtime),
+# IDLE_CONNS (10000), STREAM_CONNS (1000), CHURN_CYCLES (200), CHURN_TOXIC (latency 10 ms
+# downstream, as JSON; its name must be <type>_<stream> or given), DOWNTIME_BIN (target/release/downtime),
 # SKIP_DOWNTIME=1, BENCH_PORT_BASE (18000), BENCH_OUT (results directory),
 # SERVER_CPU (0), LOAD_CPU (1), KEEP_WORK=1 (keep the temp dir with configs and logs).
 #
@@ -46,6 +47,7 @@ LAT_SAMPLES=${LAT_SAMPLES:-200}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 STREAM_CONNS=${STREAM_CONNS:-1000}
 CHURN_CYCLES=${CHURN_CYCLES:-200}
+CHURN_TOXIC=${CHURN_TOXIC:-'{"type":"latency","stream":"downstream","attributes":{"latency":10}}'}
 
 WORK=$(mktemp -d /tmp/downtime-bench.XXXXXX)
 chmod 755 "$WORK" # nginx workers run as an unprivileged user
@@ -342,7 +344,7 @@ run_churn() {
     # The churn client shares the load core with wrk and the upstream: give it priority
     # so that its own scheduling delay is not charged to the server.
     taskset -c "$LOAD_CPU" nice -n -10 "${TOOL[@]}" churn --api "127.0.0.1:$DT_API_PORT" --proxy stream \
-        --cycles "$CHURN_CYCLES" --max-seconds 22 >"$OUT/$label.json" 2>"$OUT/$label.err"
+        --toxic "$CHURN_TOXIC" --cycles "$CHURN_CYCLES" --max-seconds 22 >"$OUT/$label.json" 2>"$OUT/$label.err"
     if [ -n "$wpid" ]; then
         mid_rss=$(rss_kib "$DT_PID")
         c1=$(cpu_ticks "$DT_PID"); ns1=$(date +%s%N)
