@@ -206,7 +206,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         }
     };
     let secs = value * scale;
-    if !secs.is_finite() || secs < 0.0 || secs > 31_536_000.0 * 10.0 {
+    if !secs.is_finite() || !(0.0..=31_536_000.0 * 10.0).contains(&secs) {
         return Err(format!("duration {text:?} is out of range (0 to 10 years)"));
     }
     Ok(Duration::from_secs_f64(secs))
@@ -532,15 +532,15 @@ fn probe(w: &mut Walker<'_>, table: &Table<'_>, path: &str, at: usize) -> Option
     if url.is_none() && get(table, "url").is_none() {
         w.problem(at, join(path, "url"), "missing (every probe needs a url)");
     }
-    if let Some(u) = &url {
-        if !(u.starts_with("http://") || u.starts_with("https://")) {
-            let off = get(table, "url").map_or(at, |v| v.span().start);
-            w.problem(
-                off,
-                join(path, "url"),
-                format!("expected an http:// or https:// URL, got {u:?}"),
-            );
-        }
+    if let Some(u) = &url
+        && !(u.starts_with("http://") || u.starts_with("https://"))
+    {
+        let off = get(table, "url").map_or(at, |v| v.span().start);
+        w.problem(
+            off,
+            join(path, "url"),
+            format!("expected an http:// or https:// URL, got {u:?}"),
+        );
     }
     let method = w
         .str(table, path, "method")
@@ -629,15 +629,15 @@ fn fault(w: &mut Walker<'_>, table: &Table<'_>, path: &str, at: usize) -> Option
         _ => {}
     }
     let toxicity = w.number(table, path, "toxicity");
-    if let Some(t) = toxicity {
-        if !(0.0..=1.0).contains(&t) {
-            let off = get(table, "toxicity").map_or(at, |v| v.span().start);
-            w.problem(
-                off,
-                join(path, "toxicity"),
-                format!("must be a probability within 0..1, got {t}"),
-            );
-        }
+    if let Some(t) = toxicity
+        && !(0.0..=1.0).contains(&t)
+    {
+        let off = get(table, "toxicity").map_or(at, |v| v.span().start);
+        w.problem(
+            off,
+            join(path, "toxicity"),
+            format!("must be a probability within 0..1, got {t}"),
+        );
     }
     let request = ToxicRequest {
         name: w.str(table, path, "name"),

@@ -84,7 +84,7 @@ pub fn parse(
     let json = match extension {
         Some("json") => true,
         Some("toml") => false,
-        _ => text.trim_start().starts_with(['[', '{']),
+        _ => looks_like_json(text),
     };
     let requests = if json {
         serde_json::from_str::<Vec<ProxyRequest>>(text)
@@ -109,6 +109,20 @@ pub fn parse(
         out.push((config, toxics));
     }
     Ok(out)
+}
+
+/// JSON starts with `{` or with `[` followed by `{` or `]`; TOML's `[table]` and `[[array]]`
+/// headers start with `[` followed by a name or another `[`.
+fn looks_like_json(text: &str) -> bool {
+    let mut rest = text.trim_start();
+    if rest.starts_with('{') {
+        return true;
+    }
+    if let Some(after) = rest.strip_prefix('[') {
+        rest = after.trim_start();
+        return rest.starts_with(['{', ']']);
+    }
+    false
 }
 
 fn toml_to_request(p: TomlProxy) -> Result<ProxyRequest, String> {

@@ -180,14 +180,14 @@ async fn run_drill(args: RunArgs) -> ExitCode {
             Err(e) => eprintln!("downtime: cannot encode the report: {e}"),
         }
     }
-    if let Some(path) = &args.junit {
-        if let Err(e) = std::fs::write(path, report.junit()) {
-            eprintln!(
-                "downtime: cannot write JUnit report {}: {e}",
-                path.display()
-            );
-            return ExitCode::from(2);
-        }
+    if let Some(path) = &args.junit
+        && let Err(e) = std::fs::write(path, report.junit())
+    {
+        eprintln!(
+            "downtime: cannot write JUnit report {}: {e}",
+            path.display()
+        );
+        return ExitCode::from(2);
     }
     ExitCode::from(report.exit_code())
 }

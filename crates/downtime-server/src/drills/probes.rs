@@ -62,10 +62,10 @@ pub fn judge(expect: &Expect, status: u16, body: &[u8], latency: Duration) -> Re
     {
         return Err(format!("status {status} not expected"));
     }
-    if let Some(needle) = &expect.body_contains {
-        if !String::from_utf8_lossy(body).contains(needle.as_str()) {
-            return Err(format!("body does not contain {needle:?}"));
-        }
+    if let Some(needle) = &expect.body_contains
+        && !String::from_utf8_lossy(body).contains(needle.as_str())
+    {
+        return Err(format!("body does not contain {needle:?}"));
     }
     if !expect.json.is_empty() {
         let value: serde_json::Value =
@@ -80,14 +80,14 @@ pub fn judge(expect: &Expect, status: u16, body: &[u8], latency: Duration) -> Re
             }
         }
     }
-    if let Some(budget) = expect.latency {
-        if latency > budget {
-            return Err(format!(
-                "took {}ms, over the {}ms budget",
-                latency.as_millis(),
-                budget.as_millis()
-            ));
-        }
+    if let Some(budget) = expect.latency
+        && latency > budget
+    {
+        return Err(format!(
+            "took {}ms, over the {}ms budget",
+            latency.as_millis(),
+            budget.as_millis()
+        ));
     }
     Ok(())
 }

@@ -258,23 +258,22 @@ impl Run<'_> {
             let phase = self.phase_name(elapsed);
             self.progress
                 .show(&phase, elapsed, self.plan.total(), &self.samples);
-            if faults_live {
-                if let Some(stop) = self.plan.stop {
-                    let from = elapsed.saturating_sub(stop.window).max(self.plan.baseline);
-                    if elapsed.saturating_sub(self.plan.baseline) >= stop.window {
-                        if let Some(a) = verdict::availability(&self.samples, from, elapsed) {
-                            if a < stop.availability_below {
-                                return Some((
-                                    Outcome::Fail,
-                                    format!(
-                                        "stop condition: availability {a:.1}% over the last {}s is below {}%",
-                                        stop.window.as_secs_f64(),
-                                        stop.availability_below
-                                    ),
-                                ));
-                            }
-                        }
-                    }
+            if faults_live
+                && let Some(stop) = self.plan.stop
+                && elapsed.saturating_sub(self.plan.baseline) >= stop.window
+            {
+                let from = elapsed.saturating_sub(stop.window).max(self.plan.baseline);
+                if let Some(a) = verdict::availability(&self.samples, from, elapsed)
+                    && a < stop.availability_below
+                {
+                    return Some((
+                        Outcome::Fail,
+                        format!(
+                            "stop condition in phase {phase:?}: availability {a:.1}% over the last {}s is below {}%",
+                            stop.window.as_secs_f64(),
+                            stop.availability_below
+                        ),
+                    ));
                 }
             }
             let now = Instant::now();
@@ -290,10 +289,10 @@ impl Run<'_> {
                 // On time for the next action: no network call in between.
                 return None;
             }
-            if let Some(before) = halts {
-                if self.api.halts().await.is_some_and(|now| now != before) {
-                    return Some((Outcome::Aborted, "halted (downtime halt)".to_owned()));
-                }
+            if let Some(before) = halts
+                && self.api.halts().await.is_some_and(|now| now != before)
+            {
+                return Some((Outcome::Aborted, "halted (downtime halt)".to_owned()));
             }
         }
     }
@@ -391,10 +390,9 @@ impl Run<'_> {
                 .api
                 .delete(&format!("/proxies/{}/toxics/{LOCK_NAME}", enc(&proxy)))
                 .await
+                && !e.contains("HTTP 404")
             {
-                if !e.contains("HTTP 404") {
-                    cleanup.problems.push(e);
-                }
+                cleanup.problems.push(e);
             }
         }
         for proxy in std::mem::take(&mut self.created) {
@@ -644,7 +642,7 @@ pub async fn run(
                 }
             }
             let mut failures: Vec<(String, usize)> = reasons.into_iter().collect();
-            failures.sort_by(|a, b| b.1.cmp(&a.1));
+            failures.sort_by_key(|f| std::cmp::Reverse(f.1));
             failures.truncate(5);
             ProbeSummary {
                 name: p.name.clone(),
