@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034 # the settings below are used by run.sh
 # Helpers for bench/run.sh: ports, process bookkeeping, nginx and downtime start/stop,
 # /proc readings. Everything binds to 127.0.0.1; every process started here is
 # remembered by PID and stopped by PID on exit.

@@ -86,6 +86,8 @@ check_ports_free "$UP_PORT" "$NGX_TCP_PORT" "$NGX_BULK_PORT" "$NGX_BW1_PORT" "$N
     "$IPERF_PORT" "$NGX_503_PORT" "$NGX_PROXY_PORT" "$DT_API_PORT" "$DT_TCP_PORT" \
     "$DT_BULK_PORT" "$DT_LAT_PORT" "$DT_BW_PORT" "$DT_STREAM_PORT" || exit 1
 
+# "master worker" PIDs, set by start_nginx
+NGX_PID_stream="" NGX_PID_httpref=""
 start_nginx upstream "$LOAD_CPU" "$UP_PORT" || exit 1
 start_nginx stream "$SERVER_CPU" "$NGX_TCP_PORT" || exit 1
 
@@ -135,8 +137,7 @@ run_wrk() {
 }
 
 wait_listen() { # PORT SECS: a listening socket exists (without connecting to it)
-    local i
-    for i in $(seq $(($2 * 10))); do
+    for _ in $(seq $(($2 * 10))); do
         [ -n "$(ss -Htln "( sport = :$1 )")" ] && return 0
         sleep 0.1
     done
@@ -292,9 +293,9 @@ run_idle() {
     rm -f "$WORK/idle.ready" "$WORK/idle.stop"
     taskset -c "$LOAD_CPU" "${TOOL[@]}" idle --port "$port" --count "$n" --hold 180 \
         --ready-file "$WORK/idle.ready" --stop-file "$WORK/idle.stop" >"$OUT/$label.json" 2>"$OUT/$label.err" &
-    local tpid=$! i
+    local tpid=$!
     STARTED_PIDS+=("$tpid")
-    for i in $(seq 1800); do
+    for _ in $(seq 1800); do
         [ -f "$WORK/idle.ready" ] && break
         kill -0 "$tpid" 2>/dev/null || break
         sleep 0.1
@@ -370,7 +371,7 @@ run_churn() {
             emit "e.api_${k}_p99_noload" downtime "$p99" "$rep"
         fi
     done
-    log "$label: $(cat "$OUT/$label.json" 2>/dev/null | head -c 600) conns=${conns:-0} rss before churn $((${pre_rss:-0} / 1024)) MiB, at its end $((${mid_rss:-0} / 1024)) MiB"
+    log "$label: $(head -c 600 "$OUT/$label.json" 2>/dev/null) conns=${conns:-0} rss before churn $((${pre_rss:-0} / 1024)) MiB, at its end $((${mid_rss:-0} / 1024)) MiB"
 }
 
 # nginx's RSS with the same number of streaming connections, as a reference
