@@ -108,12 +108,15 @@ pub fn matches(m: &HttpMatch, parts: &Parts) -> bool {
         }
     }
     if !m.query.is_empty() {
-        let query = parts.uri.query().unwrap_or("");
+        // Names and values are compared decoded (`%20` and `+` are spaces).
+        let pairs: Vec<(String, String)> =
+            form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+                .into_owned()
+                .collect();
         for (name, pattern) in &m.query {
-            let ok = query.split('&').any(|pair| {
-                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                k == name && glob_match(pattern, v)
-            });
+            let ok = pairs
+                .iter()
+                .any(|(k, v)| k == name && glob_match(pattern, v));
             if !ok {
                 return false;
             }
@@ -231,6 +234,11 @@ mod tests {
             &parts("GET", "/apps/1?page=3", &[("x-team", "alpha")])
         ));
         assert!(!matches(&m, &parts("GET", "/apps/1?page=2", &[])));
+        let q: HttpMatch =
+            serde_json::from_value(serde_json::json!({"query": {"q": "a b"}})).unwrap();
+        assert!(matches(&q, &parts("GET", "/?q=a%20b", &[])));
+        assert!(matches(&q, &parts("GET", "/?q=a+b", &[])));
+        assert!(!matches(&q, &parts("GET", "/?q=ab", &[])));
     }
 
     #[tokio::test(start_paused = true)]
