@@ -31,18 +31,51 @@ pub struct HttpMatch {
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "one_or_many"
+        deserialize_with = "methods"
     )]
     pub method: Vec<String>,
     /// Path pattern; `*` matches any run of characters (including `/`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// Header name → value pattern; the header must be present and match.
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "std::collections::BTreeMap::is_empty",
+        deserialize_with = "header_patterns"
+    )]
     pub headers: std::collections::BTreeMap<String, String>,
     /// Query parameter → value pattern.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub query: std::collections::BTreeMap<String, String>,
+}
+
+/// Whether `s` is an HTTP token (a valid method or header name).
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Methods to match, each a valid HTTP method; an impossible one is refused, not ignored.
+fn methods<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let methods = one_or_many(d)?;
+    if let Some(bad) = methods.iter().find(|m| !is_token(m)) {
+        return Err(serde::de::Error::custom(format!("invalid method {bad:?}")));
+    }
+    Ok(methods)
+}
+
+/// Header patterns to match, keyed by valid header names.
+fn header_patterns<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<std::collections::BTreeMap<String, String>, D::Error> {
+    let map = std::collections::BTreeMap::<String, String>::deserialize(d)?;
+    if let Some(bad) = map.keys().find(|name| !is_token(name)) {
+        return Err(serde::de::Error::custom(format!(
+            "invalid header name {bad:?}"
+        )));
+    }
+    Ok(map)
 }
 
 fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -249,19 +282,38 @@ fn check_status(field: &str, status: u16) -> Result<(), Error> {
     }
 }
 
+/// Framing and hop-by-hop headers, which a fault cannot set.
+const RESERVED_HEADERS: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
 fn check_headers(
     field: &str,
     headers: &std::collections::BTreeMap<String, String>,
 ) -> Result<(), Error> {
     for (name, value) in headers {
-        let valid_name = !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-        if !valid_name {
+        if !is_token(name) {
             return Err(Error::invalid(
                 format!("{field}.{name}"),
                 format!("invalid header name {name:?}"),
+            ));
+        }
+        // A configured Content-Length that differs from the body would desynchronise the
+        // connection (and trips an assertion in hyper's debug builds).
+        if RESERVED_HEADERS
+            .iter()
+            .any(|reserved| name.eq_ignore_ascii_case(reserved))
+        {
+            return Err(Error::invalid(
+                format!("{field}.{name}"),
+                format!("{name} is set by downtime from the body and the connection"),
             ));
         }
         if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
@@ -301,6 +353,12 @@ impl HttpAction {
                     return Err(Error::invalid(
                         "attributes.period_ms",
                         "must be at least 1, got 0",
+                    ));
+                }
+                if let Some(name) = r.key_header.as_deref().filter(|h| !is_token(h)) {
+                    return Err(Error::invalid(
+                        "attributes.key_header",
+                        format!("invalid header name {name:?}"),
                     ));
                 }
                 if r.burst == Some(0) {

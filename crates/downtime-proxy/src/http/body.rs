@@ -34,16 +34,37 @@ impl std::fmt::Display for Cut {
 
 impl std::error::Error for Cut {}
 
+/// How long a cut body waits before failing, so that hyper flushes the head and the bytes
+/// already passed: hyper drops its unflushed write buffer when a body fails, and it flushes
+/// only when the body is pending.
+const CUT_GRACE: Duration = Duration::from_millis(50);
+
 /// Passes `allowed` bytes of the inner body, then fails so the connection is cut.
 pub struct CutAfter {
     inner: ResponseBody,
     allowed: usize,
+    grace: Option<Pin<Box<Sleep>>>,
 }
 
 impl CutAfter {
     /// Wraps `inner`, cutting after `allowed` bytes.
     pub fn new(inner: ResponseBody, allowed: usize) -> Self {
-        CutAfter { inner, allowed }
+        CutAfter {
+            inner,
+            allowed,
+            grace: None,
+        }
+    }
+
+    /// Stays pending for [`CUT_GRACE`] (hyper flushes meanwhile), then fails.
+    fn cut(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let grace = self
+            .grace
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(CUT_GRACE)));
+        if grace.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        Poll::Ready(Some(Err(Box::new(Cut("connection cut by an abort fault")))))
     }
 }
 
@@ -56,7 +77,7 @@ impl Body for CutAfter {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if self.allowed == 0 {
-            return Poll::Ready(Some(Err(Box::new(Cut("connection cut by an abort fault")))));
+            return self.cut(cx);
         }
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
@@ -71,7 +92,8 @@ impl Body for CutAfter {
             },
             // The body ended before the cut point: cut now, so the client still sees a break.
             Poll::Ready(None) => {
-                Poll::Ready(Some(Err(Box::new(Cut("connection cut by an abort fault")))))
+                self.allowed = 0;
+                self.cut(cx)
             }
             other => other,
         }

@@ -215,7 +215,7 @@ async fn handle(
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        produce(parts, body, &selected, &shared, &abort).await
+        produce(parts, body, &selected, &shared, &abort, (&entry, started)).await
     };
     let (mut response, fault) = match &router {
         Some((cfg, name)) => {
@@ -254,12 +254,18 @@ async fn produce(
     selected: &[&ChainEntry],
     shared: &HttpShared,
     abort: &AbortSignal,
+    (entry, started): (&JournalEntry, Instant),
 ) -> (Response<ResponseBody>, Option<String>) {
     let abort_fault = selected.iter().find_map(|e| match action(e) {
         Some(HttpAction::Abort(a)) => Some((a.mode, e.toxic.name.clone())),
         _ => None,
     });
-    if let Some((mode @ (AbortMode::Reset | AbortMode::EmptyReply), _)) = &abort_fault {
+    if let Some((mode @ (AbortMode::Reset | AbortMode::EmptyReply), name)) = &abort_fault {
+        // No answer will be sent: journal the request now, with status 0.
+        let mut cut = entry.clone();
+        cut.fault = Some(name.clone());
+        cut.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        shared.journal.push(cut);
         abort.fire(*mode == AbortMode::Reset);
         // The connection task drops this request with the connection.
         std::future::pending::<()>().await;
