@@ -17,6 +17,6 @@ pub mod registry;
 mod tcp;
 pub mod toxics;
 
-pub use registry::{PopulateError, ProxyCounters, Registry};
+pub use registry::{PopulateError, ProxyCounters, Registry, ToxicExpired};
 pub use tcp::ProxyStats;
 pub use tcp::pipe::DirectionStats;

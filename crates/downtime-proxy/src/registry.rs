@@ -18,7 +18,7 @@ use downtime_model::{
 };
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -41,6 +41,8 @@ struct Inner {
     proxies: Mutex<BTreeMap<String, Proxy>>,
     generation: AtomicU64,
     halts: AtomicU64,
+    /// Told of every toxic removed by its time to live (the history store subscribes).
+    expired: broadcast::Sender<ToxicExpired>,
     root: CancellationToken,
     tracker: TaskTracker,
 }
@@ -70,6 +72,15 @@ pub struct PopulateError {
     pub error: Error,
     /// Proxies created or kept before the failure.
     pub proxies: Vec<ProxyView>,
+}
+
+/// A toxic removed because its time to live ran out.
+#[derive(Debug, Clone)]
+pub struct ToxicExpired {
+    /// The proxy it was on.
+    pub proxy: String,
+    /// The toxic as it was.
+    pub toxic: Toxic,
 }
 
 /// A proxy's identity and counters, for the metrics endpoint.
@@ -251,6 +262,7 @@ impl Registry {
                 proxies: Mutex::new(BTreeMap::new()),
                 generation: AtomicU64::new(1),
                 halts: AtomicU64::new(0),
+                expired: broadcast::channel(1024).0,
                 root: CancellationToken::new(),
                 tracker: TaskTracker::new(),
             }),
@@ -297,10 +309,21 @@ impl Registry {
                             let removed = p.toxics.remove(i);
                             p.publish(removed.toxic.stream);
                             tracing::info!(proxy = %proxy, toxic = %name, "toxic expired");
+                            // Nobody listening is fine; a slow listener sees `Lagged`.
+                            let _ = registry.inner.expired.send(ToxicExpired {
+                                proxy: proxy.clone(),
+                                toxic: removed.toxic,
+                            });
                         }
                 }
             }
         });
+    }
+
+    /// Subscribes to toxics removed by their time to live (for the history store); never
+    /// slows expiry down: a receiver that falls behind gets `Lagged` with the count lost.
+    pub fn subscribe_expired(&self) -> broadcast::Receiver<ToxicExpired> {
+        self.inner.expired.subscribe()
     }
 
     /// The last `limit` requests an HTTP proxy served, oldest first.

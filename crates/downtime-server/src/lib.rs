@@ -5,6 +5,8 @@
 //! - [`api`]: the HTTP API (routes, error shape, metrics); handlers only call the registry;
 //! - [`config`]: startup files (our TOML, Toxiproxy's JSON) into validated proxies;
 //! - [`drills`]: the drill runner (timeline, probes, verdict, reports), an API client;
+//! - [`history`]: the history store (SQLite): events, drills, component minutes, uptime,
+//!   incidents;
 //! - [`web`]: the public status page, its live updates, feed and Statuspage-style JSON;
 //! - [`webhooks`]: signed notifications of status changes, with retries and a delivery log;
 //! - [`run`]: wires the registry and the API, and drains both on shutdown.
@@ -12,6 +14,7 @@
 pub mod api;
 pub mod config;
 pub mod drills;
+pub mod history;
 pub mod web;
 pub mod webhooks;
 
@@ -42,6 +45,10 @@ pub struct ServeOptions {
     pub status_page: Option<String>,
     /// Told which proxies are up once the config is applied (e.g. to print their URLs).
     pub on_ready: Option<OnReady>,
+    /// History database file (SQLite, WAL); `None` keeps history in memory (tests).
+    pub history: Option<std::path::PathBuf>,
+    /// Sampling, retention and queue settings of the history store.
+    pub history_settings: history::HistorySettings,
 }
 
 /// Why the server could not run.
@@ -53,6 +60,9 @@ pub enum ServeError {
     /// The API server failed.
     #[error("api server: {0}")]
     Io(#[from] std::io::Error),
+    /// The history store could not be opened.
+    #[error("{0}")]
+    History(#[from] history::HistoryError),
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then stops every proxy and
@@ -63,6 +73,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let registry = Registry::new(options.seed);
+    let history = match &options.history {
+        Some(path) => history::History::open(path, options.history_settings.clone()).await?,
+        None => history::History::memory(options.history_settings.clone()).await?,
+    };
     let status_page = match options.status_page {
         Some(url) => url,
         None => format!("http://{}/status", listener.local_addr()?),
@@ -76,6 +90,14 @@ pub async fn run(
             .await
             .map_err(|e| ServeError::Populate(e.error))?
     };
+    for view in &ready {
+        history.record(history::Event::proxy(
+            history::EventKind::ProxyPopulated,
+            history::Actor::System,
+            view,
+        ));
+    }
+    let history_tasks = history::spawn_tasks(&history, &registry);
     if let Some(on_ready) = options.on_ready {
         on_ready(&ready);
     }
@@ -95,6 +117,7 @@ pub async fn run(
     let state = api::AppState {
         registry: registry.clone(),
         metrics: options.metrics,
+        history: history.clone(),
         webhooks: hooks,
     };
     // The status routes have their own router without the API's browser refusal: see `web`.
@@ -112,10 +135,12 @@ pub async fn run(
     let _ = stop_tx.send(());
     stop_web.cancel();
     registry.shutdown(options.grace).await;
+    history_tasks.stop().await;
     match tokio::time::timeout(options.grace, server).await {
         Ok(Ok(result)) => result?,
         Ok(Err(join)) => tracing::warn!(error = %join, "api server task failed"),
         Err(_) => tracing::warn!("api requests still running after the grace period"),
     }
+    history.shutdown().await;
     Ok(())
 }

@@ -26,6 +26,10 @@ pub struct ServeArgs {
     /// Serve `/metrics` with process metrics.
     #[arg(long)]
     pub runtime_metrics: bool,
+    /// History database (SQLite, created if missing): fault and proxy events with who made
+    /// them, drills, probe results, uptime and incidents. `:memory:` keeps it in memory.
+    #[arg(long, value_name = "FILE", default_value = "downtime.db")]
+    pub db: std::path::PathBuf,
 }
 
 /// Runs the server until SIGINT/SIGTERM. Exit codes: 0 after a clean shutdown, 2 for a bad
@@ -65,6 +69,8 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         grace: Duration::from_secs(5),
         status_page: None,
         on_ready: Some(Box::new(print_proxies)),
+        history: (args.db.as_os_str() != ":memory:").then(|| args.db.clone()),
+        history_settings: downtime_server::history::HistorySettings::default(),
     };
     // Printed on stdout so scripts (and tests using --port 0) can read the bound address.
     println!("downtime API listening on http://{bound}");

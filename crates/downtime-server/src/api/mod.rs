@@ -6,6 +6,8 @@
 //! paths get Go's plain `404 page not found`, wrong methods a bare 405.
 
 pub mod error;
+pub(crate) mod history;
+mod incidents;
 mod metrics;
 mod proxies;
 pub mod request_id;
@@ -30,6 +32,8 @@ pub struct AppState {
     pub registry: Registry,
     /// Whether `/metrics` is routed, and what it includes.
     pub metrics: MetricsOptions,
+    /// The history store (events, uptime, incidents).
+    pub history: crate::history::History,
     /// Webhook subscriptions and their deliveries.
     pub webhooks: crate::webhooks::Webhooks,
 }
@@ -80,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         .route("/halt", get(proxies::halts).post(proxies::halt))
         .route("/version", get(version))
         .merge(crate::webhooks::routes());
+    router = history::routes(router);
     if state.metrics.proxy || state.metrics.runtime {
         router = router.route("/metrics", any(metrics::render));
     }

@@ -10,7 +10,9 @@ use downtime_model::{ProxyPatch, ProxyRequest, ProxyView};
 use serde::Serialize;
 
 use super::error::{decode, decode_object};
+use super::history::Who;
 use super::{ApiError, AppState, json};
+use crate::history::{Event, EventKind};
 
 pub(super) async fn list(State(state): State<AppState>) -> Response {
     let proxies: BTreeMap<String, ProxyView> = state
@@ -25,16 +27,21 @@ pub(super) async fn list(State(state): State<AppState>) -> Response {
 
 pub(super) async fn create(
     State(state): State<AppState>,
+    Who(actor): Who,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let request: ProxyRequest = decode_object(&body)?;
     let (config, toxics) = request.validate(None)?;
     let view = state.registry.create(config, toxics).await?;
+    state
+        .history
+        .record(Event::proxy(EventKind::ProxyCreated, actor, &view));
     Ok(json(StatusCode::CREATED, &view))
 }
 
 pub(super) async fn populate(
     State(state): State<AppState>,
+    Who(actor): Who,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let requests: Vec<ProxyRequest> = decode(&body).map_err(|e| ApiError::with_proxies(e, None))?;
@@ -47,7 +54,13 @@ pub(super) async fn populate(
     }
     match state.registry.populate(items).await {
         // A struct, not `json!`: a `serde_json::Value` would sort the proxies' keys.
-        Ok(proxies) => Ok(json(StatusCode::CREATED, &Populated { proxies })),
+        Ok(proxies) => {
+            for view in &proxies {
+                let event = Event::proxy(EventKind::ProxyPopulated, actor, view);
+                state.history.record(event);
+            }
+            Ok(json(StatusCode::CREATED, &Populated { proxies }))
+        }
         Err(failed) => Err(ApiError::with_proxies(failed.error, Some(failed.proxies))),
     }
 }
@@ -68,6 +81,7 @@ pub(super) async fn show(
 
 pub(super) async fn update(
     State(state): State<AppState>,
+    Who(actor): Who,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -75,19 +89,28 @@ pub(super) async fn update(
     state.registry.get(&name).await?;
     let patch: ProxyPatch = decode_object(&body)?;
     let view = state.registry.update(&name, patch).await?;
+    state
+        .history
+        .record(Event::proxy(EventKind::ProxyChanged, actor, &view));
     Ok(json(StatusCode::OK, &view))
 }
 
 pub(super) async fn delete(
     State(state): State<AppState>,
+    Who(actor): Who,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     state.registry.delete(&name).await?;
+    state.history.record(Event::proxy_removed(actor, &name));
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub(super) async fn reset(State(state): State<AppState>) -> Result<StatusCode, ApiError> {
+pub(super) async fn reset(
+    State(state): State<AppState>,
+    Who(actor): Who,
+) -> Result<StatusCode, ApiError> {
     state.registry.reset().await?;
+    state.history.record(Event::new(EventKind::Reset, actor));
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -117,8 +140,12 @@ pub(super) async fn journal(
 }
 
 /// `POST /halt`: stop every running drill and remove every fault at once.
-pub(super) async fn halt(State(state): State<AppState>) -> Response {
+pub(super) async fn halt(State(state): State<AppState>, Who(actor): Who) -> Response {
     let removed = state.registry.halt().await;
+    let event = Event::new(EventKind::Halt, actor);
+    state
+        .history
+        .record(event.with_detail(serde_json::json!({ "removed": removed })));
     tracing::warn!(removed, "halt: every fault removed");
     json(
         StatusCode::OK,

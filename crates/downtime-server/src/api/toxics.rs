@@ -7,7 +7,9 @@ use axum::response::Response;
 use downtime_model::{ToxicPatch, ToxicRequest};
 
 use super::error::decode_object;
+use super::history::Who;
 use super::{ApiError, AppState, json};
+use crate::history::{Event, EventKind};
 
 pub(super) async fn list(
     State(state): State<AppState>,
@@ -19,6 +21,7 @@ pub(super) async fn list(
 
 pub(super) async fn create(
     State(state): State<AppState>,
+    Who(actor): Who,
     Path(proxy): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -26,6 +29,8 @@ pub(super) async fn create(
     state.registry.get(&proxy).await?;
     let request: ToxicRequest = decode_object(&body)?;
     let toxic = state.registry.add_toxic(&proxy, request).await?;
+    let event = Event::fault(EventKind::FaultCreated, actor, &proxy, &toxic);
+    state.history.record(event);
     Ok(json(StatusCode::OK, &toxic))
 }
 
@@ -39,19 +44,25 @@ pub(super) async fn show(
 
 pub(super) async fn update(
     State(state): State<AppState>,
+    Who(actor): Who,
     Path((proxy, toxic)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     state.registry.toxic(&proxy, &toxic).await?;
     let patch: ToxicPatch = decode_object(&body)?;
     let toxic = state.registry.update_toxic(&proxy, &toxic, patch).await?;
+    let event = Event::fault(EventKind::FaultChanged, actor, &proxy, &toxic);
+    state.history.record(event);
     Ok(json(StatusCode::OK, &toxic))
 }
 
 pub(super) async fn delete(
     State(state): State<AppState>,
+    Who(actor): Who,
     Path((proxy, toxic)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     state.registry.remove_toxic(&proxy, &toxic).await?;
+    let event = Event::fault_gone(EventKind::FaultRemoved, actor, &proxy, &toxic);
+    state.history.record(event);
     Ok(StatusCode::NO_CONTENT)
 }
