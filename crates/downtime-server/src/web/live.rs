@@ -31,6 +31,8 @@ use askama::Template;
 pub struct LiveUpdate {
     /// Change counter, 0 before the first poll.
     pub seq: u64,
+    /// Snapshot time, unix ms: a page ignores updates older than itself.
+    pub updated_ms: i64,
     /// Snapshot time, RFC 3339.
     pub updated_iso: String,
     /// Snapshot time for people.
@@ -112,6 +114,7 @@ pub fn update(title: &str, seq: u64, snapshot: &StatusSnapshot) -> LiveUpdate {
     };
     LiveUpdate {
         seq,
+        updated_ms: snapshot.now,
         updated_iso: view.updated_iso.clone(),
         updated: view.updated.clone(),
         overall: view.overall_slug,

@@ -112,6 +112,8 @@ pub struct Day {
     pub maintenance_minutes: u32,
     /// Titles of incidents touching this component that day.
     pub incidents: Vec<String>,
+    /// Today only: the live state, laid over what was recorded.
+    pub live: Option<ComponentState>,
 }
 
 impl Day {
@@ -125,6 +127,7 @@ impl Day {
             degraded_minutes: 0,
             maintenance_minutes: 0,
             incidents: Vec::new(),
+            live: None,
         }
     }
 }

@@ -8,7 +8,7 @@ use askama::Template;
 
 use super::clock;
 use super::model::{
-    Component, ComponentKind, Day, DrillRun, Incident, IncidentKind, StatusSnapshot,
+    Component, ComponentKind, ComponentState, Day, DrillRun, Incident, IncidentKind, StatusSnapshot,
 };
 
 /// Everything the page templates print.
@@ -29,6 +29,8 @@ pub struct PageView {
     pub updated: String,
     /// RFC 3339 of the same instant.
     pub updated_iso: String,
+    /// The same instant in unix ms.
+    pub updated_ms: i64,
     /// Whether any component is a probed endpoint.
     pub has_probes: bool,
     /// Components in display order.
@@ -69,6 +71,8 @@ pub struct BarView {
     pub class: &'static str,
     /// Per-day detail shown on hover and focus (the bar's `aria-label`).
     pub tip: String,
+    /// The class from recorded history alone, without the live state laid over today.
+    pub base: &'static str,
 }
 
 /// One incident or maintenance with its timeline.
@@ -165,19 +169,22 @@ pub fn status_words(status: &str) -> String {
     words
 }
 
-fn bar(day: &Day, incidents_label: bool) -> BarView {
+fn bar(day: &Day) -> BarView {
     let date = clock::long_date(day.day);
+    let live = day.live.filter(|s| *s != ComponentState::Operational);
     let Some(uptime) = day.uptime else {
-        if day.worst != super::model::ComponentState::Operational {
+        return match live {
             // Today before anything was recorded: the live state.
-            return BarView {
-                class: day.worst.slug(),
-                tip: format!("{date}: {} now", day.worst.label().to_lowercase()),
-            };
-        }
-        return BarView {
-            class: "none",
-            tip: format!("{date}: no data"),
+            Some(now) => BarView {
+                class: now.slug(),
+                tip: format!("{date}: {} now", now.label().to_lowercase()),
+                base: "none",
+            },
+            None => BarView {
+                class: "none",
+                tip: format!("{date}: no data"),
+                base: "none",
+            },
         };
     };
     let mut tip = format!("{date}: {} up", percent(uptime));
@@ -195,15 +202,19 @@ fn bar(day: &Day, incidents_label: bool) -> BarView {
         tip.push_str(", ");
         tip.push_str(&parts.join(", "));
     }
-    if incidents_label && !day.incidents.is_empty() {
+    if !day.incidents.is_empty() {
         tip.push_str("; ");
         tip.push_str(&day.incidents.join("; "));
     } else if parts.is_empty() {
         tip.push_str(", no incidents");
     }
+    if let Some(now) = live {
+        tip.push_str(&format!("; {} now", now.label().to_lowercase()));
+    }
     BarView {
-        class: day.worst.slug(),
+        class: live.map_or(day.worst, |now| day.worst.worst(now)).slug(),
         tip,
+        base: day.worst.slug(),
     }
 }
 
@@ -233,7 +244,7 @@ fn component_view(c: &Component) -> ComponentView {
             || "no data yet".to_owned(),
             |u| format!("{} uptime", percent(u)),
         ),
-        bars: c.days.iter().map(|d| bar(d, true)).collect(),
+        bars: c.days.iter().map(bar).collect(),
     }
 }
 
@@ -348,7 +359,7 @@ pub fn view(title: &str, snapshot: &StatusSnapshot) -> PageView {
         affected: snapshot
             .components
             .iter()
-            .filter(|c| c.state != super::model::ComponentState::Operational)
+            .filter(|c| c.state != ComponentState::Operational)
             .count(),
         component_count: snapshot.components.len(),
         component_key: snapshot
@@ -359,6 +370,7 @@ pub fn view(title: &str, snapshot: &StatusSnapshot) -> PageView {
             .join("\n"),
         updated: clock::human(snapshot.now),
         updated_iso: clock::rfc3339(snapshot.now),
+        updated_ms: snapshot.now,
         has_probes: snapshot
             .components
             .iter()

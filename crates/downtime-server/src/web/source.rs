@@ -95,8 +95,8 @@ fn live_days(today: i64, state: ComponentState) -> Vec<Day> {
     (first..=today)
         .map(|day| {
             let mut d = Day::empty(day);
-            if day == today && state != ComponentState::Operational {
-                d.worst = state;
+            if day == today {
+                d.live = Some(state);
             }
             d
         })

@@ -41,6 +41,10 @@
   }
 
   function apply(u) {
+    // The stream starts with the monitor's last update, which may predate this page.
+    var mine = Number(document.body.getAttribute("data-updated-ms") || 0);
+    if (u.updated_ms < mine) return;
+    document.body.setAttribute("data-updated-ms", String(u.updated_ms));
     var banner = byId("live-banner");
     if (banner && banner.innerHTML !== u.banner_html) banner.innerHTML = u.banner_html;
     var incidents = byId("live-incidents");
@@ -70,9 +74,8 @@
         var today = bars[bars.length - 1];
         if (today) {
           // Today's bar shows the live state on top of what was recorded.
-          if (!today.hasAttribute("data-base")) today.setAttribute("data-base", today.className);
-          today.className =
-            c.state === "operational" ? today.getAttribute("data-base") : "bar b-" + c.state;
+          var base = today.getAttribute("data-base") || today.className;
+          today.className = c.state === "operational" ? base : "bar b-" + c.state;
         }
       }
     }

@@ -1,0 +1,721 @@
+//! The status page and its machine interfaces, end to end over loopback: the HTML page in a
+//! real headless Chromium (WebDriver through Debian's `chromium-driver`), server-sent
+//! events, the Statuspage-style JSON, the Atom feed (parsed with an XML parser), webhooks
+//! delivered to a local receiver that checks the signature, and escaping of user text.
+//!
+//! The browser test skips with a message when Chromium or chromedriver is missing, unless
+//! `DOWNTIME_REQUIRE_BROWSER=1` (set by `.ci/run`), where it fails instead.
+
+mod browser;
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::{Value, json};
+use support::Server;
+
+const NASTY: &str = "<script>window.__xss=1</script><img src=x onerror=\"window.__xss=2\">";
+
+/// Any TCP address nothing listens on, as an upstream (the status page never dials it).
+fn nowhere() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+async fn toxic(server: &Server, proxy: &str, body: Value) {
+    let r = server
+        .post(&format!("/proxies/{proxy}/toxics"), &body.to_string())
+        .await;
+    assert_eq!(r.status, 200, "add toxic to {proxy}: {}", r.body);
+}
+
+/// Waits until `check` holds, polling every 50 ms, for at most `limit`.
+async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn component<'a>(doc: &'a Value, id: &str) -> &'a Value {
+    doc["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("no component {id} in {doc}"))
+}
+
+#[tokio::test]
+async fn states_follow_live_faults_in_page_and_json() {
+    let server = Server::start();
+    let up = nowhere();
+    for name in ["redis", "postgres", "search", "billing", "mail"] {
+        server.proxy(name, up).await;
+    }
+    toxic(
+        &server,
+        "redis",
+        json!({"type": "latency", "attributes": {"latency": 800}}),
+    )
+    .await;
+    toxic(
+        &server,
+        "postgres",
+        json!({"type": "timeout", "attributes": {"timeout": 0}}),
+    )
+    .await;
+    toxic(
+        &server,
+        "search",
+        json!({"type": "reset_peer", "toxicity": 0.5}),
+    )
+    .await;
+    let r = server
+        .post("/proxies/billing", r#"{"enabled": false}"#)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    let summary = server.get("/api/v2/summary.json").await;
+    assert_eq!(summary.status, 200);
+    assert_eq!(summary.header("content-type"), Some("application/json"));
+    let doc = summary.json();
+    assert_eq!(doc["status"]["indicator"], "critical");
+    assert_eq!(doc["status"]["description"], "Major outage");
+    assert_eq!(component(&doc, "redis")["status"], "degraded_performance");
+    assert_eq!(component(&doc, "postgres")["status"], "major_outage");
+    assert_eq!(component(&doc, "search")["status"], "partial_outage");
+    assert_eq!(component(&doc, "billing")["status"], "major_outage");
+    assert_eq!(component(&doc, "mail")["status"], "operational");
+    assert!(doc["page"]["url"].as_str().unwrap().ends_with("/status"));
+
+    // The page opens in a browser (a Mozilla user agent), unlike the control API.
+    let page = server
+        .request_with(
+            reqwest::Method::GET,
+            "/status",
+            None,
+            Some("Mozilla/5.0 (X11)"),
+        )
+        .await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(
+        page.header("content-security-policy")
+            .unwrap()
+            .contains("script-src 'self'")
+    );
+    for (id, state) in [
+        ("redis", "degraded"),
+        ("postgres", "major"),
+        ("search", "partial"),
+        ("billing", "major"),
+        ("mail", "operational"),
+    ] {
+        let needle = format!("data-component-id=\"{id}\" data-state=\"{state}\"");
+        assert!(page.body.contains(&needle), "{needle} missing");
+    }
+    assert_eq!(page.body.matches("class=\"bar ").count(), 5 * 90);
+    let api = server
+        .request_with(
+            reqwest::Method::GET,
+            "/proxies",
+            None,
+            Some("Mozilla/5.0 (X11)"),
+        )
+        .await;
+    assert_eq!(api.status, 403, "the control API still refuses browsers");
+
+    // Faults removed: back to operational.
+    server.post("/reset", "").await;
+    let doc = server.get("/api/v2/components.json").await.json();
+    for c in doc["components"].as_array().unwrap() {
+        assert_eq!(c["status"], "operational", "{c}");
+    }
+    let status = server.get("/api/v2/status.json").await.json();
+    assert_eq!(status["status"]["indicator"], "none");
+    for path in [
+        "/api/v2/incidents.json",
+        "/api/v2/incidents/unresolved.json",
+        "/api/v2/scheduled-maintenances.json",
+        "/api/v2/scheduled-maintenances/upcoming.json",
+        "/api/v2/scheduled-maintenances/active.json",
+    ] {
+        let r = server.get(path).await;
+        assert_eq!(r.status, 200, "{path}");
+        assert!(r.json()["page"]["id"].is_string(), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn maintenance_fault_links_to_a_page_that_exists() {
+    let server = Server::start();
+    let body =
+        json!({"name": "platform", "listen": "127.0.0.1:0", "upstream": "", "protocol": "http"});
+    let r = server.post("/proxies", &body.to_string()).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let listen = r.json()["listen"].as_str().unwrap().to_owned();
+    toxic(&server, "platform", json!({"type": "maintenance"})).await;
+    let answer = reqwest::get(format!("http://{listen}/anything"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let link = format!("{}/status", server.base);
+    assert!(answer.contains(&link), "{answer}");
+    let page = reqwest::Client::new()
+        .get(&link)
+        .header("user-agent", "Mozilla/5.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("data-component-id=\"platform\" data-state=\"maintenance\""),
+        "the page must say the component is under maintenance"
+    );
+    assert!(html.contains("Under maintenance"));
+}
+
+#[tokio::test]
+async fn user_text_is_escaped_in_page_json_feed_and_events() {
+    let server = Server::start();
+    server.proxy(NASTY, nowhere()).await;
+    let page = server.get("/status").await.body;
+    assert!(!page.contains("<script>window"), "raw script in page");
+    assert!(!page.contains("<img src=x"), "raw img in page");
+    assert!(page.contains("&#60;script&#62;window.__xss=1&#60;/script&#62;"));
+    let json = server.get("/api/v2/summary.json").await;
+    assert!(!json.body.contains('<') && !json.body.contains('>'));
+    assert_eq!(component(&json.json(), NASTY)["name"], NASTY);
+    let feed = server.get("/status/feed.atom").await.body;
+    roxmltree::Document::parse(&feed).expect("feed is XML");
+    // Live fragments are rendered by the same escaping templates.
+    let first = first_event(&server, "components_html").await;
+    let data: Value = serde_json::from_str(&first).unwrap();
+    let html = data["components_html"].as_str().unwrap();
+    assert!(!html.contains("<script>") && html.contains("&#60;script&#62;"));
+}
+
+/// The data of the first `status` event of `/status/events` that lists a component.
+async fn first_event(server: &Server, must_contain: &str) -> String {
+    let mut resp = reqwest::get(format!("{}/status/events", server.base))
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(left, resp.chunk())
+            .await
+            .expect("no status event in time")
+            .unwrap()
+            .expect("stream ended");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        if let Some(start) = text.find("event: status\n") {
+            let rest = &text[start..];
+            if let Some(end) = rest.find("\n\n") {
+                let data = rest[..end]
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data: "))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                let parsed: Value = serde_json::from_str(&data).unwrap();
+                if parsed["components"]
+                    .as_array()
+                    .is_some_and(|c| !c.is_empty())
+                {
+                    assert!(data.contains(must_contain));
+                    return data;
+                }
+                text = text[start + end + 2..].to_owned();
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn events_push_changes_without_polling_the_page() {
+    let server = Server::start();
+    server.proxy("redis", nowhere()).await;
+    let mut resp = reqwest::get(format!("{}/status/events", server.base))
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    let mut wait_for = async |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !seen.contains(needle) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let chunk = tokio::time::timeout(left, resp.chunk())
+                .await
+                .unwrap_or_else(|_| panic!("no event with {needle} in time: {seen}"))
+                .unwrap()
+                .unwrap();
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    };
+    wait_for("\"state\":\"operational\"").await;
+    toxic(&server, "redis", json!({"type": "timeout"})).await;
+    wait_for("\"state\":\"major\"").await;
+}
+
+#[tokio::test]
+async fn feed_is_atom() {
+    let server = Server::start();
+    server.proxy("redis", nowhere()).await;
+    let r = server.get("/status/feed.atom").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/atom+xml; charset=utf-8")
+    );
+    let doc = roxmltree::Document::parse(&r.body).expect("feed is XML");
+    let atom = "http://www.w3.org/2005/Atom";
+    let feed = doc.root_element();
+    assert_eq!(feed.tag_name().name(), "feed");
+    assert_eq!(feed.tag_name().namespace(), Some(atom));
+    for required in ["id", "title", "updated"] {
+        assert!(
+            feed.children()
+                .any(|n| n.tag_name().name() == required && n.tag_name().namespace() == Some(atom)),
+            "feed lacks {required}"
+        );
+    }
+    for entry in feed.children().filter(|n| n.has_tag_name((atom, "entry"))) {
+        for required in ["id", "title", "updated"] {
+            assert!(entry.children().any(|n| n.has_tag_name((atom, required))));
+        }
+    }
+}
+
+// --- webhooks ---------------------------------------------------------------------------
+
+/// What a receiver got: (event header, signature ok, body).
+type Received = Arc<Mutex<Vec<(String, bool, Value)>>>;
+
+/// A webhook receiver on `127.0.0.1:0` that checks `X-Downtime-Signature` with `secret`,
+/// answers 500 to the first `fail_first` requests, and hangs forever when `hang` is set.
+async fn receiver(secret: &'static str, fail_first: usize, hang: bool) -> (String, Received) {
+    let got: Received = Arc::default();
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post({
+            let got = got.clone();
+            move |headers: HeaderMap, body: Bytes| {
+                let got = got.clone();
+                let calls = calls.clone();
+                async move {
+                    if hang {
+                        std::future::pending::<()>().await;
+                    }
+                    let sig = headers
+                        .get("x-downtime-signature")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    let ok = sig == expected_signature(secret.as_bytes(), &body);
+                    let event = headers
+                        .get("x-downtime-event")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    got.lock().unwrap().push((event, ok, value));
+                    let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if n < fail_first {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        StatusCode::NO_CONTENT
+                    }
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got)
+}
+
+/// HMAC-SHA256 computed independently of the server's code.
+fn expected_signature(secret: &[u8], body: &[u8]) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret).unwrap();
+    mac.update(body);
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256={hex}")
+}
+
+#[tokio::test]
+async fn webhooks_are_signed_and_retried_after_a_failure() {
+    let server = Server::start();
+    server.proxy("redis", nowhere()).await;
+    // Let the monitor see the new proxy first, so the only event is the fault below.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (url, got) = receiver("s3cret", 1, false).await;
+    let r = server
+        .post(
+            "/webhooks",
+            &json!({"url": url, "secret": "s3cret", "events": ["component.updated"]}).to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let hook = r.json();
+    let id = hook["id"].as_str().unwrap().to_owned();
+    assert!(hook.get("secret").is_none(), "the secret is never shown");
+    assert_eq!(server.get("/webhooks").await.json()[0]["id"], id.as_str());
+
+    toxic(&server, "redis", json!({"type": "timeout"})).await;
+
+    let deadline = Duration::from_secs(15);
+    eventually(deadline, "a delivered webhook after one retry", || async {
+        let log = server
+            .get(&format!("/webhooks/{id}/deliveries"))
+            .await
+            .json();
+        log.as_array()
+            .and_then(|l| l.first())
+            .is_some_and(|d| d["state"] == "delivered")
+    })
+    .await;
+    let log = server
+        .get(&format!("/webhooks/{id}/deliveries"))
+        .await
+        .json();
+    let delivery = &log[0];
+    assert_eq!(delivery["event"], "component.updated");
+    let attempts = delivery["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{delivery}");
+    assert_eq!(attempts[0]["status"], 500);
+    assert_eq!(attempts[1]["status"], 204);
+
+    let received = got.lock().unwrap().clone();
+    assert_eq!(received.len(), 2, "one failure, one success");
+    for (event, signature_ok, body) in &received {
+        assert_eq!(event, "component.updated");
+        assert!(signature_ok, "bad signature on {body}");
+        assert_eq!(body["component"]["id"], "redis");
+        assert_eq!(body["component_update"]["old_status"], "operational");
+        assert_eq!(body["component_update"]["new_status"], "major_outage");
+        assert_eq!(body["meta"]["webhook_id"], id.as_str());
+    }
+    // The same delivery id on both attempts.
+    assert_eq!(
+        received[0].2["meta"]["delivery_id"],
+        received[1].2["meta"]["delivery_id"]
+    );
+
+    let r = server.delete(&format!("/webhooks/{id}")).await;
+    assert_eq!(r.status, 204);
+    let r = server.get(&format!("/webhooks/{id}/deliveries")).await;
+    assert_eq!(r.status, 404);
+}
+
+#[tokio::test]
+async fn a_hanging_receiver_never_slows_the_server() {
+    let server = Server::start();
+    server.proxy("redis", nowhere()).await;
+    let (url, _) = receiver("k", 0, true).await;
+    let r = server
+        .post("/webhooks", &json!({"url": url, "secret": "k"}).to_string())
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    for i in 0..6 {
+        let ping = server.post(&format!("/webhooks/{id}/ping"), "").await;
+        assert_eq!(ping.status, 202);
+        let kind = if i % 2 == 0 { "timeout" } else { "latency" };
+        toxic(&server, "redis", json!({"name": "t", "type": kind})).await;
+        server.delete("/proxies/redis/toxics/t").await;
+    }
+    for path in ["/proxies", "/status", "/api/v2/summary.json", "/version"] {
+        let r = server.get(path).await;
+        assert!(r.status < 500, "{path}");
+        assert!(
+            r.elapsed < Duration::from_millis(500),
+            "{path} took {:?}",
+            r.elapsed
+        );
+    }
+    let log = server
+        .get(&format!("/webhooks/{id}/deliveries"))
+        .await
+        .json();
+    assert!(!log.as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn bad_webhook_definitions_are_refused_naming_the_field() {
+    let server = Server::start();
+    let cases = [
+        (json!({"secret": "s"}), "missing required field: url"),
+        (
+            json!({"url": "http://127.0.0.1:1/"}),
+            "missing required field: secret",
+        ),
+        (
+            json!({"url": "gopher://x/", "secret": "s"}),
+            "invalid value for url: scheme must be http, got \"gopher\"",
+        ),
+        (
+            json!({"url": "http://127.0.0.1:1/", "secret": "s", "events": ["nope"]}),
+            "invalid value for events[0]: unknown event \"nope\"",
+        ),
+    ];
+    for (body, message) in cases {
+        let r = server.post("/webhooks", &body.to_string()).await;
+        assert_eq!(r.status, 400, "{body}");
+        let err = r.json();
+        assert!(
+            err["error"].as_str().unwrap().starts_with(message),
+            "{body}: {}",
+            err["error"]
+        );
+    }
+    let r = server
+        .request_with(
+            reqwest::Method::POST,
+            "/webhooks",
+            Some(r#"{"url":"http://127.0.0.1:1/","secret":"s"}"#),
+            Some("Mozilla/5.0"),
+        )
+        .await;
+    assert_eq!(
+        r.status, 403,
+        "webhooks are a control route: browsers refused"
+    );
+    assert_eq!(server.get("/webhooks/nope").await.status, 404);
+}
+
+// --- the page in a real browser -------------------------------------------------------------
+
+fn artifact(name: &str) -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"),
+        std::path::PathBuf::from,
+    );
+    target.join(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_in_headless_chromium() {
+    let Some(browser) = browser::Browser::start(1280, 2400).await else {
+        return;
+    };
+    let server = Server::start();
+    let up = nowhere();
+    for name in ["payments-api", "postgres", "redis", "search", NASTY] {
+        server.proxy(name, up).await;
+    }
+    toxic(
+        &server,
+        "redis",
+        json!({"type": "latency", "attributes": {"latency": 900}}),
+    )
+    .await;
+    toxic(
+        &server,
+        "postgres",
+        json!({"name": "down", "type": "timeout"}),
+    )
+    .await;
+    toxic(
+        &server,
+        "search",
+        json!({"type": "reset_peer", "toxicity": 0.3}),
+    )
+    .await;
+
+    let c = &browser.client;
+    c.goto(&format!("{}/status", server.base))
+        .await
+        .expect("open the page");
+    // A JS expression giving "state|label" of a component row, or null.
+    let state_of = |id: &str| {
+        format!(
+            "(function () {{ var el = Array.from(document.querySelectorAll('.component'))\
+               .find(function (e) {{ return e.getAttribute('data-component-id') === {} }});\
+             return el ? el.getAttribute('data-state') + '|' + \
+               el.querySelector('[data-role=state]').textContent : null; }})()",
+            serde_json::to_string(id).unwrap()
+        )
+    };
+    for (id, want) in [
+        ("payments-api", "operational|Operational"),
+        ("postgres", "major|Major outage"),
+        ("redis", "degraded|Degraded performance"),
+        ("search", "partial|Partial outage"),
+    ] {
+        assert_eq!(
+            browser
+                .js(&format!("return {}", state_of(id)), vec![])
+                .await,
+            json!(want),
+            "{id}"
+        );
+    }
+    let banner = browser
+        .js(
+            "return document.querySelector('.banner h2').textContent",
+            vec![],
+        )
+        .await;
+    assert_eq!(banner, json!("Major outage"));
+
+    // 90 bars per component.
+    let bars = browser
+        .js(
+            "return Array.from(document.querySelectorAll('.component'))\
+               .map(function (c) { return c.querySelectorAll('.bars > .bar').length; })",
+            vec![],
+        )
+        .await;
+    assert_eq!(bars, json!([90, 90, 90, 90, 90]));
+
+    // The hostile name shows as text and nothing ran.
+    let xss = browser
+        .js(
+            "var want = arguments[0];\
+             return [typeof window.__xss, Array.from(document.querySelectorAll('.component h3'))\
+               .some(function (h) { return h.firstChild.textContent.trim() === want; })]",
+            vec![json!(NASTY)],
+        )
+        .await;
+    assert_eq!(xss, json!(["undefined", true]), "user text must be inert");
+
+    // Per-day detail on keyboard focus: one Tab stop per bar list, arrows move between days.
+    let focus = browser
+        .js(
+            "var bars = document.querySelectorAll('.component')[2].querySelectorAll('.bar');\
+             var stops = Array.from(bars).filter(function (b) { return b.tabIndex === 0; });\
+             bars[bars.length - 1].focus();\
+             var tip = getComputedStyle(document.activeElement, '::after').content;\
+             return [stops.length, document.activeElement === bars[89], tip];",
+            vec![],
+        )
+        .await;
+    assert_eq!(focus[0], json!(1), "one Tab stop per bar list: {focus}");
+    assert_eq!(focus[1], json!(true));
+    let tip = focus[2].as_str().unwrap();
+    assert!(
+        tip.contains("now") || tip.contains("no data"),
+        "tooltip on focus: {tip}"
+    );
+    let active = c.active_element().await.expect("focused bar");
+    active.send_keys("\u{E012}").await.expect("ArrowLeft"); // WebDriver's ArrowLeft
+    let moved = browser
+        .js(
+            "var bars = document.querySelectorAll('.component')[2].querySelectorAll('.bar');\
+             return [document.activeElement === bars[88], bars[88].tabIndex, bars[89].tabIndex,\
+                     getComputedStyle(bars[88], '::after').content];",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        moved[0],
+        json!(true),
+        "ArrowLeft moves to the previous day: {moved}"
+    );
+    assert_eq!((moved[1].clone(), moved[2].clone()), (json!(0), json!(-1)));
+    assert!(moved[3].as_str().unwrap().contains("no data"), "{moved}");
+
+    // Screenshot of the page with faults (a test artifact; look at it).
+    browser
+        .js(
+            "document.activeElement.blur(); window.scrollTo(0, 0);",
+            vec![],
+        )
+        .await;
+    browser.screenshot(&artifact("status-page.png")).await;
+
+    // Live update without reload: mark this document, change faults, wait for the DOM.
+    browser.js("window.__sameDocument = 'yes'", vec![]).await;
+    browser
+        .wait_for(
+            Duration::from_secs(10),
+            "the event stream to connect",
+            "return document.body.getAttribute('data-live') === 'on'",
+        )
+        .await;
+    let r = server.delete("/proxies/postgres/toxics/down").await;
+    assert_eq!(r.status, 204);
+    toxic(
+        &server,
+        "payments-api",
+        json!({"type": "limit_data", "attributes": {"bytes": 10}}),
+    )
+    .await;
+    for (id, want, what) in [
+        (
+            "postgres",
+            "operational|Operational",
+            "postgres back to operational",
+        ),
+        (
+            "payments-api",
+            "partial|Partial outage",
+            "a new fault on payments-api",
+        ),
+    ] {
+        browser
+            .wait_for(
+                Duration::from_secs(10),
+                what,
+                &format!("return {} === {}", state_of(id), json!(want)),
+            )
+            .await;
+    }
+    let after = browser
+        .js(
+            "return [window.__sameDocument, document.querySelector('.banner h2').textContent]",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        after,
+        json!(["yes", "Partial outage"]),
+        "updated in place, no reload"
+    );
+
+    // A phone-sized window: the same page, readable (second artifact).
+    c.set_window_size(390, 1400).await.expect("resize");
+    browser.js("window.scrollTo(0, 0);", vec![]).await;
+    browser.screenshot(&artifact("status-page-phone.png")).await;
+    let overflow = browser
+        .js(
+            "return document.documentElement.scrollWidth <= window.innerWidth",
+            vec![],
+        )
+        .await;
+    assert_eq!(overflow, json!(true), "no horizontal scrolling on a phone");
+    browser.close().await;
+}
