@@ -48,7 +48,10 @@ pub(crate) async fn resolve_listen(listen: &str) -> Result<SocketAddr, Error> {
 }
 
 /// Binds `addr` with SO_REUSEADDR (a proxy re-enabled at once must get its port back).
-pub(crate) fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
+///
+/// Returns a std listener: it is registered with the data-plane runtime by the accept loop
+/// that runs there, never with the runtime of the API call that created it.
+pub(crate) fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, Error> {
     let bound = (|| {
         let socket = if addr.is_ipv4() {
             TcpSocket::new_v4()?
@@ -57,9 +60,21 @@ pub(crate) fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
         };
         socket.set_reuseaddr(true)?;
         socket.bind(addr)?;
-        socket.listen(1024)
+        let listener = socket.listen(1024)?;
+        listener.into_std()
     })();
     bound.map_err(|e| Error::Listen(format!("listen tcp {addr}: bind: {}", describe(&e))))
+}
+
+/// Registers a listener from [`bind`] with the runtime this runs on.
+fn register(listener: std::net::TcpListener) -> Option<TcpListener> {
+    match TcpListener::from_std(listener) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot register a listener");
+            None
+        }
+    }
 }
 
 /// An OS error as Go prints it: lowercase, without Rust's "(os error N)" suffix.
@@ -101,11 +116,14 @@ fn has_live_toxics(chain: &watch::Receiver<Arc<Chain>>) -> bool {
 
 /// Accepts clients until `cancel` fires; each connection runs in its own tracked task.
 pub(crate) async fn accept_loop(
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     ctx: AcceptContext,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let Some(listener) = register(listener) else {
+        return;
+    };
     loop {
         let accepted = tokio::select! {
             () = cancel.cancelled() => return,
@@ -161,11 +179,14 @@ pub(crate) fn mix(a: u64, b: u64) -> u64 {
 
 /// Accepts relayed connections on the internal HTTP listener of an HTTP proxy.
 pub(crate) async fn http_accept_loop(
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     shared: Arc<HttpShared>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let Some(listener) = register(listener) else {
+        return;
+    };
     loop {
         let accepted = tokio::select! {
             () = cancel.cancelled() => return,

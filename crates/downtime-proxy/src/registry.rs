@@ -37,6 +37,9 @@ pub struct Registry {
 
 struct Inner {
     seed: u64,
+    /// The runtime connections run on; the API may run on another one, so nothing the
+    /// data plane does can delay an API answer.
+    data_plane: tokio::runtime::Handle,
     status_page: std::sync::RwLock<Arc<str>>,
     proxies: Mutex<BTreeMap<String, Proxy>>,
     generation: AtomicU64,
@@ -211,7 +214,7 @@ impl Proxy {
             let hop_addr = hop
                 .local_addr()
                 .map_err(|e| Error::Listen(format!("internal http listener: {e}")))?;
-            tokio::spawn(listener::http_accept_loop(
+            inner.data_plane.spawn(listener::http_accept_loop(
                 hop,
                 shared.clone(),
                 cancel.clone(),
@@ -231,7 +234,7 @@ impl Proxy {
             sequence: self.sequence.clone(),
             seed: inner.seed,
         };
-        let accept = tokio::spawn(listener::accept_loop(
+        let accept = inner.data_plane.spawn(listener::accept_loop(
             bound,
             ctx,
             cancel.clone(),
@@ -252,12 +255,17 @@ impl Proxy {
 }
 
 impl Registry {
-    /// An empty registry; `seed` makes every random choice reproducible.
+    /// An empty registry; `seed` makes every random choice reproducible. Connections run on
+    /// the runtime this is called from.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
     pub fn new(seed: Option<u64>) -> Self {
         let seed = seed.unwrap_or_else(|| rand::rng().random());
         Registry {
             inner: Arc::new(Inner {
                 seed,
+                data_plane: tokio::runtime::Handle::current(),
                 status_page: std::sync::RwLock::new(Arc::from("")),
                 proxies: Mutex::new(BTreeMap::new()),
                 generation: AtomicU64::new(1),

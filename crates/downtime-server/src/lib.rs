@@ -123,13 +123,7 @@ pub async fn run(
     // The status routes have their own router without the API's browser refusal: see `web`.
     let app = api::router(state).merge(web::router(web_state));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.await;
-            })
-            .await
-    });
+    let server = serve_api_on_own_thread(listener, app, stop_rx)?;
     shutdown.await;
     tracing::debug!("shutting down");
     let _ = stop_tx.send(());
@@ -138,9 +132,40 @@ pub async fn run(
     history_tasks.stop().await;
     match tokio::time::timeout(options.grace, server).await {
         Ok(Ok(result)) => result?,
-        Ok(Err(join)) => tracing::warn!(error = %join, "api server task failed"),
+        Ok(Err(_)) => tracing::warn!("api server thread ended without a result"),
         Err(_) => tracing::warn!("api requests still running after the grace period"),
     }
     history.shutdown().await;
     Ok(())
+}
+
+/// Serves the API on a thread of its own with a single-threaded runtime, so that no amount
+/// of connection work on the data-plane runtime can delay an API answer: the operating
+/// system schedules this thread as soon as a request arrives.
+fn serve_api_on_own_thread(
+    listener: TcpListener,
+    app: axum::Router,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> std::io::Result<tokio::sync::oneshot::Receiver<std::io::Result<()>>> {
+    let listener = listener.into_std()?;
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("downtime-api".to_owned())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .and_then(|runtime| {
+                    runtime.block_on(async move {
+                        let listener = TcpListener::from_std(listener)?;
+                        axum::serve(listener, app)
+                            .with_graceful_shutdown(async move {
+                                let _ = stop.await;
+                            })
+                            .await
+                    })
+                });
+            let _ = done_tx.send(result);
+        })?;
+    Ok(done_rx)
 }

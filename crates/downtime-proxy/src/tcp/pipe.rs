@@ -19,8 +19,9 @@ use crate::toxics::{Chain, ChangeOutcome, CloseKind, Item, LinkToxics};
 /// Largest read, like Toxiproxy's chunks when toxics apply; bigger for plain copies.
 const TOXIC_CHUNK: usize = 32 * 1024;
 const COPY_BUFFER: usize = 64 * 1024;
-/// A link stops reading while this many bytes wait for their time (backpressure).
-const MAX_QUEUED: usize = 4 * 1024 * 1024;
+/// A link stops reading while this many bytes wait for their time (backpressure). Enough
+/// to pipeline a 1 MiB response behind a latency toxic; 1,000 such links hold 2 GiB at most.
+const MAX_QUEUED: usize = 2 * 1024 * 1024;
 /// Reads smaller than this are copied out of the read buffer so queued chunks stay small.
 const COPY_SMALL: usize = 4 * 1024;
 
@@ -142,6 +143,7 @@ impl Link<'_> {
                     self.stats.received.fetch_add(n as u64, Ordering::Relaxed);
                     write_all(self.dst, &buf).await?;
                     self.stats.sent.fetch_add(n as u64, Ordering::Relaxed);
+                    tokio::task::coop::consume_budget().await;
                     if n < COPY_BUFFER {
                         // Likely drained; go back to waiting (a toxic may have arrived).
                         return Ok(false);

@@ -85,6 +85,10 @@ pub struct Scheduled {
     pub item: Item,
 }
 
+/// Timers tick in whole milliseconds and round up; items are released up to this much
+/// before their instant so that, on average, they leave on time instead of ~1 ms late.
+pub(crate) const TIMER_SLACK: Duration = Duration::from_micros(500);
+
 /// A duration far enough in the future to mean "never" without overflowing `Instant`.
 pub(crate) const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
@@ -142,7 +146,10 @@ impl LinkToxics {
 
     /// The next instant something must happen: an item falls due or a deadline expires.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let front = self.queue.front().map(|s| s.at);
+        let front = self
+            .queue
+            .front()
+            .map(|s| s.at.checked_sub(TIMER_SLACK).unwrap_or(s.at));
         let timers = self.stages.iter().filter_map(Stage::deadline).min();
         match (front, timers) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -158,8 +165,9 @@ impl LinkToxics {
             .any(|d| d <= now)
     }
 
-    /// Takes the front item if it is due at `now`.
+    /// Takes the front item if it is due at `now` (within [`TIMER_SLACK`]).
     pub fn pop_due(&mut self, now: Instant) -> Option<Item> {
+        let now = now.checked_add(TIMER_SLACK).unwrap_or(now);
         if self.queue.front().is_some_and(|s| s.at <= now) {
             let s = self.queue.pop_front()?;
             if let Item::Data(b) = &s.item {
