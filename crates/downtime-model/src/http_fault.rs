@@ -272,13 +272,18 @@ fn decode<T: serde::de::DeserializeOwned>(attributes: &Value) -> Result<T, Error
 }
 
 fn check_status(field: &str, status: u16) -> Result<(), Error> {
-    if (100..=599).contains(&status) {
-        Ok(())
-    } else {
-        Err(Error::invalid(
+    match status {
+        200..=599 => Ok(()),
+        100..=199 => Err(Error::invalid(
+            field,
+            format!(
+                "status {status} is informational (1xx) and cannot be a final answer; use 200..599"
+            ),
+        )),
+        _ => Err(Error::invalid(
             field,
             format!("status must be within 100..599, got {status}"),
-        ))
+        )),
     }
 }
 

@@ -292,6 +292,24 @@ impl Toxic {
     }
 }
 
+/// Toxiproxy accepts any toxicity on its own toxics (≤0 never, ≥1 always) and clients rely
+/// on it; our HTTP faults, which it never had, take a probability strictly.
+fn check_toxicity(kind: &ToxicKind, toxicity: f32) -> Result<(), Error> {
+    if !toxicity.is_finite() {
+        return Err(Error::invalid(
+            "toxicity",
+            format!("{toxicity} is not a number"),
+        ));
+    }
+    if kind.is_http() && !(0.0..=1.0).contains(&toxicity) {
+        return Err(Error::invalid(
+            "toxicity",
+            format!("must be a probability within 0..1, got {toxicity}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Renders a float32 the way Go does in JSON: integral values without a fraction.
 fn serialize_toxicity<S: Serializer>(value: f32, serializer: S) -> Result<S::Ok, S::Error> {
     if value.fract() == 0.0 && value.abs() < 1e15 {
@@ -413,12 +431,7 @@ impl ToxicRequest {
         };
         bounds.check(&kind)?;
         let toxicity = self.toxicity.unwrap_or(1.0);
-        if !toxicity.is_finite() {
-            return Err(Error::invalid(
-                "toxicity",
-                format!("{toxicity} is not a number"),
-            ));
-        }
+        check_toxicity(&kind, toxicity)?;
         Ok(Toxic {
             name,
             kind,
@@ -461,9 +474,7 @@ impl ToxicPatch {
             next.kind.merge_attributes(attributes)?;
         }
         if let Some(t) = self.toxicity {
-            if !t.is_finite() {
-                return Err(Error::invalid("toxicity", format!("{t} is not a number")));
-            }
+            check_toxicity(&next.kind, t)?;
             next.toxicity = t;
         }
         if self.matcher.is_some() {

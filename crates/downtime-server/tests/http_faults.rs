@@ -2071,9 +2071,6 @@ async fn impossible_fault_values_are_refused_naming_the_field() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "server bug: toxicity outside 0..1 on an HTTP fault is accepted (200); the range \
-            check belongs in ToxicRequest::into_toxic / ToxicPatch::apply (downtime-model \
-            toxic.rs), outside this test's remit"]
 async fn toxicity_outside_zero_to_one_is_refused_for_http_faults() {
     let s = Server::start();
     s.standin("web").await;

@@ -243,7 +243,14 @@ async fn handle(
     if let Some(decision) = rate_headers {
         add_rate_headers(response.headers_mut(), decision, false);
     }
-    let fault = fault.or_else(|| selected.first().map(|e| e.toxic.name.clone()));
+    // The journal names the fault that answered or changed the answer; a rate limit that
+    // let the request through, or a router deadline that did not fire, did neither.
+    let fault = fault.or_else(|| {
+        selected
+            .iter()
+            .find(|e| matches!(action(e), Some(HttpAction::Latency(_))))
+            .map(|e| e.toxic.name.clone())
+    });
     Ok(finish(&shared, entry, response, fault.as_deref(), started))
 }
 
