@@ -254,7 +254,7 @@ impl History {
             }
         }
         let now = Timestamp::now();
-        let mut tx = self.pool().begin().await?;
+        let mut tx = super::store::begin_write(self.pool()).await?;
         let record = load(&mut tx, id)
             .await?
             .ok_or_else(|| HistoryError::NotFound(format!("drill {id}")))?;
@@ -362,7 +362,7 @@ impl History {
             .transpose()
             .map_err(|e| HistoryError::invalid("report", e.to_string()))?;
         let now = Timestamp::now();
-        let mut tx = self.pool().begin().await?;
+        let mut tx = super::store::begin_write(self.pool()).await?;
         let record = load(&mut tx, id)
             .await?
             .ok_or_else(|| HistoryError::NotFound(format!("drill {id}")))?;

@@ -767,7 +767,7 @@ impl History {
     /// Creates an incident or maintenance with its first update.
     pub async fn create_incident(&self, new: NewIncident) -> Result<Incident, HistoryError> {
         let now = Timestamp::now();
-        let mut tx = self.pool().begin().await?;
+        let mut tx = super::store::begin_write(self.pool()).await?;
         let id = insert(&mut tx, &new, now).await?;
         let incident = load(&mut tx, id)
             .await?
@@ -819,7 +819,7 @@ impl History {
         id: i64,
         patch: IncidentPatch,
     ) -> Result<Incident, HistoryError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = super::store::begin_write(self.pool()).await?;
         let incident = apply_patch(&mut tx, id, &patch, Timestamp::now())
             .await?
             .ok_or_else(|| HistoryError::NotFound(format!("incident {id}")))?;

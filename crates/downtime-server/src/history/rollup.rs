@@ -72,7 +72,7 @@ pub(super) async fn rollup_probe_day(
 
 /// Rolls up every day that has minutes before `minute` (all components at once).
 pub(super) async fn rollup_before(pool: &SqlitePool, minute: i64) -> Result<(), HistoryError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::store::begin_write(pool).await?;
     sqlx::query(
         "INSERT INTO component_days \
            (component, day, minutes, operational, maintenance, degraded, partial, major, worst) \
@@ -139,7 +139,7 @@ pub(super) async fn prune(
     let daily_cut = today.minus(i64::from(daily_days));
     // Roll up whole days before deleting their minutes: cut at a day boundary.
     rollup_before(pool, raw_cut.first_minute()).await?;
-    let mut tx = pool.begin().await?;
+    let mut tx = super::store::begin_write(pool).await?;
     let mut stats = PruneStats::default();
     let raw_ms = raw_cut.start().millis();
     let daily_ms = daily_cut.start().millis();

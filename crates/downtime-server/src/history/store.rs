@@ -57,6 +57,16 @@ pub(super) async fn open_memory() -> Result<SqlitePool, HistoryError> {
         })
 }
 
+/// Starts a write transaction that takes the write lock at once. A deferred one (`BEGIN`)
+/// that reads first and writes later fails with "database is locked" when another
+/// connection committed in between (WAL snapshots cannot be upgraded), whatever the busy
+/// timeout; `IMMEDIATE` waits for the lock instead. (PostgreSQL would use a plain `BEGIN`.)
+pub(super) async fn begin_write(
+    pool: &SqlitePool,
+) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+    pool.begin_with("BEGIN IMMEDIATE").await
+}
+
 pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), HistoryError> {
     // Two processes opening a new file at once can race on the first migration; the loser
     // fails ("table already exists") and, on retry, finds it applied.
@@ -163,7 +173,7 @@ struct ProbeAcc {
 }
 
 async fn write_batch(pool: &SqlitePool, work: &mut Batch) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = begin_write(pool).await?;
     let now = Timestamp::now();
     // Components seen in this batch (id → description) and (component, day) to roll up.
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
@@ -325,7 +335,7 @@ pub(super) async fn insert_minutes(
     pool: &SqlitePool,
     minutes: &[ComponentMinute],
 ) -> Result<(), HistoryError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = begin_write(pool).await?;
     let now = Timestamp::now();
     let mut seen = BTreeSet::new();
     let mut touched = BTreeSet::new();

@@ -105,7 +105,10 @@ impl Serialize for Timestamp {
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let value = Value::deserialize(d)?;
-        Timestamp::from_json("time", &value).map_err(serde::de::Error::custom)
+        Timestamp::from_json("time", &value).map_err(|e| match e {
+            super::HistoryError::Invalid { detail, .. } => serde::de::Error::custom(detail),
+            other => serde::de::Error::custom(other),
+        })
     }
 }
 
