@@ -160,7 +160,19 @@ impl ToxicKind {
 
     /// The value of attribute `name` (0 for an unknown name).
     pub fn attribute(&self, name: &str) -> u64 {
-        self.clone().slot(name).map_or(0, |v| *v)
+        match (self, name) {
+            (ToxicKind::Latency { latency, .. }, "latency") => *latency,
+            (ToxicKind::Latency { jitter, .. }, "jitter") => *jitter,
+            (ToxicKind::Bandwidth { rate }, "rate") => *rate,
+            (ToxicKind::SlowClose { delay }, "delay") => *delay,
+            (ToxicKind::Timeout { timeout }, "timeout") => *timeout,
+            (ToxicKind::ResetPeer { timeout }, "timeout") => *timeout,
+            (ToxicKind::Slicer { average_size, .. }, "average_size") => *average_size,
+            (ToxicKind::Slicer { size_variation, .. }, "size_variation") => *size_variation,
+            (ToxicKind::Slicer { delay, .. }, "delay") => *delay,
+            (ToxicKind::LimitData { bytes }, "bytes") => *bytes,
+            _ => 0,
+        }
     }
 
     /// Builds the kind named `type_name` from its JSON attributes.
