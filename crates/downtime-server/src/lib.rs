@@ -106,7 +106,7 @@ pub async fn run(
     let stop_web = tokio_util::sync::CancellationToken::new();
     let hooks = webhooks::Webhooks::new(webhooks::WebhookOptions::default(), stop_web.clone());
     let web_state = web::WebState::start(
-        web::Source::new(registry.clone()),
+        web::Source::new(registry.clone(), Some(history.clone())),
         web::WebOptions {
             status_url: status_page.clone(),
             ..web::WebOptions::default()

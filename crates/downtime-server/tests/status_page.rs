@@ -6,6 +6,11 @@
 //! The browser test skips with a message when Chromium or chromedriver is missing, unless
 //! `DOWNTIME_REQUIRE_BROWSER=1` (set by `.ci/run`), where it fails instead.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "a panic is how a test (and its helpers) fails"
+)]
+
 mod browser;
 mod support;
 
@@ -47,6 +52,20 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("timed out waiting for {what}");
+}
+
+/// Opens an incident on `component` through the control API; returns its id.
+async fn open_incident(server: &Server, title: &str, component: &str) -> i64 {
+    let body = json!({
+        "title": title,
+        "status": "investigating",
+        "impact": "major",
+        "components": [component],
+        "body": format!("We are looking into it. {NASTY}"),
+    });
+    let r = server.post("/incidents", &body.to_string()).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.json()["id"].as_i64().expect("incident id")
 }
 
 fn component<'a>(doc: &'a Value, id: &str) -> &'a Value {
@@ -94,11 +113,14 @@ async fn states_follow_live_faults_in_page_and_json() {
     let doc = summary.json();
     assert_eq!(doc["status"]["indicator"], "critical");
     assert_eq!(doc["status"]["description"], "Major outage");
-    assert_eq!(component(&doc, "redis")["status"], "degraded_performance");
-    assert_eq!(component(&doc, "postgres")["status"], "major_outage");
-    assert_eq!(component(&doc, "search")["status"], "partial_outage");
-    assert_eq!(component(&doc, "billing")["status"], "major_outage");
-    assert_eq!(component(&doc, "mail")["status"], "operational");
+    assert_eq!(
+        component(&doc, "proxy:redis")["status"],
+        "degraded_performance"
+    );
+    assert_eq!(component(&doc, "proxy:postgres")["status"], "major_outage");
+    assert_eq!(component(&doc, "proxy:search")["status"], "partial_outage");
+    assert_eq!(component(&doc, "proxy:billing")["status"], "major_outage");
+    assert_eq!(component(&doc, "proxy:mail")["status"], "operational");
     assert!(doc["page"]["url"].as_str().unwrap().ends_with("/status"));
 
     // The page opens in a browser (a Mozilla user agent), unlike the control API.
@@ -128,7 +150,7 @@ async fn states_follow_live_faults_in_page_and_json() {
         ("billing", "major"),
         ("mail", "operational"),
     ] {
-        let needle = format!("data-component-id=\"{id}\" data-state=\"{state}\"");
+        let needle = format!("data-component-id=\"proxy:{id}\" data-state=\"{state}\"");
         assert!(page.body.contains(&needle), "{needle} missing");
     }
     assert_eq!(page.body.matches("class=\"bar ").count(), 5 * 90);
@@ -189,7 +211,7 @@ async fn maintenance_fault_links_to_a_page_that_exists() {
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
     assert!(
-        html.contains("data-component-id=\"platform\" data-state=\"maintenance\""),
+        html.contains("data-component-id=\"proxy:platform\" data-state=\"maintenance\""),
         "the page must say the component is under maintenance"
     );
     assert!(html.contains("Under maintenance"));
@@ -199,15 +221,63 @@ async fn maintenance_fault_links_to_a_page_that_exists() {
 async fn user_text_is_escaped_in_page_json_feed_and_events() {
     let server = Server::start();
     server.proxy(NASTY, nowhere()).await;
+    let title = format!("Payments {NASTY}");
+    let id = open_incident(&server, &title, NASTY).await;
     let page = server.get("/status").await.body;
+    assert!(
+        page.contains(&format!("id=\"incident-{id}\"")),
+        "incident on the page"
+    );
+    assert!(page.contains("Payments &#60;script&#62;window.__xss=1"));
     assert!(!page.contains("<script>window"), "raw script in page");
     assert!(!page.contains("<img src=x"), "raw img in page");
     assert!(page.contains("&#60;script&#62;window.__xss=1&#60;/script&#62;"));
     let json = server.get("/api/v2/summary.json").await;
     assert!(!json.body.contains('<') && !json.body.contains('>'));
-    assert_eq!(component(&json.json(), NASTY)["name"], NASTY);
+    assert_eq!(
+        component(&json.json(), &format!("proxy:{NASTY}"))["name"],
+        NASTY
+    );
+    let incidents = server.get("/api/v2/incidents.json").await;
+    assert!(!incidents.body.contains('<') && !incidents.body.contains('>'));
+    let doc = incidents.json();
+    assert_eq!(doc["incidents"][0]["name"], title.as_str());
+    let body = doc["incidents"][0]["incident_updates"][0]["body"]
+        .as_str()
+        .unwrap();
+    assert!(body.ends_with(NASTY), "{body}");
+    assert_eq!(
+        doc["incidents"][0]["components"][0]["name"], NASTY,
+        "components by name"
+    );
     let feed = server.get("/status/feed.atom").await.body;
-    roxmltree::Document::parse(&feed).expect("feed is XML");
+    assert!(!feed.contains("<script>"));
+    let xml = roxmltree::Document::parse(&feed).expect("feed is XML");
+    let atom = "http://www.w3.org/2005/Atom";
+    let entry = xml
+        .descendants()
+        .find(|n| n.has_tag_name((atom, "entry")))
+        .expect("an entry");
+    let text = |name: &str| {
+        entry
+            .children()
+            .find(|n| n.has_tag_name((atom, name)))
+            .and_then(|n| n.text())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(
+        text("title"),
+        format!("[Investigating] {title}"),
+        "title is text"
+    );
+    // The content is HTML carried as text: the user's markup is escaped inside that HTML.
+    let content = text("content");
+    assert!(
+        content.contains("&lt;script&gt;window.__xss=1&lt;/script&gt;"),
+        "{content}"
+    );
+    assert!(!content.contains("<script>"), "{content}");
     // Live fragments are rendered by the same escaping templates.
     let first = first_event(&server, "components_html").await;
     let data: Value = serde_json::from_str(&first).unwrap();
@@ -422,7 +492,7 @@ async fn webhooks_are_signed_and_retried_after_a_failure() {
     for (event, signature_ok, body) in &received {
         assert_eq!(event, "component.updated");
         assert!(signature_ok, "bad signature on {body}");
-        assert_eq!(body["component"]["id"], "redis");
+        assert_eq!(body["component"]["id"], "proxy:redis");
         assert_eq!(body["component_update"]["old_status"], "operational");
         assert_eq!(body["component_update"]["new_status"], "major_outage");
         assert_eq!(body["meta"]["webhook_id"], id.as_str());
@@ -554,6 +624,14 @@ async fn status_page_in_headless_chromium() {
         json!({"type": "reset_peer", "toxicity": 0.3}),
     )
     .await;
+    let incident = open_incident(&server, &format!("Database timeouts {NASTY}"), "postgres").await;
+    let r = server
+        .post(
+            &format!("/incidents/{incident}/updates"),
+            &json!({"status": "identified", "body": "A timeout fault on postgres."}).to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
 
     let c = &browser.client;
     c.goto(&format!("{}/status", server.base))
@@ -570,10 +648,10 @@ async fn status_page_in_headless_chromium() {
         )
     };
     for (id, want) in [
-        ("payments-api", "operational|Operational"),
-        ("postgres", "major|Major outage"),
-        ("redis", "degraded|Degraded performance"),
-        ("search", "partial|Partial outage"),
+        ("proxy:payments-api", "operational|Operational"),
+        ("proxy:postgres", "major|Major outage"),
+        ("proxy:redis", "degraded|Degraded performance"),
+        ("proxy:search", "partial|Partial outage"),
     ] {
         assert_eq!(
             browser
@@ -590,6 +668,27 @@ async fn status_page_in_headless_chromium() {
         )
         .await;
     assert_eq!(banner, json!("Major outage"));
+
+    // The incident with its timeline (newest first), its title shown as text.
+    let timeline = browser
+        .js(
+            "var a = document.querySelectorAll('#live-incidents article.incident');\
+             if (a.length !== 1) return a.length;\
+             return [a[0].querySelector('h3').textContent,\
+                     a[0].closest('section').querySelector('h2').textContent,\
+                     Array.from(a[0].querySelectorAll('.timeline li strong'))\
+                       .map(function (s) { return s.textContent; })];",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        timeline,
+        json!([
+            format!("Database timeouts {NASTY}"),
+            "Active incidents",
+            ["Identified", "Investigating"]
+        ])
+    );
 
     // 90 bars per component.
     let bars = browser
@@ -676,13 +775,13 @@ async fn status_page_in_headless_chromium() {
     .await;
     for (id, want, what) in [
         (
-            "postgres",
+            "proxy:postgres",
             "operational|Operational",
             "postgres back to operational",
         ),
         (
-            "payments-api",
-            "partial|Partial outage",
+            "proxy:payments-api",
+            "major|Major outage",
             "a new fault on payments-api",
         ),
     ] {
@@ -694,15 +793,33 @@ async fn status_page_in_headless_chromium() {
             )
             .await;
     }
+    // Resolving the incident moves it to "Recent incidents", still without reload.
+    let r = server
+        .post(
+            &format!("/incidents/{incident}/updates"),
+            &json!({"status": "resolved", "body": "The fault was removed."}).to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    browser
+        .wait_for(
+            Duration::from_secs(10),
+            "the resolved incident on the open page",
+            "var a = document.querySelector('#live-incidents article.incident');\
+             return !!a && a.closest('section').querySelector('h2').textContent === \
+               'Recent incidents' && a.querySelectorAll('.timeline li').length === 3;",
+        )
+        .await;
     let after = browser
         .js(
-            "return [window.__sameDocument, document.querySelector('.banner h2').textContent]",
+            "return [window.__sameDocument, document.querySelector('.banner h2').textContent,\
+                     typeof window.__xss]",
             vec![],
         )
         .await;
     assert_eq!(
         after,
-        json!(["yes", "Partial outage"]),
+        json!(["yes", "Major outage", "undefined"]),
         "updated in place, no reload"
     );
 

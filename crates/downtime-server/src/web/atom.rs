@@ -10,6 +10,9 @@ use super::clock;
 use super::model::{Incident, IncidentKind, StatusSnapshot};
 use super::page::status_words;
 
+/// Most entries in the feed (newest first).
+pub const FEED_ENTRIES: usize = 50;
+
 /// Escapes text for XML character data and attribute values.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -83,7 +86,7 @@ pub fn render(snapshot: &StatusSnapshot, status_url: &str) -> String {
     );
     xml.push_str("  <author><name>downtime</name></author>\n");
     xml.push_str("  <generator>downtime</generator>\n");
-    for i in &snapshot.incidents {
+    for i in snapshot.incidents.iter().take(FEED_ENTRIES) {
         let kind = match i.kind {
             IncidentKind::Incident => "incident",
             IncidentKind::Maintenance => "maintenance",

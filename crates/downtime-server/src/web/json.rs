@@ -35,7 +35,7 @@ pub fn component(c: &Component, position: usize) -> Value {
     json!({
         "id": c.id,
         "name": c.name,
-        "status": c.state.statuspage(),
+        "status": c.state.as_str(),
         "description": if c.reason.is_empty() { Value::Null } else { Value::String(c.reason.clone()) },
         "created_at": clock::rfc3339(c.created_at),
         "updated_at": clock::rfc3339(c.updated_at),
@@ -157,6 +157,7 @@ pub fn incidents_doc(snapshot: &StatusSnapshot, status_url: &str, unresolved_onl
         "page": page(snapshot, status_url),
         "incidents": incidents(snapshot, IncidentKind::Incident)
             .filter(|i| !unresolved_only || i.is_open())
+            .take(50)
             .map(|i| incident(snapshot, status_url, i))
             .collect::<Vec<_>>(),
     })
@@ -209,8 +210,8 @@ pub fn component_event(
         "component_update": {
             "created_at": clock::rfc3339(snapshot.now),
             "component_id": c.id,
-            "old_status": was.map(ComponentState::statuspage),
-            "new_status": c.state.statuspage(),
+            "old_status": was.map(ComponentState::as_str),
+            "new_status": c.state.as_str(),
         },
         "component": component(c, position),
     })

@@ -15,14 +15,15 @@ use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::WebState;
 use super::json;
 use super::model::{ComponentState, StatusSnapshot};
 use super::page::{self, BannerFragment, ComponentsFragment, IncidentsFragment};
-use super::source::Source;
+use super::source::{Source, proxy_reason};
+use crate::history::{History, Notice, component_state};
 use crate::webhooks::{EventKind, Webhooks};
 use askama::Template;
 
@@ -139,7 +140,33 @@ pub fn update(title: &str, seq: u64, snapshot: &StatusSnapshot) -> LiveUpdate {
 /// The published update: the JSON text every page receives.
 pub type Published = Arc<(u64, String)>;
 
+/// Waits for the next change notice of the history store (never, without one).
+async fn notice(rx: &mut Option<broadcast::Receiver<Notice>>) {
+    match rx {
+        Some(r) => match r.recv().await {
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => {
+                *rx = None;
+                std::future::pending::<()>().await;
+            }
+        },
+        None => std::future::pending::<()>().await,
+    }
+}
+
+/// What the live faults say, per proxy: compared every poll, without touching the store.
+fn live_print(proxies: &[downtime_model::ProxyView]) -> Vec<(String, ComponentState, String)> {
+    proxies
+        .iter()
+        .map(|p| (p.config.name.clone(), component_state(p), proxy_reason(p)))
+        .collect()
+}
+
 /// Starts the monitor; it stops when `stop` is cancelled.
+///
+/// Each `interval` it reads the registry (cheap: no store query); it builds a full snapshot
+/// only when the live faults changed or the history store announced a change (an incident,
+/// a drill, a sampled minute), at most every 100 ms.
 pub fn spawn_monitor(
     source: Source,
     title: String,
@@ -149,16 +176,35 @@ pub fn spawn_monitor(
     stop: CancellationToken,
 ) -> watch::Receiver<Published> {
     let (tx, rx) = watch::channel(Arc::new((0, String::new())));
+    let mut notices = source.history().map(History::subscribe);
     tokio::spawn(async move {
         let mut last: Option<(Fingerprint, StatusSnapshot)> = None;
+        let mut last_live = None;
         let mut seq = 0u64;
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
+            let noticed = tokio::select! {
                 () = stop.cancelled() => break,
-                _ = tick.tick() => {}
+                _ = tick.tick() => false,
+                () = notice(&mut notices) => true,
+            };
+            if noticed {
+                // Coalesce a burst of notices into one snapshot.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if let Some(r) = notices.as_mut() {
+                    while !matches!(
+                        r.try_recv(),
+                        Err(broadcast::error::TryRecvError::Empty
+                            | broadcast::error::TryRecvError::Closed)
+                    ) {}
+                }
             }
+            let live = live_print(&source.registry().list().await);
+            if !noticed && last_live.as_ref() == Some(&live) {
+                continue;
+            }
+            last_live = Some(live);
             let snapshot = source.snapshot().await;
             let print = Fingerprint::of(&snapshot);
             if last.as_ref().is_some_and(|(p, _)| *p == print) {

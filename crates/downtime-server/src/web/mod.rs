@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -103,6 +103,7 @@ pub fn router(state: WebState) -> Router {
         .route("/status/", get(|| async { Redirect::permanent("/status") }))
         .route("/status/events", get(live::events))
         .route("/status/feed.atom", get(feed))
+        .route("/status/drills/{id}", get(drill))
         .route("/status/assets/status.css", get(css))
         .route("/status/assets/status.js", get(js))
         .route("/api/v2/summary.json", get(summary))
@@ -226,4 +227,59 @@ async fn maintenances(State(state): State<WebState>, filter: json::MaintenanceFi
         &state.options.status_url,
         filter,
     ))
+}
+
+/// `GET /status/drills/{id}` (HTML) and `/status/drills/{id}.json` (the stored report).
+async fn drill(State(state): State<WebState>, Path(id): Path<String>) -> Response {
+    let not_found = || {
+        (
+            StatusCode::NOT_FOUND,
+            page_headers("text/plain; charset=utf-8"),
+            "drill not found\n",
+        )
+            .into_response()
+    };
+    let (number, as_json) = match id.strip_suffix(".json") {
+        Some(n) => (n, true),
+        None => (id.as_str(), false),
+    };
+    let (Ok(number), Some(history)) = (number.parse::<i64>(), state.source.history()) else {
+        return not_found();
+    };
+    let record = match history.drill(number).await {
+        Ok(r) => r,
+        Err(crate::history::HistoryError::NotFound(_)) => return not_found(),
+        Err(e) => {
+            tracing::warn!(error = %e, "status page: cannot read a drill");
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
+    };
+    if as_json {
+        let value = record.report.clone().unwrap_or(serde_json::Value::Null);
+        return json_response(&value);
+    }
+    let s = &record.summary;
+    let run = model::DrillRun {
+        id: s.id.to_string(),
+        name: s.name.clone(),
+        started_at: s.started_at.millis(),
+        ended_at: s.ended_at.map(crate::history::Timestamp::millis),
+        verdict: s.outcome.map(|o| o.as_str().to_owned()),
+        report_url: None,
+    };
+    let detail = page::drill_detail(
+        &state.options.title,
+        clock::now_ms(),
+        &run,
+        s.reason.clone(),
+        s.incident.map(|i| i.to_string()),
+        record.report.as_ref(),
+    );
+    match askama::Template::render(&page::DrillPage { d: &detail }) {
+        Ok(html) => (page_headers("text/html; charset=utf-8"), html).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "could not render a drill page");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
 }

@@ -4,83 +4,35 @@
 
 use serde::Serialize;
 
-/// The state of a component, from best to worst (maintenance ranks above a degradation in
-/// what the banner says only when nothing is broken; see [`ComponentState::severity`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ComponentState {
-    /// Works normally.
-    Operational,
-    /// Slower or less reliable than usual, but answers.
-    Degraded,
-    /// Some requests fail.
-    PartialOutage,
-    /// Down.
-    MajorOutage,
-    /// Deliberately taken down (a maintenance fault or a scheduled maintenance).
-    UnderMaintenance,
+pub use crate::history::ComponentState;
+
+/// How the page names and colours a [`ComponentState`] (its `Ord` is severity: the worst
+/// of several states is their `max`).
+pub trait StateView {
+    /// Words on the page (`Partial outage`).
+    fn title(self) -> &'static str;
+    /// CSS class suffix and `data-state` value (`partial`).
+    fn slug(self) -> &'static str;
 }
 
-impl ComponentState {
-    /// Every state, best first.
-    pub const ALL: [ComponentState; 5] = [
-        ComponentState::Operational,
-        ComponentState::UnderMaintenance,
-        ComponentState::Degraded,
-        ComponentState::PartialOutage,
-        ComponentState::MajorOutage,
-    ];
-
-    /// Rank for "worst of": operational < maintenance < degraded < partial < major.
-    pub fn severity(self) -> u8 {
-        match self {
-            ComponentState::Operational => 0,
-            ComponentState::UnderMaintenance => 1,
-            ComponentState::Degraded => 2,
-            ComponentState::PartialOutage => 3,
-            ComponentState::MajorOutage => 4,
-        }
-    }
-
-    /// The worse of two states.
-    pub fn worst(self, other: ComponentState) -> ComponentState {
-        if other.severity() > self.severity() {
-            other
-        } else {
-            self
-        }
-    }
-
-    /// Words on the page.
-    pub fn label(self) -> &'static str {
+impl StateView for ComponentState {
+    fn title(self) -> &'static str {
         match self {
             ComponentState::Operational => "Operational",
-            ComponentState::Degraded => "Degraded performance",
+            ComponentState::DegradedPerformance => "Degraded performance",
             ComponentState::PartialOutage => "Partial outage",
             ComponentState::MajorOutage => "Major outage",
             ComponentState::UnderMaintenance => "Under maintenance",
         }
     }
 
-    /// CSS class suffix and `data-state` value.
-    pub fn slug(self) -> &'static str {
+    fn slug(self) -> &'static str {
         match self {
             ComponentState::Operational => "operational",
-            ComponentState::Degraded => "degraded",
+            ComponentState::DegradedPerformance => "degraded",
             ComponentState::PartialOutage => "partial",
             ComponentState::MajorOutage => "major",
             ComponentState::UnderMaintenance => "maintenance",
-        }
-    }
-
-    /// Statuspage's component `status` value.
-    pub fn statuspage(self) -> &'static str {
-        match self {
-            ComponentState::Operational => "operational",
-            ComponentState::Degraded => "degraded_performance",
-            ComponentState::PartialOutage => "partial_outage",
-            ComponentState::MajorOutage => "major_outage",
-            ComponentState::UnderMaintenance => "under_maintenance",
         }
     }
 }
@@ -289,7 +241,7 @@ pub struct StatusSnapshot {
     pub now: i64,
     /// Every component, dependencies first, by name.
     pub components: Vec<Component>,
-    /// Open incidents and maintenances, and those closed in the last days, newest first.
+    /// Incidents and maintenances of the last 90 days and every open one, newest first.
     pub incidents: Vec<Incident>,
     /// Recent drill runs, newest first.
     pub drills: Vec<DrillRun>,
@@ -300,7 +252,9 @@ impl StatusSnapshot {
     pub fn overall(&self) -> ComponentState {
         self.components
             .iter()
-            .fold(ComponentState::Operational, |acc, c| acc.worst(c.state))
+            .map(|c| c.state)
+            .max()
+            .unwrap_or(ComponentState::Operational)
     }
 
     /// The banner text.
@@ -308,7 +262,7 @@ impl StatusSnapshot {
         match self.overall() {
             ComponentState::Operational => "All systems operational",
             ComponentState::UnderMaintenance => "Under maintenance",
-            ComponentState::Degraded => "Degraded performance",
+            ComponentState::DegradedPerformance => "Degraded performance",
             ComponentState::PartialOutage => "Partial outage",
             ComponentState::MajorOutage => "Major outage",
         }
@@ -319,7 +273,7 @@ impl StatusSnapshot {
         match self.overall() {
             ComponentState::Operational => "none",
             ComponentState::UnderMaintenance => "maintenance",
-            ComponentState::Degraded => "minor",
+            ComponentState::DegradedPerformance => "minor",
             ComponentState::PartialOutage => "major",
             ComponentState::MajorOutage => "critical",
         }
@@ -339,16 +293,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn worst_state_wins() {
-        use ComponentState::*;
-        assert_eq!(Operational.worst(UnderMaintenance), UnderMaintenance);
-        assert_eq!(UnderMaintenance.worst(Degraded), Degraded);
-        assert_eq!(MajorOutage.worst(PartialOutage), MajorOutage);
-        for (i, a) in ComponentState::ALL.iter().enumerate() {
-            for b in &ComponentState::ALL[i..] {
-                assert_eq!(a.worst(*b), *b);
-                assert_eq!(b.worst(*a), *b);
-            }
-        }
+    fn every_state_has_distinct_words_and_classes() {
+        let slugs: std::collections::HashSet<_> =
+            ComponentState::ALL.iter().map(|s| s.slug()).collect();
+        let titles: std::collections::HashSet<_> =
+            ComponentState::ALL.iter().map(|s| s.title()).collect();
+        assert_eq!((slugs.len(), titles.len()), (5, 5));
     }
 }

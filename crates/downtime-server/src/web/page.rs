@@ -7,6 +7,7 @@
 use askama::Template;
 
 use super::clock;
+use super::model::StateView;
 use super::model::{
     Component, ComponentKind, ComponentState, Day, DrillRun, Incident, IncidentKind, StatusSnapshot,
 };
@@ -159,6 +160,132 @@ pub struct IncidentsFragment<'a> {
     pub page: &'a PageView,
 }
 
+/// One probe row of a drill report.
+pub struct ProbeRow {
+    /// Probe name.
+    pub name: String,
+    /// Probed URL.
+    pub url: String,
+    /// `9 of 10`.
+    pub passed: String,
+    /// `timeout (3), status 503 (1)`.
+    pub failures: String,
+}
+
+/// A drill run with its report.
+pub struct DrillDetail {
+    /// Product name.
+    pub title: String,
+    /// Drill run id.
+    pub id: String,
+    /// Drill name.
+    pub name: String,
+    /// Readable start.
+    pub started: String,
+    /// RFC 3339 start.
+    pub started_iso: String,
+    /// Duration or `running for ...`.
+    pub duration: String,
+    /// Verdict words.
+    pub verdict: String,
+    /// CSS class suffix of the verdict.
+    pub verdict_class: &'static str,
+    /// Why it did not pass.
+    pub reason: Option<String>,
+    /// Incident the drill opened.
+    pub incident: Option<String>,
+    /// Probe summaries from the report.
+    pub probes: Vec<ProbeRow>,
+    /// The runner's timeline: (offset, what).
+    pub events: Vec<(String, String)>,
+    /// The whole report, pretty-printed JSON.
+    pub report: String,
+}
+
+/// The drill report page.
+#[derive(Template)]
+#[template(path = "drill.html")]
+pub struct DrillPage<'a> {
+    /// What to print.
+    pub d: &'a DrillDetail,
+}
+
+/// Builds the report page's view from a run and its stored JSON report.
+pub fn drill_detail(
+    title: &str,
+    now: i64,
+    run: &DrillRun,
+    reason: Option<String>,
+    incident: Option<String>,
+    report: Option<&serde_json::Value>,
+) -> DrillDetail {
+    let row = drill_view(now, run);
+    let list = |key: &str| {
+        report
+            .and_then(|r| r.get(key))
+            .and_then(serde_json::Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let text = |v: &serde_json::Value, key: &str| match v.get(key) {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    };
+    let probes = list("probes")
+        .iter()
+        .map(|p| ProbeRow {
+            name: text(p, "name"),
+            url: text(p, "url"),
+            passed: format!("{} of {}", text(p, "passed"), text(p, "samples")),
+            failures: p
+                .get("failures")
+                .and_then(serde_json::Value::as_array)
+                .map(|f| {
+                    f.iter()
+                        .filter_map(|pair| {
+                            let pair = pair.as_array()?;
+                            Some(format!(
+                                "{} ({})",
+                                pair.first()?.as_str().unwrap_or_default(),
+                                pair.get(1)?
+                            ))
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default(),
+        })
+        .collect();
+    let events = list("events")
+        .iter()
+        .map(|e| {
+            let at = e
+                .get("at_ms")
+                .and_then(serde_json::Value::as_i64)
+                .unwrap_or(0);
+            (format!("+{}", clock::span(at)), text(e, "what"))
+        })
+        .collect();
+    DrillDetail {
+        title: title.to_owned(),
+        id: run.id.clone(),
+        name: run.name.clone(),
+        started: row.started,
+        started_iso: row.started_iso,
+        duration: row.duration,
+        verdict: row.verdict,
+        verdict_class: row.verdict_class,
+        reason,
+        incident,
+        probes,
+        events,
+        report: report
+            .map(|r| serde_json::to_string_pretty(r).unwrap_or_default())
+            .unwrap_or_else(|| "no report stored".to_owned()),
+    }
+}
+
 /// Capitalises `in_progress` into `In progress`.
 pub fn status_words(status: &str) -> String {
     let mut words = status.replace('_', " ");
@@ -177,7 +304,7 @@ fn bar(day: &Day) -> BarView {
             // Today before anything was recorded: the live state.
             Some(now) => BarView {
                 class: now.slug(),
-                tip: format!("{date}: {} now", now.label().to_lowercase()),
+                tip: format!("{date}: {} now", now.label()),
                 base: "none",
             },
             None => BarView {
@@ -209,10 +336,10 @@ fn bar(day: &Day) -> BarView {
         tip.push_str(", no incidents");
     }
     if let Some(now) = live {
-        tip.push_str(&format!("; {} now", now.label().to_lowercase()));
+        tip.push_str(&format!("; {} now", now.label()));
     }
     BarView {
-        class: live.map_or(day.worst, |now| day.worst.worst(now)).slug(),
+        class: live.map_or(day.worst, |now| day.worst.max(now)).slug(),
         tip,
         base: day.worst.slug(),
     }
@@ -238,7 +365,7 @@ fn component_view(c: &Component) -> ComponentView {
             ComponentKind::Endpoint => "endpoint",
         },
         state_slug: c.state.slug(),
-        state_label: c.state.label(),
+        state_label: c.state.title(),
         reason: c.reason.clone(),
         uptime: c.uptime().map_or_else(
             || "no data yet".to_owned(),
@@ -348,7 +475,10 @@ pub fn view(title: &str, snapshot: &StatusSnapshot) -> PageView {
             upcoming.push(v);
         } else if i.is_open() {
             active.push(v);
-        } else {
+        } else if i
+            .resolved_at
+            .is_some_and(|r| snapshot.now - r <= super::source::RECENT_DAYS * clock::DAY_MS)
+        {
             past.push(v);
         }
     }

@@ -1,72 +1,43 @@
-//! Builds a [`StatusSnapshot`] from what the server knows: the live faults of the registry,
-//! and the recorded history (incidents, daily uptime, drills) when a history store is given.
+//! Builds a [`StatusSnapshot`] from what the server knows: the live faults of the registry
+//! (states, through the history's pure [`component_state`]), and the recorded history:
+//! probed endpoints, daily uptime, incidents with their timelines, drill runs.
+//!
+//! A snapshot reads the registry once and the store with a handful of indexed queries (one
+//! per component for its 90 days). A failing query is logged and shows as missing data,
+//! never as an error page: the status page must stay up when the store is not.
 
-use downtime_model::http_fault::HttpAction;
-use downtime_model::{ProxyView, Toxic, ToxicKind};
+use std::collections::{BTreeSet, HashMap};
+
+use downtime_model::ProxyView;
 use downtime_proxy::Registry;
 
 use super::clock;
-use super::model::{Component, ComponentKind, ComponentState, DAYS, Day, StatusSnapshot};
+use super::model::{
+    Component, ComponentKind, ComponentState, DAYS, Day, DrillRun, Impact, Incident, IncidentKind,
+    IncidentUpdate, StatusSnapshot,
+};
+use crate::history::{
+    self, ComponentKind as StoredKind, History, IncidentFilter, Timestamp, component_state,
+    fault_state, proxy_component,
+};
 
-/// What a single live fault does to its component.
-pub fn fault_state(toxic: &Toxic) -> ComponentState {
-    use ComponentState::{Degraded, MajorOutage, Operational, PartialOutage, UnderMaintenance};
-    if toxic.toxicity <= 0.0 {
-        return Operational;
-    }
-    let full = match &toxic.kind {
-        ToxicKind::Noop => Operational,
-        ToxicKind::Latency { latency, jitter } => {
-            if *latency == 0 && *jitter == 0 {
-                Operational
-            } else {
-                Degraded
-            }
-        }
-        ToxicKind::Bandwidth { rate: 0 } | ToxicKind::LimitData { bytes: 0 } => MajorOutage,
-        ToxicKind::Bandwidth { .. } | ToxicKind::SlowClose { .. } | ToxicKind::Slicer { .. } => {
-            Degraded
-        }
-        ToxicKind::Timeout { .. } | ToxicKind::ResetPeer { .. } => MajorOutage,
-        ToxicKind::LimitData { .. } => PartialOutage,
-        ToxicKind::Http(action) => match action {
-            HttpAction::Maintenance(_) => UnderMaintenance,
-            HttpAction::Status(s) if s.status >= 500 => MajorOutage,
-            HttpAction::Status(s) if s.status >= 400 => PartialOutage,
-            HttpAction::Status(_) => Degraded,
-            HttpAction::Abort(_) => MajorOutage,
-            HttpAction::RateLimit(_) => PartialOutage,
-            HttpAction::Latency(l) if l.latency == 0 && l.jitter == 0 => Operational,
-            HttpAction::Latency(_) | HttpAction::RouterTimeout(_) | HttpAction::SlowBody(_) => {
-                Degraded
-            }
-        },
-    };
-    let b = &toxic.bounds;
-    let partial =
-        toxic.toxicity < 1.0 || b.matcher.is_some() || b.first_n.is_some() || b.every_nth.is_some();
-    match full {
-        MajorOutage | UnderMaintenance if partial => PartialOutage,
-        other => other,
-    }
-}
+/// Closed incidents stay in "Recent incidents" this long.
+pub const RECENT_DAYS: i64 = 14;
+/// Drill runs shown.
+pub const DRILLS_SHOWN: u32 = 20;
+/// An endpoint whose last probe is older than this shows as operational (not probed now).
+const PROBE_FRESH_MS: i64 = 3 * 60_000;
 
-/// A proxy's state from its live faults, and the reason in a few words.
-pub fn proxy_state(view: &ProxyView) -> (ComponentState, String) {
+/// Why a proxy is in its state, in a few words (empty when operational).
+pub fn proxy_reason(view: &ProxyView) -> String {
     if !view.config.enabled {
-        return (
-            ComponentState::MajorOutage,
-            "proxy disabled: connections are refused".to_owned(),
-        );
+        return "Proxy disabled: connections are refused".to_owned();
     }
-    let mut state = ComponentState::Operational;
     let mut reasons = Vec::new();
     for toxic in &view.toxics {
-        let s = fault_state(toxic);
-        if s == ComponentState::Operational {
+        if fault_state(toxic) == ComponentState::Operational {
             continue;
         }
-        state = state.worst(s);
         let mut reason = format!("{} ({})", toxic.kind.type_name(), toxic.name);
         if toxic.toxicity < 1.0 {
             reason.push_str(&format!(
@@ -81,16 +52,15 @@ pub fn proxy_state(view: &ProxyView) -> (ComponentState, String) {
         }
         reasons.push(reason);
     }
-    let reason = if reasons.is_empty() {
+    if reasons.is_empty() {
         String::new()
     } else {
         format!("Active faults: {}", reasons.join(", "))
-    };
-    (state, reason)
+    }
 }
 
-/// Days of an uptime bar when nothing is recorded: empty, with today showing the live state.
-fn live_days(today: i64, state: ComponentState) -> Vec<Day> {
+/// Days of an uptime bar with nothing recorded; today carries the live state.
+fn empty_days(today: i64, state: ComponentState) -> Vec<Day> {
     let first = today - (DAYS as i64 - 1);
     (first..=today)
         .map(|day| {
@@ -103,20 +73,20 @@ fn live_days(today: i64, state: ComponentState) -> Vec<Day> {
         .collect()
 }
 
-/// Components of the live registry (one per proxy), without recorded history.
+/// Components of the live registry alone (no history): one per proxy.
 pub fn live_components(proxies: &[ProxyView], now: i64) -> Vec<Component> {
     let today = clock::day_of(now);
     proxies
         .iter()
         .map(|p| {
-            let (state, reason) = proxy_state(p);
+            let state = component_state(p);
             Component {
-                id: p.config.name.clone(),
+                id: proxy_component(&p.config.name),
                 name: p.config.name.clone(),
                 kind: ComponentKind::Dependency,
                 state,
-                reason,
-                days: live_days(today, state),
+                reason: proxy_reason(p),
+                days: empty_days(today, state),
                 created_at: now,
                 updated_at: now,
             }
@@ -124,27 +94,243 @@ pub fn live_components(proxies: &[ProxyView], now: i64) -> Vec<Component> {
         .collect()
 }
 
+fn impact(i: history::Impact) -> Impact {
+    match i {
+        history::Impact::None => Impact::None,
+        history::Impact::Minor => Impact::Minor,
+        history::Impact::Major => Impact::Major,
+        history::Impact::Critical => Impact::Critical,
+        history::Impact::Maintenance => Impact::Maintenance,
+    }
+}
+
+/// The page's view of a stored incident.
+pub fn incident(i: &history::Incident) -> Incident {
+    Incident {
+        id: i.id.to_string(),
+        kind: match i.kind {
+            history::IncidentKind::Incident => IncidentKind::Incident,
+            history::IncidentKind::Maintenance => IncidentKind::Maintenance,
+        },
+        title: i.title.clone(),
+        status: i.status.as_str().to_owned(),
+        impact: impact(i.impact),
+        components: i.components.clone(),
+        created_at: i.created_at.millis(),
+        updated_at: i.updated_at.millis(),
+        resolved_at: i.resolved_at.map(Timestamp::millis),
+        scheduled_for: i.scheduled_start.map(Timestamp::millis),
+        scheduled_until: i.scheduled_end.map(Timestamp::millis),
+        updates: i
+            .updates
+            .iter()
+            .map(|u| IncidentUpdate {
+                id: u.id.to_string(),
+                at: u.at.millis(),
+                status: u.status.as_str().to_owned(),
+                body: u.body.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn or_log<T: Default>(what: &str, r: Result<T, history::HistoryError>) -> T {
+    r.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "status page: cannot read {what}");
+        T::default()
+    })
+}
+
+/// Titles of incidents that touched `component` on `day`.
+fn incidents_on(incidents: &[Incident], component: &str, day: i64, now: i64) -> Vec<String> {
+    incidents
+        .iter()
+        .filter(|i| i.components.iter().any(|c| c == component))
+        .filter(|i| {
+            let (from, to) = match (i.kind, i.scheduled_for) {
+                (IncidentKind::Maintenance, Some(start)) => {
+                    (start, i.resolved_at.or(i.scheduled_until).unwrap_or(now))
+                }
+                _ => (i.created_at, i.resolved_at.unwrap_or(now)),
+            };
+            clock::day_of(from) <= day && day <= clock::day_of(to)
+        })
+        .map(|i| i.title.clone())
+        .collect()
+}
+
 /// Where snapshots come from.
 #[derive(Clone)]
 pub struct Source {
     registry: Registry,
+    history: Option<History>,
 }
 
 impl Source {
-    /// A source reading the live registry.
-    pub fn new(registry: Registry) -> Self {
-        Source { registry }
+    /// A source reading the live registry and, when given, the history store.
+    pub fn new(registry: Registry, history: Option<History>) -> Self {
+        Source { registry, history }
+    }
+
+    /// The live registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The history store, if any.
+    pub fn history(&self) -> Option<&History> {
+        self.history.as_ref()
     }
 
     /// The full snapshot: components with their 90 days, incidents, drills.
     pub async fn snapshot(&self) -> StatusSnapshot {
         let now = clock::now_ms();
         let proxies = self.registry.list().await;
+        let Some(history) = &self.history else {
+            return StatusSnapshot {
+                now,
+                components: live_components(&proxies, now),
+                incidents: Vec::new(),
+                drills: Vec::new(),
+            };
+        };
+        let stamp = Timestamp(now);
+        let window = Timestamp(now - DAYS as i64 * clock::DAY_MS);
+        let open_filter = IncidentFilter {
+            open: Some(true),
+            limit: Some(100),
+            ..IncidentFilter::default()
+        };
+        let recent_filter = IncidentFilter {
+            since: Some(window),
+            limit: Some(200),
+            ..IncidentFilter::default()
+        };
+        let (known, maintenance, open, recent, drills) = tokio::join!(
+            history.components(),
+            history.maintenance_components(stamp),
+            history.incidents(&open_filter),
+            history.incidents(&recent_filter),
+            history.drills(DRILLS_SHOWN),
+        );
+        let known = or_log("components", known);
+        let maintenance: BTreeSet<String> = or_log("maintenance windows", maintenance);
+        let mut incidents: Vec<Incident> = or_log("open incidents", open)
+            .iter()
+            .map(incident)
+            .collect();
+        for i in or_log("incidents", recent) {
+            if !incidents.iter().any(|x| x.id == i.id.to_string()) {
+                incidents.push(incident(&i));
+            }
+        }
+        incidents.sort_by_key(|i| std::cmp::Reverse((i.created_at, i.id.parse::<i64>().ok())));
+
+        let known_by_id: HashMap<&str, &history::Component> =
+            known.iter().map(|c| (c.id.as_str(), c)).collect();
+        let mut components = Vec::new();
+        for view in &proxies {
+            let id = proxy_component(&view.config.name);
+            let mut state = component_state(view);
+            let mut reason = proxy_reason(view);
+            if maintenance.contains(&id) && state != ComponentState::UnderMaintenance {
+                // A planned window explains the state, as the sampler records it.
+                state = ComponentState::UnderMaintenance;
+                reason = format!("Scheduled maintenance in progress. {reason}")
+                    .trim()
+                    .to_owned();
+            }
+            let stored = known_by_id.get(id.as_str());
+            components.push(Component {
+                created_at: stored.map_or(now, |c| c.first_seen.millis()),
+                updated_at: stored.map_or(now, |c| c.last_seen.millis()),
+                id,
+                name: view.config.name.clone(),
+                kind: ComponentKind::Dependency,
+                state,
+                reason,
+                days: Vec::new(),
+            });
+        }
+        for c in known.iter().filter(|c| c.kind == StoredKind::Endpoint) {
+            if c.last_seen.millis() < window.millis() {
+                continue;
+            }
+            let fresh = now - c.last_seen.millis() <= PROBE_FRESH_MS;
+            let mut state = if fresh {
+                c.last_state.unwrap_or(ComponentState::Operational)
+            } else {
+                ComponentState::Operational
+            };
+            if maintenance.contains(&c.id) {
+                state = ComponentState::UnderMaintenance;
+            }
+            let reason = match (fresh, state) {
+                (true, ComponentState::Operational) => String::new(),
+                (true, _) => format!("Probes of {} are failing", c.description),
+                (false, _) => format!("Last probed {}", clock::human(c.last_seen.millis())),
+            };
+            components.push(Component {
+                id: c.id.clone(),
+                name: c.name.clone(),
+                kind: ComponentKind::Endpoint,
+                state,
+                reason,
+                days: Vec::new(),
+                created_at: c.first_seen.millis(),
+                updated_at: c.last_seen.millis(),
+            });
+        }
+
+        let today = clock::day_of(now);
+        let stats = futures_util::future::join_all(
+            components
+                .iter()
+                .map(|c| history.daily_uptime(&c.id, DAYS as u32)),
+        )
+        .await;
+        for (c, stat) in components.iter_mut().zip(stats) {
+            let stat = match stat {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, component = %c.id, "status page: no uptime");
+                    Vec::new()
+                }
+            };
+            let mut days = empty_days(today, c.state);
+            for s in stat {
+                let Some(slot) = days.iter_mut().find(|d| d.day == s.day.0) else {
+                    continue;
+                };
+                slot.uptime = s.uptime_pct.map(|p| p / 100.0);
+                slot.worst = s.worst_state.unwrap_or(ComponentState::Operational);
+                slot.outage_minutes = s.partial_minutes.saturating_add(s.major_minutes);
+                slot.degraded_minutes = s.degraded_minutes;
+                slot.maintenance_minutes = s.maintenance_minutes;
+            }
+            for d in &mut days {
+                d.incidents = incidents_on(&incidents, &c.id, d.day, now);
+            }
+            c.days = days;
+        }
+
+        let drills = or_log("drills", drills)
+            .into_iter()
+            .map(|d| DrillRun {
+                id: d.id.to_string(),
+                name: d.name,
+                started_at: d.started_at.millis(),
+                ended_at: d.ended_at.map(Timestamp::millis),
+                verdict: d.outcome.map(|o| o.as_str().to_owned()),
+                report_url: d.ended_at.map(|_| format!("/status/drills/{}", d.id)),
+            })
+            .collect();
+
         StatusSnapshot {
             now,
-            components: live_components(&proxies, now),
-            incidents: Vec::new(),
-            drills: Vec::new(),
+            components,
+            incidents,
+            drills,
         }
     }
 }
