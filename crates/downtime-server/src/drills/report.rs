@@ -99,11 +99,7 @@ impl DrillReport {
             "PHASE", "WINDOW", "SAMPLES", "AVAILABILITY", "P95", "P99", "VERDICT"
         ));
         for p in &self.phases {
-            let window = format!(
-                "{:.0}-{:.0}s",
-                p.start_ms as f64 / 1000.0,
-                p.end_ms as f64 / 1000.0
-            );
+            let window = format!("{}-{}s", secs(p.start_ms), secs(p.end_ms));
             let verdict = if p.pass {
                 "pass".to_owned()
             } else {
@@ -183,6 +179,16 @@ impl DrillReport {
     }
 }
 
+/// Milliseconds as seconds for the table: `2`, or `1.5` when not whole (never `0-0s` for a
+/// sub-second phase).
+fn secs(ms: u64) -> String {
+    if ms.is_multiple_of(1000) {
+        (ms / 1000).to_string()
+    } else {
+        format!("{:.1}", ms as f64 / 1000.0)
+    }
+}
+
 /// Escapes text for XML attributes and content.
 fn xml(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -202,6 +208,14 @@ fn xml(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn table_windows_keep_sub_second_bounds() {
+        assert_eq!(super::secs(0), "0");
+        assert_eq!(super::secs(2000), "2");
+        assert_eq!(super::secs(500), "0.5");
+        assert_eq!(super::secs(1300), "1.3");
+    }
+
     #[test]
     fn xml_escaping() {
         assert_eq!(super::xml("a<b & \"c\""), "a&lt;b &amp; &quot;c&quot;");

@@ -371,9 +371,9 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Removes every injected fault, lock and created proxy; never gives up early.
-    async fn cleanup(&mut self, snapshot: &Value) -> Cleanup {
-        let mut cleanup = Cleanup::default();
+    /// Removes every fault still injected (first thing on an abort, so faults never wait for
+    /// in-flight probes to end).
+    async fn remove_faults(&mut self, cleanup: &mut Cleanup) {
         for (proxy, name) in std::mem::take(&mut self.injected) {
             match self
                 .api
@@ -385,6 +385,11 @@ impl Run<'_> {
                 Err(e) => cleanup.problems.push(e),
             }
         }
+    }
+
+    /// Removes every injected fault, lock and created proxy; never gives up early.
+    async fn cleanup(&mut self, snapshot: &Value, mut cleanup: Cleanup) -> Cleanup {
+        self.remove_faults(&mut cleanup).await;
         for proxy in std::mem::take(&mut self.locked) {
             if let Err(e) = self
                 .api
@@ -502,7 +507,7 @@ pub async fn run(
     }
     .await;
     if let Err(e) = setup {
-        run.cleanup(&snapshot).await;
+        run.cleanup(&snapshot, Cleanup::default()).await;
         return Err(SetupError(e));
     }
 
@@ -592,6 +597,13 @@ pub async fn run(
     }
     let cut_short = outcome.is_some();
     let ended_at = run.elapsed();
+    let mut cleanup = Cleanup::default();
+    if let Some((_, reason)) = &outcome {
+        let reason = reason.clone();
+        run.log(format!("stopping: {reason}"));
+        // Faults go at once; only then wait (up to a probe timeout) for in-flight probes.
+        run.remove_faults(&mut cleanup).await;
+    }
     stop_probes.cancel();
     tracker.close();
     let longest = plan
@@ -602,11 +614,7 @@ pub async fn run(
         .unwrap_or_default();
     let _ = tokio::time::timeout(longest + Duration::from_secs(1), tracker.wait()).await;
     run.drain();
-    if let Some((_, reason)) = &outcome {
-        let reason = reason.clone();
-        run.log(format!("stopping: {reason}"));
-    }
-    let cleanup = run.cleanup(&snapshot).await;
+    let cleanup = run.cleanup(&snapshot, cleanup).await;
     run.log(format!(
         "cleanup: {} fault(s) removed, {} proxy(ies) deleted",
         cleanup.removed_faults, cleanup.deleted_proxies
