@@ -816,3 +816,110 @@ async fn drill_reports_open_update_and_resolve_an_incident() {
     assert_eq!(uptime["days"].as_array().unwrap().len(), 2);
     assert_eq!(uptime["days"][1]["worst_state"], "partial_outage");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_drill_run_is_recorded_with_its_incident() {
+    use downtime_model::drill::DrillPlan;
+    use downtime_server::drills::runner::{self, RunOptions};
+    use tokio_util::sync::CancellationToken;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_on(&dir.path().join("h.db"));
+    // The probe hits the API's own /version: always up, no extra target needed.
+    let text = format!(
+        r#"
+name = "dependency outage"
+baseline = "600ms"
+recovery = "600ms"
+[[proxy]]
+name = "dep"
+listen = "127.0.0.1:0"
+upstream = "127.0.0.1:9"
+[[probe]]
+name = "version"
+url = "{base}/version"
+interval = "100ms"
+timeout = "1s"
+[[step]]
+name = "outage"
+duration = "1s"
+[[step.fault]]
+proxy = "dep"
+type = "timeout"
+"#,
+        base = server.base
+    );
+    let plan = DrillPlan::parse(&text).unwrap();
+    let report = tokio::time::timeout(
+        Duration::from_secs(30),
+        runner::run(
+            &plan,
+            &server.base,
+            CancellationToken::new(),
+            RunOptions { quiet: true },
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(report.cleanup.restored, "{:?}", report.cleanup);
+
+    // The runner waited for its reports: the drill is there, ended, with its report.
+    let drills = server.get("/history/drills").await.json();
+    assert_eq!(drills.as_array().unwrap().len(), 1, "{drills}");
+    let drill = &drills[0];
+    assert_eq!(drill["name"], "dependency outage");
+    assert_eq!(drill["outcome"], "pass");
+    let id = drill["id"].as_i64().unwrap();
+    let record = server.get(&format!("/history/drills/{id}")).await.json();
+    assert_eq!(record["report"]["drill"], "dependency outage");
+    assert_eq!(record["report"]["outcome"], "pass");
+
+    let incident_id = drill["incident"].as_i64().unwrap();
+    let incident = server
+        .get(&format!("/incidents/{incident_id}"))
+        .await
+        .json();
+    assert_eq!(incident["source"], "drill");
+    assert_eq!(incident["components"], json!(["proxy:dep"]));
+    assert_eq!(incident["impact"], "major");
+    assert_eq!(incident["status"], "resolved");
+    let timeline: Vec<&str> = incident["updates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(timeline, ["resolved", "monitoring", "identified"]);
+
+    // Probe results became an endpoint component.
+    let components = server.get("/history/components").await.json();
+    let endpoint = components
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "endpoint:version")
+        .cloned()
+        .unwrap_or_else(|| panic!("no endpoint component in {components}"));
+    assert_eq!(endpoint["kind"], "endpoint");
+    assert_eq!(endpoint["last_state"], "operational");
+    assert_eq!(endpoint["description"], format!("{}/version", server.base));
+
+    // Every change the drill made is recorded, by the drill.
+    let events = wait_events(&server, "proxy=dep", 6).await;
+    let seen: Vec<(String, String)> = kinds_and_actors(&events);
+    let drill = "drill".to_owned();
+    assert_eq!(seen[0], ("proxy_created".to_owned(), drill.clone()));
+    assert!(seen.contains(&("fault_created".to_owned(), drill.clone())));
+    assert!(seen.contains(&("fault_removed".to_owned(), drill.clone())));
+    assert_eq!(
+        seen.last().unwrap(),
+        &("proxy_removed".to_owned(), drill.clone())
+    );
+    let phases = wait_events(&server, &format!("drill={id}"), 4).await;
+    let kinds: Vec<&str> = phases.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["drill_started", "drill_phase", "drill_phase", "drill_ended"]
+    );
+}

@@ -21,6 +21,8 @@ use super::probes::spawn_probes;
 use super::report::{Cleanup, DrillReport, Event, Outcome, ProbeSummary};
 use super::timeline::{Action, describe, timeline};
 use super::verdict::{self, Sample};
+use crate::history::Timestamp;
+use crate::history::client::{DrillRecorder, FaultChange};
 
 /// Name of the marker toxic that locks a proxy for one drill.
 pub const LOCK_NAME: &str = "drill-lock";
@@ -198,6 +200,8 @@ struct Run<'a> {
     samples: Vec<Sample>,
     rx: mpsc::UnboundedReceiver<Sample>,
     progress: Progress,
+    /// Best-effort reports to the server's history (a no-op against plain Toxiproxy).
+    history: DrillRecorder,
 }
 
 impl Run<'_> {
@@ -218,9 +222,13 @@ impl Run<'_> {
     }
 
     fn drain(&mut self) {
+        let before = self.samples.len();
         while let Ok(s) = self.rx.try_recv() {
             self.samples.push(s);
         }
+        let new = self.samples.get(before..).unwrap_or_default();
+        self.history
+            .samples(new.iter().map(|s| (s.probe, s.at, s.ok, s.latency)));
     }
 
     fn phase_name(&self, elapsed: Duration) -> String {
@@ -299,7 +307,7 @@ impl Run<'_> {
 
     async fn apply(&mut self, action: &Action) -> Result<(), String> {
         let started = self.elapsed();
-        match action {
+        let change = match action {
             Action::Apply {
                 step,
                 fault,
@@ -335,9 +343,10 @@ impl Run<'_> {
                 }
                 let proxy = f.proxy.clone();
                 self.api
-                    .post(&format!("/proxies/{}/toxics", enc(&proxy)), body)
+                    .post(&format!("/proxies/{}/toxics", enc(&proxy)), body.clone())
                     .await?;
-                self.injected.push((proxy, name));
+                self.injected.push((proxy.clone(), name));
+                FaultChange::Applied { proxy, body }
             }
             Action::SetToxicity {
                 step,
@@ -354,6 +363,11 @@ impl Run<'_> {
                 self.api
                     .post(&path, json!({ "toxicity": toxicity }))
                     .await?;
+                FaultChange::Toxicity {
+                    proxy: f.proxy.clone(),
+                    name: fault_name(s, f),
+                    toxicity: *toxicity,
+                }
             }
             Action::Remove { step, fault } => {
                 let s = &self.plan.steps[*step];
@@ -363,10 +377,16 @@ impl Run<'_> {
                 self.api.delete(&path).await?;
                 self.injected
                     .retain(|(p, n)| !(p == &f.proxy && n == &name));
+                FaultChange::Removed {
+                    proxy: f.proxy.clone(),
+                    name,
+                }
             }
-        }
+        };
         // Logged at the moment the call was issued: the time the plan is judged by.
         let text = describe(self.plan, action);
+        let phase = self.phase_name(started);
+        self.history.fault_changed(change, &phase, &text);
         self.log_at(started, text);
         Ok(())
     }
@@ -459,6 +479,7 @@ pub async fn run(
             last_plain: None,
             last_phase: String::new(),
         },
+        history: DrillRecorder::disabled(),
     };
 
     // Setup: proxies of the drill, then lock every touched proxy. Undo on failure.
@@ -519,6 +540,14 @@ pub async fn run(
         .build()
         .unwrap_or_default();
     run.origin = Instant::now();
+    let probes = plan.probes.iter();
+    run.history = DrillRecorder::start(
+        base,
+        &plan.name,
+        plan.seed,
+        probes.map(|p| (p.name.clone(), p.url.clone())).collect(),
+        Timestamp::now(),
+    );
     spawn_probes(
         probe_client,
         plan.probes.clone(),
@@ -661,7 +690,7 @@ pub async fn run(
             }
         })
         .collect();
-    Ok(DrillReport {
+    let report = DrillReport {
         drill: plan.name.clone(),
         seed: plan.seed,
         outcome,
@@ -672,5 +701,7 @@ pub async fn run(
         probes,
         events: run.events,
         cleanup,
-    })
+    };
+    run.history.finished(&report).await;
+    Ok(report)
 }

@@ -15,6 +15,7 @@ use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
 
 use super::types::{ProbeSample, Timestamp};
+use crate::drills::report::{DrillReport, Outcome};
 
 /// Longest wait between two posts of probe samples.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(2);
@@ -195,6 +196,20 @@ impl DrillRecorder {
         {
             task.abort();
         }
+    }
+
+    /// Reports the end of the drill with the runner's report (verdict, reason, JSON).
+    pub async fn finished(&self, report: &DrillReport) {
+        if self.inner.is_none() {
+            return;
+        }
+        let outcome = match report.outcome {
+            Outcome::Pass => "pass",
+            Outcome::Fail => "fail",
+            Outcome::Aborted => "aborted",
+        };
+        let json = serde_json::to_value(report).unwrap_or(Value::Null);
+        self.finish(outcome, report.reason.as_deref(), json).await;
     }
 
     /// The phase body with the faults live now.
