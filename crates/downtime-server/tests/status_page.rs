@@ -836,3 +836,38 @@ async fn status_page_in_headless_chromium() {
     assert_eq!(overflow, json!(true), "no horizontal scrolling on a phone");
     browser.close().await;
 }
+
+#[tokio::test]
+async fn metrics_have_fault_component_webhook_and_history_series() {
+    let server = Server::builder().metrics(true, false).start();
+    server.proxy("redis", nowhere()).await;
+    toxic(
+        &server,
+        "redis",
+        json!({"type": "latency", "attributes": {"latency": 5}}),
+    )
+    .await;
+    toxic(
+        &server,
+        "redis",
+        json!({"type": "latency", "stream": "upstream"}),
+    )
+    .await;
+    toxic(&server, "redis", json!({"type": "timeout", "toxicity": 0})).await;
+    let body = server.get("/metrics").await.body;
+    for line in [
+        "downtime_faults_active{proxy=\"redis\",type=\"latency\"} 2",
+        "downtime_component_state{component=\"proxy:redis\"} 2",
+        "downtime_webhook_deliveries_total{result=\"delivered\"} 0",
+        "downtime_webhook_deliveries_total{result=\"dropped\"} 0",
+        "downtime_webhooks 0",
+        "downtime_history_events_dropped_total 0",
+        "downtime_history_queue_length ",
+    ] {
+        assert!(body.contains(line), "missing {line:?} in\n{body}");
+    }
+    assert!(
+        !body.contains("type=\"timeout\""),
+        "a fault at toxicity 0 is not active"
+    );
+}

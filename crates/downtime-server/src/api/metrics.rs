@@ -1,5 +1,8 @@
 //! `/metrics` in the Prometheus/OpenMetrics text format.
 //!
+//! With proxy metrics, the status series come too: active faults per proxy and type,
+//! component states, probes, drill runs, webhook deliveries and the history queue.
+//!
 //! Byte counters keep Toxiproxy's names and labels so existing dashboards work; unlike
 //! Toxiproxy they move while connections are open, not only when they close. The counters
 //! live as atomics in the data plane; a scrape reads them into a fresh collector.
@@ -97,6 +100,188 @@ impl Collector for ProxyCollector {
     }
 }
 
+/// Faults, component states, probes, drills, webhooks and the history queue, read once per
+/// scrape (registry, store and counters) and encoded as constant metrics.
+#[derive(Debug, Default)]
+struct StatusCollector {
+    /// (proxy, fault type, active faults of that type).
+    faults: Vec<(String, &'static str, i64)>,
+    /// (component id, severity code 0..4).
+    states: Vec<(String, i64)>,
+    /// (endpoint, requests passed, requests failed) in its latest recorded minute.
+    probes: Vec<(String, i64, i64)>,
+    /// (outcome or `running`, recorded runs).
+    drills: Vec<(&'static str, i64)>,
+    /// (result, deliveries) of webhooks since start.
+    deliveries: Vec<(&'static str, u64)>,
+    webhook_failed_attempts: u64,
+    webhooks: i64,
+    history_dropped: u64,
+    history_failed: u64,
+    history_queued: i64,
+}
+
+type Pairs = Vec<(Cow<'static, str>, Cow<'static, str>)>;
+
+fn pairs(items: &[(&'static str, &str)]) -> Pairs {
+    items
+        .iter()
+        .map(|(k, v)| (Cow::Borrowed(*k), Cow::Owned((*v).to_owned())))
+        .collect()
+}
+
+impl StatusCollector {
+    async fn gather(state: &AppState) -> Self {
+        use crate::history::{ComponentKind, Timestamp, component_state};
+        let mut c = StatusCollector::default();
+        let proxies = state.registry.list().await;
+        for p in &proxies {
+            let mut by_type: std::collections::BTreeMap<&'static str, i64> = Default::default();
+            for t in p.toxics.iter().filter(|t| t.toxicity > 0.0) {
+                *by_type.entry(t.kind.type_name()).or_default() += 1;
+            }
+            for (kind, n) in by_type {
+                c.faults.push((p.config.name.clone(), kind, n));
+            }
+            c.states.push((
+                crate::history::proxy_component(&p.config.name),
+                i64::from(component_state(p).code()),
+            ));
+        }
+        let h = &state.history;
+        let now = Timestamp::now();
+        if let Ok(known) = h.components().await {
+            for e in known.iter().filter(|e| e.kind == ComponentKind::Endpoint) {
+                if let Some(s) = e.last_state {
+                    c.states.push((e.id.clone(), i64::from(s.code())));
+                }
+                let since = Timestamp(now.millis() - 120_000);
+                if let Ok(minutes) = h.probe_minutes(&e.name, since).await
+                    && let Some(m) = minutes.last()
+                {
+                    c.probes
+                        .push((e.name.clone(), m.ok, m.total.saturating_sub(m.ok)));
+                }
+            }
+        }
+        if let Ok(drills) = h.drills(500).await {
+            let mut by: std::collections::BTreeMap<&'static str, i64> = Default::default();
+            for d in drills {
+                *by.entry(d.outcome.map_or("running", |o| o.as_str()))
+                    .or_default() += 1;
+            }
+            c.drills = by.into_iter().collect();
+        }
+        let w = state.webhooks.stats();
+        c.deliveries = vec![
+            ("delivered", w.delivered.load(Ordering::Relaxed)),
+            ("failed", w.failed.load(Ordering::Relaxed)),
+            ("dropped", w.dropped.load(Ordering::Relaxed)),
+        ];
+        c.webhook_failed_attempts = w.failed_attempts.load(Ordering::Relaxed);
+        c.webhooks = i64::try_from(state.webhooks.len()).unwrap_or(i64::MAX);
+        c.history_dropped = h.dropped();
+        c.history_failed = h.failed();
+        c.history_queued = i64::try_from(h.queued()).unwrap_or(i64::MAX);
+        c
+    }
+}
+
+impl Collector for StatusCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let mut f = encoder.encode_descriptor(
+            "downtime_faults_active",
+            "Faults (toxics with toxicity above 0) active right now, per proxy and type.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (proxy, kind, n) in &self.faults {
+            ConstGauge::new(*n)
+                .encode(f.encode_family(&pairs(&[("proxy", proxy), ("type", kind)]))?)?;
+        }
+        let mut f = encoder.encode_descriptor(
+            "downtime_component_state",
+            "State of each status page component: 0 operational, 1 under maintenance, \
+             2 degraded performance, 3 partial outage, 4 major outage.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (component, code) in &self.states {
+            ConstGauge::new(*code).encode(f.encode_family(&pairs(&[("component", component)]))?)?;
+        }
+        let mut f = encoder.encode_descriptor(
+            "downtime_probe_requests_last_minute",
+            "Probe requests of each endpoint in its latest recorded minute (last 2 minutes), \
+             by result.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (endpoint, ok, failed) in &self.probes {
+            for (result, n) in [("ok", ok), ("failed", failed)] {
+                ConstGauge::new(*n).encode(
+                    f.encode_family(&pairs(&[("endpoint", endpoint), ("result", result)]))?,
+                )?;
+            }
+        }
+        let mut f = encoder.encode_descriptor(
+            "downtime_drill_runs",
+            "Drill runs in the history store (at most the latest 500), by outcome; running \
+             ones have outcome \"running\".",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (outcome, n) in &self.drills {
+            ConstGauge::new(*n).encode(f.encode_family(&pairs(&[("outcome", outcome)]))?)?;
+        }
+        let mut f = encoder.encode_descriptor(
+            "downtime_webhook_deliveries",
+            "Webhook deliveries since start, by result: delivered (2xx), failed (after the last \
+             retry), dropped (queue full).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (result, n) in &self.deliveries {
+            ConstCounter::new(*n).encode(f.encode_family(&pairs(&[("result", result)]))?)?;
+        }
+        let f = encoder.encode_descriptor(
+            "downtime_webhook_failed_attempts",
+            "Webhook attempts that failed (error, timeout or non-2xx answer), retried or not.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(self.webhook_failed_attempts).encode(f)?;
+        let f = encoder.encode_descriptor(
+            "downtime_webhooks",
+            "Webhook subscriptions.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(self.webhooks).encode(f)?;
+        let f = encoder.encode_descriptor(
+            "downtime_history_events_dropped",
+            "History writes dropped because the queue was full (the data plane never waits).",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(self.history_dropped).encode(f)?;
+        let f = encoder.encode_descriptor(
+            "downtime_history_writes_failed",
+            "History writes lost because their transaction failed.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(self.history_failed).encode(f)?;
+        let f = encoder.encode_descriptor(
+            "downtime_history_queue_length",
+            "History writes waiting in the queue.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(self.history_queued).encode(f)?;
+        Ok(())
+    }
+}
+
 #[derive(Debug)]
 struct ProcessCollector;
 
@@ -157,6 +342,7 @@ pub(super) async fn render(State(state): State<AppState>) -> Response {
     let mut registry = Registry::default();
     if state.metrics.proxy {
         registry.register_collector(Box::new(ProxyCollector(state.registry.counters().await)));
+        registry.register_collector(Box::new(StatusCollector::gather(&state).await));
     }
     if state.metrics.runtime {
         registry.register_collector(Box::new(ProcessCollector));
