@@ -335,7 +335,7 @@ attributes = {{ latency = 1 }}
             .build()
             .unwrap();
         let url = format!("{base}/proxies/dep/toxics/drill-ramp-latency");
-        let mut seen: Vec<(Instant, f64)> = Vec::new();
+        let mut seen: Vec<(Instant, f64, u64)> = Vec::new();
         let deadline = Instant::now() + DRILL_BOUND;
         while !watcher_stop.is_cancelled() && Instant::now() < deadline {
             if let Ok(resp) = client.get(&url).send().await
@@ -343,9 +343,11 @@ attributes = {{ latency = 1 }}
             {
                 let v: Value = resp.json().await.unwrap_or(Value::Null);
                 if let Some(t) = v["toxicity"].as_f64()
-                    && seen.last().is_none_or(|(_, last)| (last - t).abs() > 1e-6)
+                    && seen
+                        .last()
+                        .is_none_or(|(_, last, _)| (last - t).abs() > 1e-6)
                 {
-                    seen.push((Instant::now(), t));
+                    seen.push((Instant::now(), t, v["ttl"].as_u64().unwrap_or(0)));
                 }
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -359,7 +361,7 @@ attributes = {{ latency = 1 }}
     assert_eq!(report.outcome, Outcome::Pass, "{:#}", report_json(&report));
     let levels: Vec<f64> = seen
         .iter()
-        .map(|(_, t)| (t * 100.0).round() / 100.0)
+        .map(|(_, t, _)| (t * 100.0).round() / 100.0)
         .collect();
     assert_eq!(
         levels,
@@ -367,7 +369,7 @@ attributes = {{ latency = 1 }}
         "levels seen through the API"
     );
     let first = seen[0].0;
-    for (i, (at, level)) in seen.iter().enumerate() {
+    for (i, (at, level, ttl)) in seen.iter().enumerate() {
         let offset = at.duration_since(first).as_millis();
         let planned = 400 * i as u128;
         // Seen by a 20 ms poller: no earlier than planned (minus the first sighting's own
@@ -375,6 +377,13 @@ attributes = {{ latency = 1 }}
         assert!(
             offset + 60 >= planned && offset <= planned + 300,
             "level {level} seen at +{offset} ms, planned +{planned} ms ({seen:?})"
+        );
+        // Each change restarts the server's TTL clock, so each level carries what is left of
+        // the step plus the 5 s margin: the fault never outlives its step by more than that.
+        let expected = 2000 + 5000 - 400 * i as u64;
+        assert!(
+            *ttl <= expected && *ttl + 150 >= expected,
+            "level {level}: ttl {ttl} ms, expected about {expected} ms"
         );
     }
     // The runner's own log agrees, within 150 ms of the plan (baseline 1 s).

@@ -360,8 +360,19 @@ impl Run<'_> {
                     enc(&f.proxy),
                     enc(&fault_name(s, f))
                 );
+                // A change restarts the server's TTL clock: give what is left of the step plus
+                // the margin, so a ramped fault outlives a dead runner no longer than any other.
+                let end = self
+                    .plan
+                    .baseline
+                    .saturating_add(s.at)
+                    .saturating_add(s.duration);
+                let ttl = end
+                    .saturating_sub(self.elapsed())
+                    .saturating_add(TTL_MARGIN);
+                let ttl = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
                 self.api
-                    .post(&path, json!({ "toxicity": toxicity }))
+                    .post(&path, json!({ "toxicity": toxicity, "ttl": ttl }))
                     .await?;
                 FaultChange::Toxicity {
                     proxy: f.proxy.clone(),
