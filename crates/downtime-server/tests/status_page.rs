@@ -871,3 +871,97 @@ async fn metrics_have_fault_component_webhook_and_history_series() {
         "a fault at toxicity 0 is not active"
     );
 }
+
+#[tokio::test]
+async fn drills_show_with_verdicts_reports_and_incident_webhooks() {
+    let server = Server::start();
+    server.proxy("payments", nowhere()).await;
+    let (url, got) = receiver("drill-secret", 0, false).await;
+    let events = ["incident.created", "incident.updated", "incident.resolved"];
+    let r = server
+        .post(
+            "/webhooks",
+            &json!({"url": url, "secret": "drill-secret", "events": events}).to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+
+    let r = server
+        .post(
+            "/history/drills",
+            r#"{"name": "payments <down>", "seed": 7}"#,
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let drill = r.json()["id"].as_i64().unwrap();
+    let phase = json!({
+        "phase": "outage",
+        "text": "payments times out",
+        "faults": [{"proxy": "payments", "toxic": {"type": "timeout"}}],
+    });
+    let r = server
+        .post(
+            &format!("/history/drills/{drill}/phases"),
+            &phase.to_string(),
+        )
+        .await;
+    assert!(r.status < 300, "{}", r.body);
+    let page = server.get("/status").await.body;
+    assert!(
+        page.contains("payments &#60;down&#62;"),
+        "running drill listed"
+    );
+    assert!(page.contains("v-running"));
+
+    let report = json!({
+        "drill": "payments <down>",
+        "outcome": "fail",
+        "events": [{"at_ms": 0, "what": "baseline"}, {"at_ms": 5000, "what": "fault <timeout>"}],
+        "probes": [{"name": "checkout", "url": "http://app/checkout", "samples": 10,
+                    "passed": 7, "failures": [["status 503", 3]]}],
+    });
+    let end = json!({"outcome": "fail", "reason": "checkout availability 70 %", "report": report});
+    let r = server
+        .post(&format!("/history/drills/{drill}/end"), &end.to_string())
+        .await;
+    assert!(r.status < 300, "{}", r.body);
+
+    let page = server.get("/status").await.body;
+    assert!(page.contains("v-fail"), "verdict shown");
+    let link = format!("href=\"/status/drills/{drill}\"");
+    assert!(page.contains(&link), "report link");
+    let html = server
+        .request_with(
+            reqwest::Method::GET,
+            &format!("/status/drills/{drill}"),
+            None,
+            Some("Mozilla/5.0"),
+        )
+        .await;
+    assert_eq!(html.status, 200);
+    assert!(html.body.contains("checkout availability 70 %"));
+    assert!(
+        html.body.contains("fault &#60;timeout&#62;"),
+        "report text escaped"
+    );
+    assert!(html.body.contains("7 of 10"));
+    let raw = server
+        .get(&format!("/status/drills/{drill}.json"))
+        .await
+        .json();
+    assert_eq!(raw["probes"][0]["name"], "checkout");
+    assert_eq!(server.get("/status/drills/999999").await.status, 404);
+    assert_eq!(server.get("/status/drills/nope").await.status, 404);
+
+    // The drill opened an incident and resolved it: receivers heard about both.
+    eventually(Duration::from_secs(10), "incident webhooks", || async {
+        let got = got.lock().unwrap();
+        got.iter().any(|(e, _, _)| e == "incident.created")
+            && got.iter().any(|(e, _, _)| e == "incident.resolved")
+    })
+    .await;
+    for (event, signature_ok, body) in got.lock().unwrap().iter() {
+        assert!(signature_ok, "{event}");
+        assert!(body["incident"]["name"].is_string(), "{body}");
+    }
+}

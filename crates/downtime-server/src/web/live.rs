@@ -140,17 +140,33 @@ pub fn update(title: &str, seq: u64, snapshot: &StatusSnapshot) -> LiveUpdate {
 /// The published update: the JSON text every page receives.
 pub type Published = Arc<(u64, String)>;
 
-/// Waits for the next change notice of the history store (never, without one).
-async fn notice(rx: &mut Option<broadcast::Receiver<Notice>>) {
-    match rx {
-        Some(r) => match r.recv().await {
-            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-            Err(broadcast::error::RecvError::Closed) => {
-                *rx = None;
-                std::future::pending::<()>().await;
-            }
-        },
-        None => std::future::pending::<()>().await,
+/// Waits for the next change notice of the history store (never, without one); `None`
+/// when notices were lost to lag.
+async fn notice(rx: &mut Option<broadcast::Receiver<Notice>>) -> Option<Notice> {
+    loop {
+        match rx {
+            Some(r) => match r.recv().await {
+                Ok(n) => return Some(n),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "status monitor lagged behind history notices");
+                    return None;
+                }
+                Err(broadcast::error::RecvError::Closed) => *rx = None,
+            },
+            None => std::future::pending::<()>().await,
+        }
+    }
+}
+
+/// Which webhook event a changed incident is: just resolved (or completed), just opened,
+/// or anything else.
+fn incident_event(i: &crate::history::Incident) -> EventKind {
+    if i.resolved_at == Some(i.updated_at) {
+        EventKind::IncidentResolved
+    } else if i.updates.len() <= 1 && i.created_at == i.updated_at {
+        EventKind::IncidentCreated
+    } else {
+        EventKind::IncidentUpdated
     }
 }
 
@@ -184,20 +200,40 @@ pub fn spawn_monitor(
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let noticed = tokio::select! {
+            let first = tokio::select! {
                 () = stop.cancelled() => break,
-                _ = tick.tick() => false,
-                () = notice(&mut notices) => true,
+                _ = tick.tick() => None,
+                n = notice(&mut notices) => Some(n),
             };
-            if noticed {
-                // Coalesce a burst of notices into one snapshot.
+            let noticed = first.is_some();
+            if let Some(first) = first {
+                // Coalesce a burst of notices into one snapshot; every incident change is
+                // still its own webhook event, from the notice itself.
                 tokio::time::sleep(Duration::from_millis(100)).await;
+                let mut batch: Vec<Notice> = first.into_iter().collect();
                 if let Some(r) = notices.as_mut() {
-                    while !matches!(
-                        r.try_recv(),
-                        Err(broadcast::error::TryRecvError::Empty
-                            | broadcast::error::TryRecvError::Closed)
-                    ) {}
+                    loop {
+                        match r.try_recv() {
+                            Ok(n) => batch.push(n),
+                            Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                            Err(_) => break,
+                        }
+                    }
+                }
+                if let Some(hooks) = &webhooks {
+                    for n in &batch {
+                        if let Notice::Incident(i) = n {
+                            let context = match &last {
+                                Some((_, s)) => s.clone(),
+                                None => source.snapshot().await,
+                            };
+                            let view = super::source::incident(i);
+                            hooks.publish(
+                                incident_event(i),
+                                json::incident_event(&context, &status_url, &view),
+                            );
+                        }
+                    }
                 }
             }
             let live = live_print(&source.registry().list().await);
@@ -222,7 +258,8 @@ pub fn spawn_monitor(
     rx
 }
 
-/// Sends webhook events for what changed between two snapshots.
+/// Sends `component.updated` for every component whose state changed between two snapshots
+/// (incident events come from the store's notices, one per change).
 fn notify(hooks: &Webhooks, status_url: &str, before: &StatusSnapshot, after: &StatusSnapshot) {
     let old: HashMap<&str, ComponentState> = before
         .components
@@ -235,26 +272,6 @@ fn notify(hooks: &Webhooks, status_url: &str, before: &StatusSnapshot, after: &S
             let payload = json::component_event(after, status_url, c, was);
             hooks.publish(EventKind::ComponentUpdated, payload);
         }
-    }
-    let old: HashMap<&str, &super::model::Incident> = before
-        .incidents
-        .iter()
-        .map(|i| (i.id.as_str(), i))
-        .collect();
-    for i in &after.incidents {
-        let kind = match old.get(i.id.as_str()) {
-            None => EventKind::IncidentCreated,
-            Some(prev)
-                if prev.updated_at == i.updated_at
-                    && prev.updates.len() == i.updates.len()
-                    && prev.status == i.status =>
-            {
-                continue;
-            }
-            Some(prev) if prev.is_open() && !i.is_open() => EventKind::IncidentResolved,
-            Some(_) => EventKind::IncidentUpdated,
-        };
-        hooks.publish(kind, json::incident_event(after, status_url, i));
     }
 }
 
