@@ -30,6 +30,11 @@ pub struct ServeArgs {
     /// them, drills, probe results, uptime and incidents. `:memory:` keeps it in memory.
     #[arg(long, value_name = "FILE", default_value = "downtime.db")]
     pub db: std::path::PathBuf,
+    /// Days of raw history (events, per-minute component states, probe results) kept in the
+    /// database; daily rollups (the uptime bars) are kept for a year.
+    #[arg(long, value_name = "DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub history_days: u32,
 }
 
 /// Runs the server until SIGINT/SIGTERM. Exit codes: 0 after a clean shutdown, 2 for a bad
@@ -70,7 +75,10 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         status_page: None,
         on_ready: Some(Box::new(print_proxies)),
         history: (args.db.as_os_str() != ":memory:").then(|| args.db.clone()),
-        history_settings: downtime_server::history::HistorySettings::default(),
+        history_settings: downtime_server::history::HistorySettings {
+            raw_days: args.history_days,
+            ..downtime_server::history::HistorySettings::default()
+        },
     };
     // Printed on stdout so scripts (and tests using --port 0) can read the bound address.
     println!("downtime API listening on http://{bound}");

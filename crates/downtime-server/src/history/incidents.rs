@@ -792,10 +792,10 @@ impl History {
         let mut conn = self.pool().acquire().await?;
         let ids: Vec<i64> = sqlx::query_scalar(
             "SELECT id FROM incidents \
-             WHERE ($1 IS NULL OR ($1 = 1 AND resolved_ms IS NULL) \
+             WHERE (CAST($1 AS BIGINT) IS NULL OR ($1 = 1 AND resolved_ms IS NULL) \
                     OR ($1 = 0 AND resolved_ms IS NOT NULL)) \
-               AND ($2 IS NULL OR kind = $2) \
-               AND ($3 IS NULL OR updated_ms >= $3) \
+               AND (CAST($2 AS TEXT) IS NULL OR kind = $2) \
+               AND (CAST($3 AS BIGINT) IS NULL OR updated_ms >= $3) \
              ORDER BY created_ms DESC, id DESC LIMIT $4",
         )
         .bind(open)

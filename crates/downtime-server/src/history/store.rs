@@ -358,12 +358,15 @@ pub(super) async fn events(
     query: &EventQuery,
 ) -> Result<Vec<Event>, HistoryError> {
     let limit = i64::from(query.limit.unwrap_or(1000).clamp(1, 1000));
-    // Optional filters as `($n IS NULL OR col = $n)`: one static, portable statement.
+    // Optional filters as `(CAST($n AS type) IS NULL OR col = $n)`: one static statement;
+    // the cast gives PostgreSQL the parameter's type, SQLite ignores it for NULL.
     let rows = sqlx::query(
         "SELECT id, at_ms, kind, actor, proxy, fault, drill_id, detail FROM events \
-         WHERE ($1 IS NULL OR at_ms >= $1) AND ($2 IS NULL OR at_ms < $2) \
-           AND ($3 IS NULL OR proxy = $3) AND ($4 IS NULL OR kind = $4) \
-           AND ($5 IS NULL OR drill_id = $5) \
+         WHERE (CAST($1 AS BIGINT) IS NULL OR at_ms >= $1) \
+           AND (CAST($2 AS BIGINT) IS NULL OR at_ms < $2) \
+           AND (CAST($3 AS TEXT) IS NULL OR proxy = $3) \
+           AND (CAST($4 AS TEXT) IS NULL OR kind = $4) \
+           AND (CAST($5 AS BIGINT) IS NULL OR drill_id = $5) \
          ORDER BY at_ms DESC, id DESC LIMIT $6",
     )
     .bind(query.since.map(Timestamp::millis))
