@@ -386,6 +386,11 @@ async fn rollups_and_retention_over_generated_history() {
         );
     };
     check(&history.daily_uptime(c, 90).await.unwrap());
+    // All components at once (one query for a page of many components).
+    let all = history.daily_uptime_all(90).await.unwrap();
+    assert_eq!(all.len(), 2);
+    check(&all[c]);
+    assert_eq!(all["endpoint:home"][89].uptime_pct, Some(0.0));
 
     let stats = history.prune(Timestamp::now()).await.unwrap();
     // Raw minutes older than 30 days went (days 31..=399 back, less the gap), after their

@@ -351,6 +351,15 @@ impl History {
         rollup::daily_uptime(self.pool(), component, days, Day::today()).await
     }
 
+    /// [`History::daily_uptime`] of every component with samples in the window, in one
+    /// query (a status page with many components); components without any are absent.
+    pub async fn daily_uptime_all(
+        &self,
+        days: u32,
+    ) -> Result<std::collections::BTreeMap<String, Vec<DayStat>>, HistoryError> {
+        rollup::daily_uptime_all(self.pool(), days, Day::today()).await
+    }
+
     /// Like [`History::daily_uptime`] with the last day given (tests, reports of the past).
     pub async fn daily_uptime_until(
         &self,

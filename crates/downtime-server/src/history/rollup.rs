@@ -212,38 +212,21 @@ fn count(n: i64) -> u32 {
     u32::try_from(n.max(0)).unwrap_or(u32::MAX)
 }
 
-/// `days` entries ending with `last`, oldest first; gaps have no uptime.
-pub(super) async fn daily_uptime(
-    pool: &SqlitePool,
-    component: &str,
-    days: u32,
-    last: Day,
-) -> Result<Vec<DayStat>, HistoryError> {
-    let first = last.minus(i64::from(days).saturating_sub(1));
-    let rows = sqlx::query(
-        "SELECT day, minutes, maintenance, degraded, partial, major, worst FROM component_days \
-         WHERE component = $1 AND day >= $2 AND day <= $3 ORDER BY day",
-    )
-    .bind(component)
-    .bind(first.0)
-    .bind(last.0)
-    .fetch_all(pool)
-    .await?;
-    let mut stored = BTreeMap::new();
-    for row in &rows {
-        stored.insert(
-            row.try_get::<i64, _>("day")?,
-            StoredDay {
-                minutes: row.try_get("minutes")?,
-                maintenance: row.try_get("maintenance")?,
-                degraded: row.try_get("degraded")?,
-                partial: row.try_get("partial")?,
-                major: row.try_get("major")?,
-                worst: row.try_get("worst")?,
-            },
-        );
-    }
-    let mut out = Vec::with_capacity(usize::try_from(days).unwrap_or(0));
+fn stored_day(row: &sqlx::sqlite::SqliteRow) -> Result<StoredDay, sqlx::Error> {
+    Ok(StoredDay {
+        minutes: row.try_get("minutes")?,
+        maintenance: row.try_get("maintenance")?,
+        degraded: row.try_get("degraded")?,
+        partial: row.try_get("partial")?,
+        major: row.try_get("major")?,
+        worst: row.try_get("worst")?,
+    })
+}
+
+/// One entry per day from `first` to `last`; days without a stored row have no uptime.
+fn fill(first: Day, last: Day, stored: &BTreeMap<i64, StoredDay>) -> Vec<DayStat> {
+    let len = last.0.saturating_sub(first.0).saturating_add(1).max(0);
+    let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
     let mut day = first;
     while day <= last {
         let stat = match stored.get(&day.0) {
@@ -273,10 +256,67 @@ pub(super) async fn daily_uptime(
             },
         };
         out.push(stat);
-        day = Day(day.0.saturating_add(1));
         if day.0 == i64::MAX {
             break;
         }
+        day = Day(day.0.saturating_add(1));
     }
-    Ok(out)
+    out
+}
+
+/// The first day of a window of `days` days ending with `last`.
+fn first_of(days: u32, last: Day) -> Day {
+    last.minus(i64::from(days).saturating_sub(1))
+}
+
+/// `days` entries ending with `last`, oldest first; gaps have no uptime.
+pub(super) async fn daily_uptime(
+    pool: &SqlitePool,
+    component: &str,
+    days: u32,
+    last: Day,
+) -> Result<Vec<DayStat>, HistoryError> {
+    let first = first_of(days, last);
+    let rows = sqlx::query(
+        "SELECT day, minutes, maintenance, degraded, partial, major, worst FROM component_days \
+         WHERE component = $1 AND day >= $2 AND day <= $3 ORDER BY day",
+    )
+    .bind(component)
+    .bind(first.0)
+    .bind(last.0)
+    .fetch_all(pool)
+    .await?;
+    let mut stored = BTreeMap::new();
+    for row in &rows {
+        stored.insert(row.try_get::<i64, _>("day")?, stored_day(row)?);
+    }
+    Ok(fill(first, last, &stored))
+}
+
+/// [`daily_uptime`] of every component with a day in the window, in one query.
+pub(super) async fn daily_uptime_all(
+    pool: &SqlitePool,
+    days: u32,
+    last: Day,
+) -> Result<BTreeMap<String, Vec<DayStat>>, HistoryError> {
+    let first = first_of(days, last);
+    let rows = sqlx::query(
+        "SELECT component, day, minutes, maintenance, degraded, partial, major, worst \
+         FROM component_days WHERE day >= $1 AND day <= $2",
+    )
+    .bind(first.0)
+    .bind(last.0)
+    .fetch_all(pool)
+    .await?;
+    let mut stored: BTreeMap<String, BTreeMap<i64, StoredDay>> = BTreeMap::new();
+    for row in &rows {
+        stored
+            .entry(row.try_get("component")?)
+            .or_default()
+            .insert(row.try_get::<i64, _>("day")?, stored_day(row)?);
+    }
+    Ok(stored
+        .into_iter()
+        .map(|(component, days)| (component, fill(first, last, &days)))
+        .collect())
 }
