@@ -34,6 +34,9 @@ DT_BULK_PORT=$((PORT_BASE + 92))     # downtime proxy "bulk" -> iperf3 (b)
 DT_LAT_PORT=$((PORT_BASE + 93))      # downtime proxy "lat" -> upstream, latency toxic (c)
 DT_BW_PORT=$((PORT_BASE + 94))       # downtime proxy "bw" -> upstream, bandwidth toxic (d)
 DT_STREAM_PORT=$((PORT_BASE + 96))   # downtime proxy "stream" -> upstream, toxic churn (e)
+DT_STANDIN_PORT=$((PORT_BASE + 97))  # downtime HTTP stand-in "standin", no upstream (f)
+DT_WEB_PORT=$((PORT_BASE + 98))      # downtime HTTP proxy "web" -> upstream, no faults (f)
+DT_WEB20_PORT=$((PORT_BASE + 99))    # downtime HTTP proxy "web20" -> upstream, 20 faults that never match (f)
 
 STARTED_PIDS=()
 
@@ -145,6 +148,23 @@ render() { # template output
         -e "s|@NGX_503_PORT@|$NGX_503_PORT|g" \
         -e "s|@NGX_PROXY_PORT@|$NGX_PROXY_PORT|g" \
         "$1" >"$2"
+    # The 503 body of the HTTP reference: downtime's own maintenance answer, fetched at run
+    # time (bench/run.sh writes it to $WORK/standin.body), as an nginx quoted string.
+    if grep -q '@BODY_503@' "$2"; then
+        "$PY" - "$2" "$WORK/standin.body" <<'PYEOF'
+import sys
+conf, body_file = sys.argv[1], sys.argv[2]
+try:
+    body = open(body_file, "rb").read().decode()
+except OSError:
+    body = '{"id": "maintenance", "message": "API is temporarily unavailable."}'
+# nginx turns \n, \t, \r, \\, \' and \" inside quotes into the characters: escape every
+# backslash and single quote so that the bytes sent are exactly the body's.
+quoted = "'" + body.replace("\\", "\\\\").replace("'", "\\'") + "'"
+text = open(conf).read().replace("@BODY_503@", quoted)
+open(conf, "w").write(text)
+PYEOF
+    fi
 }
 
 # start_nginx NAME CPU PORT: runs nginx in the foreground (daemon off) with our own
@@ -221,6 +241,15 @@ start_downtime() {
     stop_pid "$DT_PID"
     DT_PID=""
     return 1
+}
+
+dt_http_proxy() { # NAME LISTEN_PORT [UPSTREAM_PORT]: an HTTP proxy (a stand-in without upstream)
+    local up=""
+    [ -n "${3:-}" ] && up=",\"upstream\":\"127.0.0.1:$3\""
+    dt_api DELETE "/proxies/$1" >/dev/null
+    dt_expect 201 POST /proxies \
+        "{\"name\":\"$1\",\"protocol\":\"http\",\"listen\":\"127.0.0.1:$2\"$up}" &&
+        wait_port "$2" 5
 }
 
 dt_proxy() { # NAME LISTEN_PORT UPSTREAM_PORT

@@ -7,13 +7,15 @@
 #   c  100 ms latency toxic: added latency p50/p99, small and 1 MiB responses
 #   d  bandwidth toxic accuracy at 100 and 10000 KB/s
 #   e  idle connections' RSS; toxic add/remove API latency under 1000 streaming conns
-#   f  HTTP reference figures (nginx return 503, nginx proxy_pass keepalive)
+#   f  HTTP proxies: the maintenance stand-in vs nginx return 503; pass-through vs nginx
+#      proxy_pass (upstream keepalive); the same with 20 faults that do not match; 1 MiB bodies
 #
 # Environment: REPEAT (2), DURATION (10 s per wrk/iperf3 run), LAT_SAMPLES (200),
 # IDLE_CONNS (10000), STREAM_CONNS (1000), CHURN_CYCLES (200), CHURN_TOXIC (latency 10 ms
 # downstream, as JSON; its name must be <type>_<stream> or given), DOWNTIME_BIN (target/release/downtime),
 # SKIP_DOWNTIME=1, BENCH_PORT_BASE (18000), BENCH_OUT (results directory),
-# SERVER_CPU (0), LOAD_CPU (1), KEEP_WORK=1 (keep the temp dir with configs and logs).
+# SERVER_CPU (0), LOAD_CPU (1), KEEP_WORK=1 (keep the temp dir with configs and logs),
+# HTTP_FAULTS (20: non-matching faults on proxy web20 in f).
 #
 # The server under test runs on SERVER_CPU, everything else (load, upstream) on LOAD_CPU.
 # Every load run is bounded in time; every process started here is stopped by PID.
@@ -27,7 +29,7 @@ for t in "$@"; do
     case "$t" in
         all) TARGETS=(a b c d e f) ;;
         a | b | c | d | e | f) TARGETS+=("$t") ;;
-        -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
         *) echo "unknown target: $t" >&2; exit 2 ;;
     esac
 done
@@ -84,12 +86,24 @@ truncate -s 100000000 "$WORK/files/100MB.bin"
 
 check_ports_free "$UP_PORT" "$NGX_TCP_PORT" "$NGX_BULK_PORT" "$NGX_BW1_PORT" "$NGX_BW2_PORT" \
     "$IPERF_PORT" "$NGX_503_PORT" "$NGX_PROXY_PORT" "$DT_API_PORT" "$DT_TCP_PORT" \
-    "$DT_BULK_PORT" "$DT_LAT_PORT" "$DT_BW_PORT" "$DT_STREAM_PORT" || exit 1
+    "$DT_BULK_PORT" "$DT_LAT_PORT" "$DT_BW_PORT" "$DT_STREAM_PORT" \
+    "$DT_STANDIN_PORT" "$DT_WEB_PORT" "$DT_WEB20_PORT" || exit 1
 
 # "master worker" PIDs, set by start_nginx
 NGX_PID_stream="" NGX_PID_httpref=""
 start_nginx upstream "$LOAD_CPU" "$UP_PORT" || exit 1
 start_nginx stream "$SERVER_CPU" "$NGX_TCP_PORT" || exit 1
+
+HTTP_FAULTS=${HTTP_FAULTS:-20}
+# dt_add_faults PROXY N: N status faults that match only paths no benchmark requests
+dt_add_faults() {
+    local i
+    for i in $(seq "$2"); do
+        dt_expect 200 POST "/proxies/$1/toxics" \
+            "{\"type\":\"status\",\"name\":\"f$i\",\"attributes\":{\"status\":500},\"match\":{\"path\":\"/never-$i\"}}" ||
+            return 1
+    done
+}
 
 DT_OK=0
 # (Re)start downtime and create its proxies; DT_OK=1 when that worked.
@@ -106,7 +120,11 @@ dt_setup() {
         dt_proxy bulk "$DT_BULK_PORT" "$IPERF_PORT" &&
         dt_proxy lat "$DT_LAT_PORT" "$UP_PORT" &&
         dt_proxy bw "$DT_BW_PORT" "$UP_PORT" &&
-        dt_proxy stream "$DT_STREAM_PORT" "$UP_PORT"; then
+        dt_proxy stream "$DT_STREAM_PORT" "$UP_PORT" &&
+        dt_http_proxy standin "$DT_STANDIN_PORT" &&
+        dt_http_proxy web "$DT_WEB_PORT" "$UP_PORT" &&
+        dt_http_proxy web20 "$DT_WEB20_PORT" "$UP_PORT" &&
+        dt_add_faults web20 "$HTTP_FAULTS"; then
         DT_OK=1
     else
         log "creating downtime proxies failed"
@@ -122,7 +140,7 @@ run_wrk() {
     shift 5
     local t0=0 t1=0
     [ $# -gt 0 ] && t0=$(cpu_ticks "$@")
-    taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${secs}s" --latency \
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${secs}s" --timeout "${WRK_TIMEOUT:-2s}" --latency \
         "http://127.0.0.1:$port$path" >"$OUT/$label.txt" 2>&1
     [ $# -gt 0 ] && t1=$(cpu_ticks "$@")
     WRK_REQS=$(awk '/requests in/ {print $1}' "$OUT/$label.txt")
@@ -131,6 +149,11 @@ run_wrk() {
     if [ -n "$WRK_REQS" ] && [ "$WRK_REQS" -gt 0 ] && [ $# -gt 0 ]; then
         CPU_US=$(calc "($t1 - $t0) * 1000000 / $CLK_TCK / $WRK_REQS" 2)
     fi
+    WRK_MBPS=$(awk '/^Transfer\/sec/ {v = $2; u = substr(v, length(v) - 1); v += 0;
+        if (u == "GB") v *= 1024; else if (u == "KB") v /= 1024; else if (u != "MB") v /= 1048576;
+        printf "%.1f", v * 1.048576}' "$OUT/$label.txt")  # wrk's MB are MiB: MB/s (10^6)
+    WRK_NON2XX=$(awk '/^  Non-2xx/ {print $NF}' "$OUT/$label.txt")
+    WRK_SOCKERR=$(awk -F'[ ,]+' '/Socket errors/ {print $5 + $7 + $9 + $11}' "$OUT/$label.txt")
     local errs
     errs=$(grep -E 'Socket errors|Non-2xx' "$OUT/$label.txt" | tr '\n' ' ')
     log "$label: ${WRK_RPS:-?} req/s, ${WRK_REQS:-?} requests, server cpu ${CPU_US:-?} us/req $errs"
@@ -414,19 +437,74 @@ target_e() {
 }
 
 # ---------------------------------------------------------------- f
-target_f() {
-    start_nginx httpref "$SERVER_CPU" "$NGX_503_PORT" || return 1
-    local rep
-    for rep in $(seq "$REPEAT"); do
-        # shellcheck disable=SC2154,SC2086
-        run_wrk "f-503-nginx-$rep" "$NGX_503_PORT" / 64 "$DURATION" ${NGX_PID_httpref:-}
-        emit f.503_rps nginx "$WRK_RPS" "$rep"
-        emit f.503_cpu nginx "$CPU_US" "$rep"
-        # shellcheck disable=SC2086
-        run_wrk "f-proxy-nginx-$rep" "$NGX_PROXY_PORT" / 64 "$DURATION" ${NGX_PID_httpref:-}
-        emit f.proxy_rps nginx "$WRK_RPS" "$rep"
-        emit f.proxy_cpu nginx "$CPU_US" "$rep"
+F_ERRS=0
+# f_pair ID LABEL NGX_PORT DT_PORT PATH REP: nginx then downtime, same path, wrk -c64
+f_pair() {
+    local id=$1 label=$2 nport=$3 dport=$4 path=$5 rep=$6
+    # shellcheck disable=SC2154,SC2086
+    run_wrk "f-$label-nginx-$rep" "$nport" "$path" 64 "$DURATION" ${NGX_PID_httpref:-}
+    emit "f.${id}_rps" nginx "$WRK_RPS" "$rep"
+    emit "f.${id}_cpu" nginx "$CPU_US" "$rep"
+    [ "$id" = 1m ] && emit f.1m_mbps nginx "$WRK_MBPS" "$rep"
+    if [ "$DT_OK" = 1 ]; then
+        run_wrk "f-$label-downtime-$rep" "$dport" "$path" 64 "$DURATION" "$DT_PID"
+        emit "f.${id}_rps" downtime "$WRK_RPS" "$rep"
+        emit "f.${id}_cpu" downtime "$CPU_US" "$rep"
+        F_ERRS=$((F_ERRS + ${WRK_SOCKERR:-0}))
+        [ "$id" != 503 ] && F_ERRS=$((F_ERRS + ${WRK_NON2XX:-0}))
+        [ "$id" = 1m ] && emit f.1m_mbps downtime "$WRK_MBPS" "$rep"
+    fi
+}
+
+# The responses each side gives, kept for the record (status line, headers, body size).
+f_record_responses() {
+    local who port
+    for who in nginx-503:$NGX_503_PORT downtime-standin:$DT_STANDIN_PORT \
+        nginx-proxy:$NGX_PROXY_PORT downtime-web:$DT_WEB_PORT downtime-web20:$DT_WEB20_PORT; do
+        port=${who#*:}
+        curl -s -m 5 -A downtime-bench/1 -D - -o "$OUT/f-response-${who%%:*}.body" \
+            "http://127.0.0.1:$port/" >"$OUT/f-response-${who%%:*}.headers" 2>/dev/null
     done
+    if cmp -s "$OUT/f-response-nginx-503.body" "$OUT/f-response-downtime-standin.body"; then
+        log "f: nginx 503 and downtime stand-in bodies are identical ($(wc -c <"$OUT/f-response-nginx-503.body") bytes)"
+    else
+        log "f: WARNING: the nginx 503 body differs from downtime's stand-in body"
+    fi
+}
+
+target_f() {
+    # nginx's 503 gets the stand-in's own body: fetch it first
+    if [ "$DT_OK" = 1 ]; then
+        curl -s -m 5 -A downtime-bench/1 -o "$WORK/standin.body" "http://127.0.0.1:$DT_STANDIN_PORT/"
+    fi
+    start_nginx httpref "$SERVER_CPU" "$NGX_503_PORT" || return 1
+    wait_port "$NGX_PROXY_PORT" 5
+    f_record_responses
+    local rep base faults
+    for rep in $(seq "$REPEAT"); do
+        F_ERRS=0 # downtime: socket errors, and non-2xx answers where 200 was due
+        f_pair 503 503 "$NGX_503_PORT" "$DT_STANDIN_PORT" / "$rep"
+        f_pair proxy proxy "$NGX_PROXY_PORT" "$DT_WEB_PORT" / "$rep"
+        base=""
+        [ "$DT_OK" = 1 ] && base=$WRK_RPS
+        if [ "$DT_OK" = 1 ]; then
+            # the same pass-through with HTTP_FAULTS configured faults that never match,
+            # run right after the no-fault run (same conditions as far as possible)
+            run_wrk "f-faults-downtime-$rep" "$DT_WEB20_PORT" / 64 "$DURATION" "$DT_PID"
+            faults=$WRK_RPS
+            emit f.faults_rps downtime "$faults" "$rep"
+            emit f.faults_cpu downtime "$CPU_US" "$rep"
+            F_ERRS=$((F_ERRS + ${WRK_SOCKERR:-0} + ${WRK_NON2XX:-0}))
+            [ -n "$base" ] && [ -n "$faults" ] &&
+                emit f.faults_cost downtime "$(calc "(1 - $faults / $base) * 100" 2)" "$rep"
+        fi
+        WRK_TIMEOUT=10s f_pair 1m 1m "$NGX_PROXY_PORT" "$DT_WEB_PORT" /files/1MiB.bin "$rep"
+        [ "$DT_OK" = 1 ] && emit f.errors downtime "$F_ERRS" "$rep"
+    done
+    if [ "$DT_OK" = 1 ]; then
+        dt_api GET /proxies/web20/toxics >"$OUT/f-web20-toxics.txt"
+        emit f.rss downtime "$(calc "$(rss_kib "$DT_PID") / 1024" 1)" 1
+    fi
     stop_nginx httpref
 }
 
