@@ -18,19 +18,7 @@ use crate::toxics::{Chain, ChangeOutcome, CloseKind, Item, LinkToxics};
 
 /// Largest read, like Toxiproxy's chunks when toxics apply; bigger for plain copies.
 const TOXIC_CHUNK: usize = 32 * 1024;
-const COPY_BUFFER: usize = 256 * 1024;
-
-thread_local! {
-    /// One copy buffer per worker thread, shared by every link that thread runs.
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; COPY_BUFFER]);
-}
-
-/// What one read-and-write step of a plain copy did.
-enum Step {
-    Eof,
-    Drained,
-    Copied { n: usize, rest: Option<Vec<u8>> },
-}
+const COPY_BUFFER: usize = 64 * 1024;
 /// A link stops reading while this many bytes wait for their time (backpressure). Enough
 /// to pipeline a 1 MiB response behind a latency toxic; 1,000 such links hold 2 GiB at most.
 const MAX_QUEUED: usize = 2 * 1024 * 1024;
@@ -144,41 +132,16 @@ impl Link<'_> {
     }
 
     /// Copies everything readable now; returns true at end of stream.
-    ///
-    /// Reads go into a per-thread scratch buffer and are written straight back out without
-    /// waiting; only bytes the destination cannot take at once are copied into an owned
-    /// buffer before awaiting it. So a link holds no buffer of its own, idle or busy, and
-    /// large reads cost no allocation.
     async fn copy_ready(&mut self) -> io::Result<bool> {
+        // Allocated per burst and dropped when the socket runs dry: idle links hold no buffer.
+        let mut buf = BytesMut::with_capacity(COPY_BUFFER);
         loop {
-            let step = SCRATCH.with(|scratch| {
-                let mut buf = scratch.borrow_mut();
-                let n = match self.src.try_read(&mut buf[..]) {
-                    Ok(0) => return Ok(Step::Eof),
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Step::Drained),
-                    Err(e) => return Err(e),
-                };
-                let mut written = 0;
-                while written < n {
-                    match self.dst.try_write(&buf[written..n]) {
-                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                        Ok(w) => written += w,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) => return Err(e),
-                    }
-                }
-                let rest = (written < n).then(|| buf[written..n].to_vec());
-                Ok(Step::Copied { n, rest })
-            })?;
-            match step {
-                Step::Eof => return Ok(true),
-                Step::Drained => return Ok(false),
-                Step::Copied { n, rest } => {
+            buf.clear();
+            match self.src.try_read_buf(&mut buf) {
+                Ok(0) => return Ok(true),
+                Ok(n) => {
                     self.stats.received.fetch_add(n as u64, Ordering::Relaxed);
-                    if let Some(rest) = rest {
-                        write_all(self.dst, &rest).await?;
-                    }
+                    write_all(self.dst, &buf).await?;
                     self.stats.sent.fetch_add(n as u64, Ordering::Relaxed);
                     tokio::task::coop::consume_budget().await;
                     if n < COPY_BUFFER {
@@ -186,6 +149,8 @@ impl Link<'_> {
                         return Ok(false);
                     }
                 }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
             }
         }
     }
