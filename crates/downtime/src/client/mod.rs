@@ -144,6 +144,8 @@ pub enum Command {
     /// Show the latest requests an HTTP proxy served: status and fault of each.
     #[command(visible_alias = "req")]
     Requests(http::RequestsArgs),
+    /// Stop every running drill and remove every fault at once (`POST /halt`).
+    Halt(ListArgs),
 }
 
 impl Command {
@@ -159,6 +161,7 @@ impl Command {
             Command::Maintenance(command) => command.options(),
             Command::Fault(command) => command.options(),
             Command::Requests(args) => args.options(),
+            Command::Halt(args) => &args.options,
         }
     }
 
@@ -380,7 +383,23 @@ async fn execute(api: &Api, command: Command) -> anyhow::Result<Output> {
         Command::Maintenance(command) => http::maintenance(api, &command).await,
         Command::Fault(command) => http::fault(api, &command).await,
         Command::Requests(args) => http::requests(api, &args).await,
+        Command::Halt(_) => halt(api).await.context("halt"),
     }
+}
+
+/// `halt`: `POST /halt`; every fault goes and running drills abort and clean up.
+async fn halt(api: &Api) -> anyhow::Result<Output> {
+    let answer = api.send(Method::POST, &["halt"], None).await?;
+    let removed = answer
+        .parse::<Value>()
+        .ok()
+        .and_then(|v| v.get("removed").and_then(Value::as_u64))
+        .unwrap_or(0);
+    let plural = if removed == 1 { "" } else { "s" };
+    Ok(Output::new(
+        format!("Halted: {removed} fault{plural} removed; running drills will stop\n"),
+        &answer,
+    ))
 }
 
 /// `list`: `GET /proxies`.
