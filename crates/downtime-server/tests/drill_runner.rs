@@ -372,10 +372,10 @@ attributes = {{ latency = 1 }}
     for (i, (at, level, ttl)) in seen.iter().enumerate() {
         let offset = at.duration_since(first).as_millis();
         let planned = 400 * i as u128;
-        // Seen by a 20 ms poller: no earlier than planned (minus the first sighting's own
-        // delay), no later than 300 ms after it.
+        // Seen by a 20 ms poller, relative to the first sighting (itself possibly late on a
+        // loaded machine): not much earlier than planned, no later than 300 ms after it.
         assert!(
-            offset + 60 >= planned && offset <= planned + 300,
+            offset + 150 >= planned && offset <= planned + 300,
             "level {level} seen at +{offset} ms, planned +{planned} ms ({seen:?})"
         );
         // Each change restarts the server's TTL clock, so each level carries what is left of
@@ -452,38 +452,37 @@ async fn run_embedded_with_journal(text: &str, upstream: SocketAddr) -> (DrillRe
     (report, journal)
 }
 
-/// For each probe tick (request k was sent at k × 100 ms), whether a fault answered it.
+/// For each probe tick, whether a fault answered the request: every probe request goes
+/// through the proxy once and they are 200 ms apart, so the k-th journal entry is the
+/// request sent at k × 200 ms.
 fn hits_by_tick(journal: &[Value]) -> Vec<(u64, Option<String>)> {
-    let first = journal[0]["at_ms"].as_u64().unwrap();
     journal
         .iter()
-        .map(|e| {
-            let at = e["at_ms"].as_u64().unwrap();
-            let tick = (at - first + 50) / 100;
-            (tick, e["fault"].as_str().map(str::to_owned))
-        })
+        .zip(0u64..)
+        .map(|(e, tick)| (tick, e["fault"].as_str().map(str::to_owned)))
         .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_file_and_seed_inject_the_same_faults_in_the_same_order_at_the_same_requests() {
     let healthy = target(Behaviour::Healthy).await;
-    // Two steps, two faults in the first, a ramp and a 50 % fault in the second. The
-    // baseline ends between two probe ticks (1.05 s) so every request falls clearly inside
-    // or outside a step.
+    // Two steps: two faults (one a 50 % status fault) in the first, a ramped status fault in
+    // the second. Probes tick every 200 ms and every change (1.1 s, 3.1 s, 4.1 s, 5.1 s)
+    // falls halfway between two ticks, so each request is clearly before or after it even
+    // on a loaded machine.
     let text = r#"
 name = "replay"
 seed = 1234
-baseline = "1050ms"
+baseline = "1100ms"
 recovery = "500ms"
 [[probe]]
 url = "http://PROXY_ADDR/account"
-interval = "100ms"
+interval = "200ms"
 timeout = "1s"
 expect = { status = "200-599" }
 [[step]]
 name = "first"
-duration = "1s"
+duration = "2s"
 [[step.fault]]
 proxy = "api"
 type = "http_latency"
@@ -496,16 +495,19 @@ toxicity = 0.5
 attributes = { status = 500 }
 [[step]]
 name = "second"
-at = "1s"
-duration = "1s"
+at = "2s"
+duration = "2s"
 ramp = { from = 0.3, to = 0.7, steps = 2 }
 [[step.fault]]
 proxy = "api"
 type = "status"
 attributes = { status = 503 }
 "#;
-    let (a, journal_a) = run_embedded_with_journal(text, healthy.addr).await;
-    let (b, journal_b) = run_embedded_with_journal(text, healthy.addr).await;
+    // Two runs at once, each on its own embedded server.
+    let ((a, journal_a), (b, journal_b)) = tokio::join!(
+        run_embedded_with_journal(text, healthy.addr),
+        run_embedded_with_journal(text, healthy.addr)
+    );
 
     // The same faults in the same order.
     let (ea, eb) = (event_names(&a), event_names(&b));
@@ -520,12 +522,12 @@ attributes = { status = 503 }
     let (ha, hb) = (hits_by_tick(&journal_a), hits_by_tick(&journal_b));
     let in_faults = |h: &[(u64, Option<String>)]| -> Vec<(u64, Option<String>)> {
         h.iter()
-            .filter(|(t, _)| (11..=30).contains(t))
+            .filter(|(t, _)| (6..=25).contains(t))
             .cloned()
             .collect()
     };
     let (fa, fb) = (in_faults(&ha), in_faults(&hb));
-    assert_eq!(fa.len(), 20, "ticks 11..=30 are inside the steps: {ha:?}");
+    assert_eq!(fa.len(), 20, "ticks 6..=25 are inside the steps: {ha:?}");
     assert_eq!(fa, fb, "which requests the faults answered");
     let hit = fa.iter().filter(|(_, f)| f.is_some()).count();
     assert!(
@@ -535,7 +537,7 @@ attributes = { status = 503 }
     // Nothing outside the steps.
     assert!(
         ha.iter()
-            .filter(|(t, _)| !(11..=30).contains(t))
+            .filter(|(t, _)| !(6..=25).contains(t))
             .all(|(_, f)| f.is_none()),
         "{ha:?}"
     );
