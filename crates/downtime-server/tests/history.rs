@@ -928,3 +928,82 @@ type = "timeout"
         ["drill_started", "drill_phase", "drill_phase", "drill_ended"]
     );
 }
+
+#[tokio::test]
+async fn random_minutes_roll_up_to_the_counts_computed_directly() {
+    use downtime_server::history::uptime_pct;
+    use rand::rngs::SmallRng;
+    use rand::{RngExt, SeedableRng};
+    use std::collections::BTreeMap;
+
+    let dir = tempfile::tempdir().unwrap();
+    let history = History::open(&dir.path().join("p.db"), HistorySettings::default())
+        .await
+        .unwrap();
+    for seed in 0..4u64 {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let component = format!("proxy:random-{seed}");
+        let first = Day(20_000);
+        let days = 5i64;
+        // Each minute may be written several times; the stored minute keeps its worst state.
+        let mut expected: BTreeMap<i64, ComponentState> = BTreeMap::new();
+        let mut writes = Vec::new();
+        for day in 0..days {
+            let share = rng.random_range(0..=100u32);
+            for m in 0..1440 {
+                if rng.random_range(0..100u32) >= share {
+                    continue;
+                }
+                let minute = Day(first.0 + day).first_minute() + m;
+                for _ in 0..rng.random_range(1..=2u32) {
+                    let state = ComponentState::ALL[rng.random_range(0..5usize)];
+                    writes.push(ComponentMinute {
+                        component: component.clone(),
+                        minute,
+                        state,
+                    });
+                    let worst = expected.entry(minute).or_insert(state);
+                    *worst = (*worst).max(state);
+                }
+            }
+        }
+        // In two halves, so days are rolled up again as minutes arrive.
+        let half = writes.len() / 2;
+        history.insert_minutes(&writes[..half]).await.unwrap();
+        history.insert_minutes(&writes[half..]).await.unwrap();
+        let last = Day(first.0 + days - 1);
+        let stats = history
+            .daily_uptime_until(&component, 5, last)
+            .await
+            .unwrap();
+        assert_eq!(stats.len(), 5);
+        for (i, stat) in stats.iter().enumerate() {
+            let day = Day(first.0 + i as i64);
+            assert_eq!(stat.day, day);
+            let range = day.first_minute()..day.first_minute() + 1440;
+            let states: Vec<ComponentState> = expected.range(range).map(|(_, s)| *s).collect();
+            let count = |s: ComponentState| states.iter().filter(|x| **x == s).count() as u32;
+            assert_eq!(stat.minutes, states.len() as u32, "seed {seed} day {i}");
+            assert_eq!(stat.major_minutes, count(ComponentState::MajorOutage));
+            assert_eq!(stat.partial_minutes, count(ComponentState::PartialOutage));
+            assert_eq!(
+                stat.degraded_minutes,
+                count(ComponentState::DegradedPerformance)
+            );
+            assert_eq!(
+                stat.maintenance_minutes,
+                count(ComponentState::UnderMaintenance)
+            );
+            assert_eq!(stat.worst_state, states.iter().copied().max());
+            assert_eq!(
+                stat.uptime_pct,
+                uptime_pct(
+                    u64::from(stat.minutes),
+                    u64::from(stat.partial_minutes),
+                    u64::from(stat.major_minutes)
+                )
+            );
+        }
+    }
+    history.shutdown().await;
+}
