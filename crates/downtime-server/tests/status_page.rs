@@ -448,8 +448,8 @@ fn expected_signature(secret: &[u8], body: &[u8]) -> String {
 async fn webhooks_are_signed_and_retried_after_a_failure() {
     let server = Server::start();
     server.proxy("redis", nowhere()).await;
-    // Let the monitor see the new proxy first, so the only event is the fault below.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Let the monitor publish the new proxy first, so the only event is the fault below.
+    first_event(&server, "proxy:redis").await;
     let (url, got) = receiver("s3cret", 1, false).await;
     let r = server
         .post(

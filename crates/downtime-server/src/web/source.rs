@@ -2,11 +2,15 @@
 //! (states, through the history's pure [`component_state`]), and the recorded history:
 //! probed endpoints, daily uptime, incidents with their timelines, drill runs.
 //!
-//! A snapshot reads the registry once and the store with a handful of indexed queries (one
-//! per component for its 90 days). A failing query is logged and shows as missing data,
-//! never as an error page: the status page must stay up when the store is not.
+//! A snapshot reads the registry every time; the store's part (a handful of indexed
+//! queries, one per component for its 90 days) is cached until the store announces a change
+//! (see [`Source`]). A failing query is logged and shows as missing data, never as an error
+//! page: the status page must stay up when the store is not.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::broadcast;
 
 use downtime_model::ProxyView;
 use downtime_proxy::Registry;
@@ -17,7 +21,7 @@ use super::model::{
     IncidentUpdate, StatusSnapshot,
 };
 use crate::history::{
-    self, ComponentKind as StoredKind, History, IncidentFilter, Timestamp, component_state,
+    self, ComponentKind as StoredKind, History, IncidentFilter, Notice, Timestamp, component_state,
     fault_state, proxy_component,
 };
 
@@ -159,17 +163,62 @@ fn incidents_on(incidents: &[Incident], component: &str, day: i64, now: i64) -> 
         .collect()
 }
 
-/// Where snapshots come from.
+/// What the store says, read with a few queries and reused until it changes.
+struct Recorded {
+    /// When it was read (unix ms).
+    at: i64,
+    /// Proxy names it was read for (a new proxy needs its days).
+    proxies: Vec<String>,
+    /// Components the store has seen.
+    known: Vec<history::Component>,
+    /// Components under a maintenance window in progress.
+    maintenance: BTreeSet<String>,
+    /// Incidents of the last 90 days and every open one, newest first.
+    incidents: Vec<Incident>,
+    /// Recent drill runs.
+    drills: Vec<DrillRun>,
+    /// Recorded days per component id (no live overlay).
+    days: HashMap<String, Vec<Day>>,
+}
+
+/// Recorded data is read again after this long even without a change notice (maintenance
+/// windows and probe freshness move with the clock).
+const RECORDED_TTL_MS: i64 = 30_000;
+
+struct Cache {
+    notices: Mutex<Option<broadcast::Receiver<Notice>>>,
+    recorded: Mutex<Option<Arc<Recorded>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Where snapshots come from; cheap to clone.
+///
+/// Live faults are read on every snapshot. What comes from the store (days, incidents,
+/// drills, endpoints) is cached and read again only when the store announced a change (any
+/// history notice: an event, an incident, a drill, a sampled minute), when a proxy appeared,
+/// at midnight UTC, or after 30 s. So a page view costs one registry read and the render.
 #[derive(Clone)]
 pub struct Source {
     registry: Registry,
     history: Option<History>,
+    cache: Arc<Cache>,
 }
 
 impl Source {
     /// A source reading the live registry and, when given, the history store.
     pub fn new(registry: Registry, history: Option<History>) -> Self {
-        Source { registry, history }
+        let notices = history.as_ref().map(History::subscribe);
+        Source {
+            registry,
+            history,
+            cache: Arc::new(Cache {
+                notices: Mutex::new(notices),
+                recorded: Mutex::new(None),
+            }),
+        }
     }
 
     /// The live registry.
@@ -180,6 +229,41 @@ impl Source {
     /// The history store, if any.
     pub fn history(&self) -> Option<&History> {
         self.history.as_ref()
+    }
+
+    /// Whether the store announced a change since the last call (drains the notices).
+    fn store_changed(&self) -> bool {
+        let mut guard = lock(&self.cache.notices);
+        let Some(rx) = guard.as_mut() else {
+            return false;
+        };
+        let mut changed = false;
+        loop {
+            match rx.try_recv() {
+                Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => changed = true,
+                Err(broadcast::error::TryRecvError::Empty) => return changed,
+                Err(broadcast::error::TryRecvError::Closed) => {
+                    *guard = None;
+                    return true;
+                }
+            }
+        }
+    }
+
+    async fn recorded(&self, history: &History, proxies: &[String], now: i64) -> Arc<Recorded> {
+        let changed = self.store_changed();
+        let cached = lock(&self.cache.recorded).clone();
+        if let Some(r) = cached
+            && !changed
+            && r.proxies == proxies
+            && clock::day_of(r.at) == clock::day_of(now)
+            && now - r.at < RECORDED_TTL_MS
+        {
+            return r;
+        }
+        let fresh = Arc::new(read_recorded(history, proxies, now).await);
+        *lock(&self.cache.recorded) = Some(fresh.clone());
+        fresh
     }
 
     /// The full snapshot: components with their 90 days, incidents, drills.
@@ -194,46 +278,30 @@ impl Source {
                 drills: Vec::new(),
             };
         };
-        let stamp = Timestamp(now);
-        let window = Timestamp(now - DAYS as i64 * clock::DAY_MS);
-        let open_filter = IncidentFilter {
-            open: Some(true),
-            limit: Some(100),
-            ..IncidentFilter::default()
-        };
-        let recent_filter = IncidentFilter {
-            since: Some(window),
-            limit: Some(200),
-            ..IncidentFilter::default()
-        };
-        let (known, maintenance, open, recent, drills) = tokio::join!(
-            history.components(),
-            history.maintenance_components(stamp),
-            history.incidents(&open_filter),
-            history.incidents(&recent_filter),
-            history.drills(DRILLS_SHOWN),
-        );
-        let known = or_log("components", known);
-        let maintenance: BTreeSet<String> = or_log("maintenance windows", maintenance);
-        let mut incidents: Vec<Incident> = or_log("open incidents", open)
-            .iter()
-            .map(incident)
-            .collect();
-        for i in or_log("incidents", recent) {
-            if !incidents.iter().any(|x| x.id == i.id.to_string()) {
-                incidents.push(incident(&i));
+        let names: Vec<String> = proxies.iter().map(|p| p.config.name.clone()).collect();
+        let recorded = self.recorded(history, &names, now).await;
+        let today = clock::day_of(now);
+        let days_of = |id: &str, state: ComponentState| {
+            let mut days = recorded
+                .days
+                .get(id)
+                .cloned()
+                .unwrap_or_else(|| empty_days(today, state));
+            if let Some(last) = days.last_mut()
+                && last.day == today
+            {
+                last.live = Some(state);
             }
-        }
-        incidents.sort_by_key(|i| std::cmp::Reverse((i.created_at, i.id.parse::<i64>().ok())));
-
+            days
+        };
         let known_by_id: HashMap<&str, &history::Component> =
-            known.iter().map(|c| (c.id.as_str(), c)).collect();
+            recorded.known.iter().map(|c| (c.id.as_str(), c)).collect();
         let mut components = Vec::new();
         for view in &proxies {
             let id = proxy_component(&view.config.name);
             let mut state = component_state(view);
             let mut reason = proxy_reason(view);
-            if maintenance.contains(&id) && state != ComponentState::UnderMaintenance {
+            if recorded.maintenance.contains(&id) && state != ComponentState::UnderMaintenance {
                 // A planned window explains the state, as the sampler records it.
                 state = ComponentState::UnderMaintenance;
                 reason = format!("Scheduled maintenance in progress. {reason}")
@@ -244,16 +312,21 @@ impl Source {
             components.push(Component {
                 created_at: stored.map_or(now, |c| c.first_seen.millis()),
                 updated_at: stored.map_or(now, |c| c.last_seen.millis()),
+                days: days_of(&id, state),
                 id,
                 name: view.config.name.clone(),
                 kind: ComponentKind::Dependency,
                 state,
                 reason,
-                days: Vec::new(),
             });
         }
-        for c in known.iter().filter(|c| c.kind == StoredKind::Endpoint) {
-            if c.last_seen.millis() < window.millis() {
+        let window = now - DAYS as i64 * clock::DAY_MS;
+        for c in recorded
+            .known
+            .iter()
+            .filter(|c| c.kind == StoredKind::Endpoint)
+        {
+            if c.last_seen.millis() < window {
                 continue;
             }
             let fresh = now - c.last_seen.millis() <= PROBE_FRESH_MS;
@@ -262,7 +335,7 @@ impl Source {
             } else {
                 ComponentState::Operational
             };
-            if maintenance.contains(&c.id) {
+            if recorded.maintenance.contains(&c.id) {
                 state = ComponentState::UnderMaintenance;
             }
             let reason = match (fresh, state) {
@@ -276,61 +349,113 @@ impl Source {
                 kind: ComponentKind::Endpoint,
                 state,
                 reason,
-                days: Vec::new(),
+                days: days_of(&c.id, state),
                 created_at: c.first_seen.millis(),
                 updated_at: c.last_seen.millis(),
             });
         }
-
-        let today = clock::day_of(now);
-        let stats = futures_util::future::join_all(
-            components
-                .iter()
-                .map(|c| history.daily_uptime(&c.id, DAYS as u32)),
-        )
-        .await;
-        for (c, stat) in components.iter_mut().zip(stats) {
-            let stat = match stat {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, component = %c.id, "status page: no uptime");
-                    Vec::new()
-                }
-            };
-            let mut days = empty_days(today, c.state);
-            for s in stat {
-                let Some(slot) = days.iter_mut().find(|d| d.day == s.day.0) else {
-                    continue;
-                };
-                slot.uptime = s.uptime_pct.map(|p| p / 100.0);
-                slot.worst = s.worst_state.unwrap_or(ComponentState::Operational);
-                slot.outage_minutes = s.partial_minutes.saturating_add(s.major_minutes);
-                slot.degraded_minutes = s.degraded_minutes;
-                slot.maintenance_minutes = s.maintenance_minutes;
-            }
-            for d in &mut days {
-                d.incidents = incidents_on(&incidents, &c.id, d.day, now);
-            }
-            c.days = days;
-        }
-
-        let drills = or_log("drills", drills)
-            .into_iter()
-            .map(|d| DrillRun {
-                id: d.id.to_string(),
-                name: d.name,
-                started_at: d.started_at.millis(),
-                ended_at: d.ended_at.map(Timestamp::millis),
-                verdict: d.outcome.map(|o| o.as_str().to_owned()),
-                report_url: d.ended_at.map(|_| format!("/status/drills/{}", d.id)),
-            })
-            .collect();
-
         StatusSnapshot {
             now,
             components,
-            incidents,
-            drills,
+            incidents: recorded.incidents.clone(),
+            drills: recorded.drills.clone(),
         }
+    }
+}
+
+/// Reads what the store knows for the page: components, maintenance windows, incidents,
+/// drills, and 90 days per proxy and recently probed endpoint.
+async fn read_recorded(history: &History, proxies: &[String], now: i64) -> Recorded {
+    let stamp = Timestamp(now);
+    let window = Timestamp(now - DAYS as i64 * clock::DAY_MS);
+    let open_filter = IncidentFilter {
+        open: Some(true),
+        limit: Some(100),
+        ..IncidentFilter::default()
+    };
+    let recent_filter = IncidentFilter {
+        since: Some(window),
+        limit: Some(200),
+        ..IncidentFilter::default()
+    };
+    let (known, maintenance, open, recent, drills) = tokio::join!(
+        history.components(),
+        history.maintenance_components(stamp),
+        history.incidents(&open_filter),
+        history.incidents(&recent_filter),
+        history.drills(DRILLS_SHOWN),
+    );
+    let known = or_log("components", known);
+    let maintenance: BTreeSet<String> = or_log("maintenance windows", maintenance);
+    let mut incidents: Vec<Incident> = or_log("open incidents", open)
+        .iter()
+        .map(incident)
+        .collect();
+    for i in or_log("incidents", recent) {
+        if !incidents.iter().any(|x| x.id == i.id.to_string()) {
+            incidents.push(incident(&i));
+        }
+    }
+    incidents.sort_by_key(|i| std::cmp::Reverse((i.created_at, i.id.parse::<i64>().ok())));
+
+    let mut ids: Vec<String> = proxies.iter().map(|p| proxy_component(p)).collect();
+    ids.extend(
+        known
+            .iter()
+            .filter(|c| c.kind == StoredKind::Endpoint && c.last_seen.millis() >= window.millis())
+            .map(|c| c.id.clone()),
+    );
+    let today = clock::day_of(now);
+    let stats =
+        futures_util::future::join_all(ids.iter().map(|id| history.daily_uptime(id, DAYS as u32)))
+            .await;
+    let mut days = HashMap::new();
+    for (id, stat) in ids.into_iter().zip(stats) {
+        let stat = match stat {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, component = %id, "status page: no uptime");
+                Vec::new()
+            }
+        };
+        let mut row = empty_days(today, ComponentState::Operational);
+        for d in &mut row {
+            d.live = None;
+        }
+        for s in stat {
+            let Some(slot) = row.iter_mut().find(|d| d.day == s.day.0) else {
+                continue;
+            };
+            slot.uptime = s.uptime_pct.map(|p| p / 100.0);
+            slot.worst = s.worst_state.unwrap_or(ComponentState::Operational);
+            slot.outage_minutes = s.partial_minutes.saturating_add(s.major_minutes);
+            slot.degraded_minutes = s.degraded_minutes;
+            slot.maintenance_minutes = s.maintenance_minutes;
+        }
+        for d in &mut row {
+            d.incidents = incidents_on(&incidents, &id, d.day, now);
+        }
+        days.insert(id, row);
+    }
+
+    let drills = or_log("drills", drills)
+        .into_iter()
+        .map(|d| DrillRun {
+            id: d.id.to_string(),
+            name: d.name,
+            started_at: d.started_at.millis(),
+            ended_at: d.ended_at.map(Timestamp::millis),
+            verdict: d.outcome.map(|o| o.as_str().to_owned()),
+            report_url: d.ended_at.map(|_| format!("/status/drills/{}", d.id)),
+        })
+        .collect();
+    Recorded {
+        at: now,
+        proxies: proxies.to_vec(),
+        known,
+        maintenance,
+        incidents,
+        drills,
+        days,
     }
 }
