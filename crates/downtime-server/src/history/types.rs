@@ -176,7 +176,7 @@ pub enum Actor {
     Drill,
     /// A fault's time to live ran out.
     Ttl,
-    /// A scheduled action (maintenance windows, scheduled drills).
+    /// A scheduled action (maintenance windows; `User-Agent: downtime-schedule/...`).
     Schedule,
     /// The server itself (startup configuration, shutdown).
     System,
@@ -188,6 +188,7 @@ impl Actor {
         match user_agent {
             Some(ua) if ua.starts_with("downtime-cli/") => Actor::Cli,
             Some(ua) if ua.starts_with("downtime-drill/") => Actor::Drill,
+            Some(ua) if ua.starts_with("downtime-schedule/") => Actor::Schedule,
             _ => Actor::Api,
         }
     }
@@ -554,6 +555,10 @@ mod tests {
         assert_eq!(
             Actor::from_user_agent(Some("downtime-drill/0.1.0")),
             Actor::Drill
+        );
+        assert_eq!(
+            Actor::from_user_agent(Some("downtime-schedule/0.1.0")),
+            Actor::Schedule
         );
         assert_eq!(Actor::from_user_agent(Some("curl/8")), Actor::Api);
         assert_eq!(Actor::from_user_agent(None), Actor::Api);
