@@ -657,7 +657,10 @@ fn fault(w: &mut Walker<'_>, table: &Table<'_>, path: &str, at: usize) -> Option
             Err(e) => w.problem(m.span().start, join(path, "match"), e.to_string()),
         }
     }
-    if kind.is_some() {
+    let known_type = kind
+        .as_deref()
+        .is_some_and(|t| ToxicKind::with_defaults(t).is_some() || HTTP_FAULT_TYPES.contains(&t));
+    if known_type {
         // Let the model check attributes and bounds exactly as the API will.
         if let Err(e) = request.clone().into_toxic(|_| false) {
             let off = get(table, "attributes").map_or(at, |v| v.span().start);
@@ -735,6 +738,13 @@ impl DrillPlan {
         let mut proxies = Vec::new();
         for (i, (at, t)) in w.tables(root, "", "proxy").into_iter().enumerate() {
             let path = format!("proxy[{i}]");
+            w.known_keys(
+                t,
+                &path,
+                &[
+                    "name", "listen", "upstream", "enabled", "protocol", "toxics",
+                ],
+            );
             let json = to_json(&DeValue::Table(t.clone()));
             match serde_json::from_value::<ProxyRequest>(json) {
                 Ok(req) => match req.validate(Some(i + 1)) {
@@ -819,6 +829,19 @@ impl DrillPlan {
                         join(&p, "steps"),
                         format!("must be within 2..10000, got {n}"),
                     );
+                }
+                for (key, missing) in [
+                    ("from", from.is_none()),
+                    ("to", to.is_none()),
+                    ("steps", n.is_none()),
+                ] {
+                    if missing && get(r, key).is_none() {
+                        w.problem(
+                            at,
+                            join(&p, key),
+                            "missing (a ramp needs from, to and steps)",
+                        );
+                    }
                 }
                 Some(Ramp {
                     from: from? as f32,

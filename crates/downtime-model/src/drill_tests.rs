@@ -161,3 +161,34 @@ proptest::proptest! {
         proptest::prop_assert!((0.0..=1.0).contains(&p));
     }
 }
+
+#[test]
+fn ramps_and_proxies_are_checked_too() {
+    let bad = r#"
+[[proxy]]
+name = "p"
+upstream = "127.0.0.1:1"
+colour = "red"
+
+[[probe]]
+url = "http://127.0.0.1:1/"
+
+[[step]]
+duration = "1s"
+ramp = { from = 0.1 }
+[[step.fault]]
+proxy = "p"
+type = "nope"
+"#;
+    let problems = DrillPlan::parse(bad).unwrap_err();
+    let all: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    let all = all.join("\n");
+    assert!(all.contains("proxy[0].colour: unknown key"), "{all}");
+    assert!(all.contains("ramp.to: missing"), "{all}");
+    assert!(all.contains("ramp.steps: missing"), "{all}");
+    assert!(all.contains("unknown fault type \"nope\""), "{all}");
+    assert!(
+        !all.contains("invalid toxic type"),
+        "one problem per mistake: {all}"
+    );
+}
