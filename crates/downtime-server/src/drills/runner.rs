@@ -674,6 +674,14 @@ pub async fn run(
                 Outcome::Fail,
                 Some(format!("phase {:?}: {}", p.name, p.reasons.join("; "))),
             ),
+            // A drill that could not put the server back as it was has not passed.
+            None if !cleanup.restored => (
+                Outcome::Fail,
+                Some(format!(
+                    "cleanup did not restore the server: {}",
+                    cleanup.problems.join("; ")
+                )),
+            ),
             None => (Outcome::Pass, None),
         },
     };
