@@ -25,6 +25,9 @@ pub struct ConfigError {
 struct TomlFile {
     #[serde(default)]
     proxy: Vec<TomlProxy>,
+    /// Scheduled drills, read by [`crate::drills::schedule::load`].
+    #[serde(default, rename = "schedule")]
+    _schedule: Vec<toml::Table>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -49,6 +49,8 @@ pub struct ServeOptions {
     pub history: Option<std::path::PathBuf>,
     /// Sampling, retention and queue settings of the history store.
     pub history_settings: history::HistorySettings,
+    /// Drills to run on their schedules, against this server's own API.
+    pub schedules: Vec<drills::schedule::Schedule>,
 }
 
 /// Why the server could not run.
@@ -121,11 +123,20 @@ pub async fn run(
         webhooks: hooks,
     };
     // The status routes have their own router without the API's browser refusal: see `web`.
-    let app = api::router(state).merge(web::router(web_state));
+    let runs = drills::schedule::Runs::default();
+    let app = api::router(state)
+        .merge(web::router(web_state))
+        .merge(drills::schedule::router(runs.clone()));
+    let own_api = own_api_url(listener.local_addr()?);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = serve_api_on_own_thread(listener, app, stop_rx)?;
+    let scheduler = drills::schedule::start(options.schedules, own_api, runs);
     shutdown.await;
     tracing::debug!("shutting down");
+    // Scheduled drills abort and clean up through the API, so before the API stops.
+    scheduler
+        .stop(options.grace.max(Duration::from_secs(15)))
+        .await;
     let _ = stop_tx.send(());
     stop_web.cancel();
     registry.shutdown(options.grace).await;
@@ -137,6 +148,16 @@ pub async fn run(
     }
     history.shutdown().await;
     Ok(())
+}
+
+/// The URL this server's own drills use to reach its API (loopback for a wildcard bind).
+fn own_api_url(addr: std::net::SocketAddr) -> String {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!("http://{}", std::net::SocketAddr::new(ip, addr.port()))
 }
 
 /// Serves the API on a thread of its own with a single-threaded runtime, so that no amount

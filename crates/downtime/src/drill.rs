@@ -18,6 +18,26 @@ pub enum DrillCommand {
         /// The drill file (TOML).
         file: PathBuf,
     },
+    /// List the server's scheduled drill runs, or show one with its report.
+    Runs(RunsArgs),
+}
+
+/// Flags of `drill runs`.
+#[derive(Debug, clap::Args)]
+pub struct RunsArgs {
+    /// Show this run with its full report (JSON).
+    pub id: Option<u64>,
+    /// The server's API.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "TOXIPROXY_URL",
+        default_value = "http://127.0.0.1:8474"
+    )]
+    pub server: String,
+    /// Print the server's JSON answer.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `drill run`.
@@ -72,6 +92,7 @@ pub async fn run(command: DrillCommand) -> ExitCode {
             Err(code) => code,
         },
         DrillCommand::Run(args) => run_drill(args).await,
+        DrillCommand::Runs(args) => runs(args).await,
     }
 }
 
@@ -190,4 +211,86 @@ async fn run_drill(args: RunArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     ExitCode::from(report.exit_code())
+}
+
+/// `drill runs [ID]`: `GET /drills/runs` (a table) or `GET /drills/runs/{id}`.
+async fn runs(args: RunsArgs) -> ExitCode {
+    let base = if args.server.contains("://") {
+        args.server.trim_end_matches('/').to_owned()
+    } else {
+        format!("http://{}", args.server.trim_end_matches('/'))
+    };
+    let url = match args.id {
+        Some(id) => format!("{base}/drills/runs/{id}"),
+        None => format!("{base}/drills/runs"),
+    };
+    let client = reqwest::Client::builder()
+        .user_agent(concat!("downtime-cli/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_default();
+    let answer = match client.get(&url).send().await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("downtime: cannot reach {base}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let status = answer.status();
+    let body = answer.text().await.unwrap_or_default();
+    if !status.is_success() {
+        eprintln!(
+            "downtime: GET {url}: HTTP {}: {}",
+            status.as_u16(),
+            body.trim()
+        );
+        return ExitCode::FAILURE;
+    }
+    if args.json {
+        println!("{}", body.trim_end());
+        return ExitCode::SUCCESS;
+    }
+    let value: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    if args.id.is_some() {
+        print!("{}", run_text(&value));
+        if let Some(report) = value.get("report") {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(report).unwrap_or_default()
+            );
+        }
+    } else {
+        let list = value.as_array().cloned().unwrap_or_default();
+        if list.is_empty() {
+            println!("no scheduled drill runs");
+        }
+        for run in &list {
+            print!("{}", run_text(run));
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// One line per run: id, due time, schedule, drill, status and reason.
+fn run_text(run: &serde_json::Value) -> String {
+    let field = |k: &str| {
+        run.get(k)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("-")
+    };
+    let id = run
+        .get("id")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    let mut line = format!(
+        "#{id:<4} {}  {:<20} {:<24} {}",
+        field("due_at"),
+        field("schedule"),
+        field("drill"),
+        field("status")
+    );
+    if let Some(reason) = run.get("reason").and_then(serde_json::Value::as_str) {
+        line.push_str(&format!("  ({reason})"));
+    }
+    line.push('\n');
+    line
 }

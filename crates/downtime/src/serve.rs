@@ -50,6 +50,16 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         },
         None => Vec::new(),
     };
+    let schedules = match &args.config {
+        Some(path) => match downtime_server::drills::schedule::load(path) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("downtime: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Vec::new(),
+    };
     let address = format!("{}:{}", args.host, args.port);
     let listener = match tokio::net::TcpListener::bind(&address).await {
         Ok(l) => l,
@@ -79,6 +89,7 @@ pub async fn run(args: ServeArgs) -> ExitCode {
             raw_days: args.history_days,
             ..downtime_server::history::HistorySettings::default()
         },
+        schedules,
     };
     // Printed on stdout so scripts (and tests using --port 0) can read the bound address.
     println!("downtime API listening on http://{bound}");

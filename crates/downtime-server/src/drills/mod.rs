@@ -8,6 +8,7 @@
 pub mod probes;
 pub mod report;
 pub mod runner;
+pub mod schedule;
 pub mod timeline;
 pub mod verdict;
 
