@@ -245,28 +245,30 @@ async fn runs(args: RunsArgs) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    if args.json {
-        println!("{}", body.trim_end());
-        return ExitCode::SUCCESS;
-    }
+    let mut out = String::new();
     let value: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-    if args.id.is_some() {
-        print!("{}", run_text(&value));
+    if args.json {
+        out.push_str(body.trim_end());
+        out.push('\n');
+    } else if args.id.is_some() {
+        out.push_str(&run_text(&value));
         if let Some(report) = value.get("report") {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(report).unwrap_or_default()
-            );
+            out.push_str(&serde_json::to_string_pretty(report).unwrap_or_default());
+            out.push('\n');
         }
     } else {
         let list = value.as_array().cloned().unwrap_or_default();
         if list.is_empty() {
-            println!("no scheduled drill runs");
+            out.push_str("no scheduled drill runs\n");
         }
         for run in &list {
-            print!("{}", run_text(run));
+            out.push_str(&run_text(run));
         }
     }
+    // A closed pipe (`| head`) is not an error.
+    let mut stdout = std::io::stdout().lock();
+    let _ = std::io::Write::write_all(&mut stdout, out.as_bytes());
+    let _ = std::io::Write::flush(&mut stdout);
     ExitCode::SUCCESS
 }
 
