@@ -5,7 +5,8 @@
 //! - `render`: the HTML of one snapshot (askama; 50 components x 90 bars, 30 incidents);
 //! - `snapshot+render`: what `GET /status` does: read the registry (50 proxies, 10 of them
 //!   faulted) and the SQLite history store (a year of daily rollups, 30 incidents, 20
-//!   drills), then render.
+//!   drills), then render; once with the store's part cached (as between two changes of the
+//!   store) and once reading the store every time (the first view after a change).
 
 #![allow(clippy::unwrap_used, missing_docs, reason = "a benchmark")]
 
@@ -161,6 +162,7 @@ fn main() {
 
     let mut render = Vec::new();
     let mut full = Vec::new();
+    let mut cold = Vec::new();
     for _ in 0..500 {
         let t = Instant::now();
         std::hint::black_box(page::render("downtime", &snapshot).unwrap());
@@ -170,8 +172,16 @@ fn main() {
         std::hint::black_box(page::render("downtime", &s).unwrap());
         full.push(t.elapsed());
     }
+    for _ in 0..100 {
+        source.invalidate();
+        let t = Instant::now();
+        let s = rt.block_on(source.snapshot());
+        std::hint::black_box(page::render("downtime", &s).unwrap());
+        cold.push(t.elapsed());
+    }
     percentiles("render", render);
-    percentiles("snapshot+render", full);
+    percentiles("snapshot+render (store cached, the usual case)", full);
+    percentiles("snapshot+render (store read: after a change)", cold);
 
     let mut c = Criterion::default().configure_from_args();
     c.bench_function("status_page/render", |b| {

@@ -123,6 +123,10 @@ pub fn router(state: WebState) -> Router {
             "/api/v2/scheduled-maintenances/active.json",
             get(|s| maintenances(s, json::MaintenanceFilter::Active)),
         )
+        // The page is mostly repetitive bar markup (~0.5 MB for 50 components): gzip makes
+        // it a small download on a phone. Event streams are never compressed (the default
+        // predicate skips text/event-stream), so updates are not held back in a buffer.
+        .layer(tower_http::compression::CompressionLayer::new())
         .with_state(state)
 }
 

@@ -231,6 +231,11 @@ impl Source {
         self.history.as_ref()
     }
 
+    /// Forgets the cached store data, so the next snapshot reads the store (benchmarks).
+    pub fn invalidate(&self) {
+        *lock(&self.cache.recorded) = None;
+    }
+
     /// Whether the store announced a change since the last call (drains the notices).
     fn store_changed(&self) -> bool {
         let mut guard = lock(&self.cache.notices);
