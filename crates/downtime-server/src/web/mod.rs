@@ -68,6 +68,9 @@ pub struct WebState {
     options: Arc<WebOptions>,
     live: watch::Receiver<live::Published>,
     stop: CancellationToken,
+    /// The runtime `start` ran on (the server's main one): snapshots and renders run there,
+    /// not on the API's own thread, so page views never delay a control API answer.
+    runtime: tokio::runtime::Handle,
 }
 
 impl WebState {
@@ -92,6 +95,7 @@ impl WebState {
             options: Arc::new(options),
             live,
             stop,
+            runtime: tokio::runtime::Handle::current(),
         }
     }
 }
@@ -154,21 +158,42 @@ fn page_headers(content_type: &'static str) -> HeaderMap {
     h
 }
 
+/// Takes a snapshot and builds the answer from it on the main runtime (see
+/// [`WebState`]'s `runtime`).
+async fn with_snapshot(
+    state: WebState,
+    answer: impl FnOnce(&WebState, StatusSnapshot) -> Response + Send + 'static,
+) -> Response {
+    let runtime = state.runtime.clone();
+    let job = runtime.spawn(async move {
+        let snapshot = state.source.snapshot().await;
+        answer(&state, snapshot)
+    });
+    job.await.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "status answer failed");
+        StatusCode::INTERNAL_SERVER_ERROR.into_response()
+    })
+}
+
 async fn status_page(State(state): State<WebState>) -> Response {
-    let snapshot = state.source.snapshot().await;
-    match page::render(&state.options.title, &snapshot) {
-        Ok(html) => (page_headers("text/html; charset=utf-8"), html).into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "could not render the status page");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+    with_snapshot(state, |state, snapshot| {
+        match page::render(&state.options.title, &snapshot) {
+            Ok(html) => (page_headers("text/html; charset=utf-8"), html).into_response(),
+            Err(e) => {
+                tracing::error!(error = %e, "could not render the status page");
+                StatusCode::INTERNAL_SERVER_ERROR.into_response()
+            }
         }
-    }
+    })
+    .await
 }
 
 async fn feed(State(state): State<WebState>) -> Response {
-    let snapshot = state.source.snapshot().await;
-    let xml = atom::render(&snapshot, &state.options.status_url);
-    (page_headers("application/atom+xml; charset=utf-8"), xml).into_response()
+    with_snapshot(state, |state, snapshot| {
+        let xml = atom::render(&snapshot, &state.options.status_url);
+        (page_headers("application/atom+xml; charset=utf-8"), xml).into_response()
+    })
+    .await
 }
 
 async fn css() -> Response {
@@ -200,37 +225,49 @@ fn json_response(value: &serde_json::Value) -> Response {
 }
 
 async fn summary(State(state): State<WebState>) -> Response {
-    let s = state.source.snapshot().await;
-    json_response(&json::summary(&s, &state.options.status_url))
+    with_snapshot(state, |state, s| {
+        json_response(&json::summary(&s, &state.options.status_url))
+    })
+    .await
 }
 
 async fn status_json(State(state): State<WebState>) -> Response {
-    let s = state.source.snapshot().await;
-    json_response(&json::status_doc(&s, &state.options.status_url))
+    with_snapshot(state, |state, s| {
+        json_response(&json::status_doc(&s, &state.options.status_url))
+    })
+    .await
 }
 
 async fn components(State(state): State<WebState>) -> Response {
-    let s = state.source.snapshot().await;
-    json_response(&json::components_doc(&s, &state.options.status_url))
+    with_snapshot(state, |state, s| {
+        json_response(&json::components_doc(&s, &state.options.status_url))
+    })
+    .await
 }
 
 async fn incidents(State(state): State<WebState>) -> Response {
-    let s = state.source.snapshot().await;
-    json_response(&json::incidents_doc(&s, &state.options.status_url, false))
+    with_snapshot(state, |state, s| {
+        json_response(&json::incidents_doc(&s, &state.options.status_url, false))
+    })
+    .await
 }
 
 async fn unresolved(State(state): State<WebState>) -> Response {
-    let s = state.source.snapshot().await;
-    json_response(&json::incidents_doc(&s, &state.options.status_url, true))
+    with_snapshot(state, |state, s| {
+        json_response(&json::incidents_doc(&s, &state.options.status_url, true))
+    })
+    .await
 }
 
 async fn maintenances(State(state): State<WebState>, filter: json::MaintenanceFilter) -> Response {
-    let s = state.source.snapshot().await;
-    json_response(&json::maintenances_doc(
-        &s,
-        &state.options.status_url,
-        filter,
-    ))
+    with_snapshot(state, move |state, s| {
+        json_response(&json::maintenances_doc(
+            &s,
+            &state.options.status_url,
+            filter,
+        ))
+    })
+    .await
 }
 
 /// `GET /status/drills/{id}` (HTML) and `/status/drills/{id}.json` (the stored report).
