@@ -54,6 +54,27 @@ where
     panic!("timed out waiting for {what}");
 }
 
+/// Records `total` probe requests of endpoint `name` just now, `ok` of them passing.
+async fn probe(server: &Server, name: &str, total: usize, ok: usize) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let samples: Vec<Value> = (0..total)
+        .map(|i| {
+            json!({"endpoint": name, "url": format!("http://app.test/{name}"),
+                   "at": now - i as u64 * 100, "ok": i < ok, "latency_ms": 20})
+        })
+        .collect();
+    let r = server
+        .post(
+            "/history/probes",
+            &json!({ "samples": samples }).to_string(),
+        )
+        .await;
+    assert!(r.status < 300, "{}", r.body);
+}
+
 /// Opens an incident on `component` through the control API; returns its id.
 async fn open_incident(server: &Server, title: &str, component: &str) -> i64 {
     let body = json!({
@@ -632,6 +653,25 @@ async fn status_page_in_headless_chromium() {
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.body);
+    probe(&server, "checkout", 10, 10).await;
+    let r = server
+        .post("/history/drills", r#"{"name": "checkout survives redis"}"#)
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let drill = r.json()["id"].as_i64().unwrap();
+    let end = json!({"outcome": "pass", "report": {"events": [], "probes": []}});
+    let r = server
+        .post(&format!("/history/drills/{drill}/end"), &end.to_string())
+        .await;
+    assert!(r.status < 300, "{}", r.body);
+    eventually(Duration::from_secs(10), "the probed endpoint", || async {
+        server
+            .get("/api/v2/components.json")
+            .await
+            .body
+            .contains("endpoint:checkout")
+    })
+    .await;
 
     let c = &browser.client;
     c.goto(&format!("{}/status", server.base))
@@ -698,7 +738,33 @@ async fn status_page_in_headless_chromium() {
             vec![],
         )
         .await;
-    assert_eq!(bars, json!([90, 90, 90, 90, 90]));
+    assert_eq!(
+        bars,
+        json!([90, 90, 90, 90, 90, 90]),
+        "5 proxies and 1 endpoint"
+    );
+    assert_eq!(
+        browser
+            .js(&format!("return {}", state_of("endpoint:checkout")), vec![])
+            .await,
+        json!("operational|Operational")
+    );
+    let drills = browser
+        .js(
+            "return Array.from(document.querySelectorAll('.drills tbody tr')).map(function (r) {\
+               return [r.querySelector('th').textContent, r.querySelector('.verdict').textContent,\
+                       r.querySelector('a').getAttribute('href')]; })",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        drills,
+        json!([[
+            "checkout survives redis",
+            "pass",
+            format!("/status/drills/{drill}")
+        ]])
+    );
 
     // The hostile name shows as text and nothing ran.
     let xss = browser
@@ -829,7 +895,11 @@ async fn status_page_in_headless_chromium() {
     browser.screenshot(&artifact("status-page-phone.png")).await;
     let overflow = browser
         .js(
-            "return document.documentElement.scrollWidth <= window.innerWidth",
+            "var w = window.innerWidth;\
+             var wide = Array.from(document.querySelectorAll('body *')).filter(function (e) {\
+               var r = e.getBoundingClientRect(); return r.right > w + 1 && r.width > 0 && !e.closest('.table-wrap'); })\
+               .map(function (e) { return e.tagName + '.' + e.className; });\
+             return document.documentElement.scrollWidth <= w ? true : wide.slice(0, 6);",
             vec![],
         )
         .await;
@@ -964,4 +1034,25 @@ async fn drills_show_with_verdicts_reports_and_incident_webhooks() {
         assert!(signature_ok, "{event}");
         assert!(body["incident"]["name"].is_string(), "{body}");
     }
+}
+
+#[tokio::test]
+async fn probed_endpoints_are_components() {
+    let server = Server::start();
+    probe(&server, "checkout", 10, 3).await;
+    eventually(Duration::from_secs(10), "the probed endpoint", || async {
+        server
+            .get("/api/v2/components.json")
+            .await
+            .body
+            .contains("endpoint:checkout")
+    })
+    .await;
+    let doc = server.get("/api/v2/components.json").await.json();
+    let c = component(&doc, "endpoint:checkout");
+    assert_eq!(c["status"], "major_outage", "{c}");
+    assert_eq!(c["kind"], "endpoint");
+    let page = server.get("/status").await.body;
+    assert!(page.contains("data-component-id=\"endpoint:checkout\" data-state=\"major\""));
+    assert!(page.contains("Probes of http://app.test/checkout are failing"));
 }
