@@ -12,7 +12,6 @@ use serde_json::Value;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use crate::http_fault::HTTP_FAULT_TYPES;
 use crate::{ProxyConfig, ProxyRequest, Toxic, ToxicKind, ToxicRequest};
 
 /// Where the drill's faults are injected.
@@ -620,9 +619,7 @@ fn fault(w: &mut Walker<'_>, table: &Table<'_>, path: &str, at: usize) -> Option
     let kind = w.str(table, path, "type");
     match &kind {
         None if get(table, "type").is_none() => w.problem(at, join(path, "type"), "missing"),
-        Some(t)
-            if ToxicKind::with_defaults(t).is_none() && !HTTP_FAULT_TYPES.contains(&t.as_str()) =>
-        {
+        Some(t) if !ToxicKind::is_known_type(t) => {
             let off = get(table, "type").map_or(at, |v| v.span().start);
             w.problem(off, join(path, "type"), format!("unknown fault type {t:?}"));
         }
@@ -657,9 +654,7 @@ fn fault(w: &mut Walker<'_>, table: &Table<'_>, path: &str, at: usize) -> Option
             Err(e) => w.problem(m.span().start, join(path, "match"), e.to_string()),
         }
     }
-    let known_type = kind
-        .as_deref()
-        .is_some_and(|t| ToxicKind::with_defaults(t).is_some() || HTTP_FAULT_TYPES.contains(&t));
+    let known_type = kind.as_deref().is_some_and(ToxicKind::is_known_type);
     if known_type {
         // Let the model check attributes and bounds exactly as the API will.
         if let Err(e) = request.clone().into_toxic(|_| false) {

@@ -175,6 +175,12 @@ impl ToxicKind {
         }
     }
 
+    /// Whether `type_name` names a TCP toxic or an HTTP fault.
+    pub fn is_known_type(type_name: &str) -> bool {
+        ToxicKind::with_defaults(type_name).is_some()
+            || crate::http_fault::HTTP_FAULT_TYPES.contains(&type_name)
+    }
+
     /// Builds the kind named `type_name` from its JSON attributes.
     pub fn parse(type_name: &str, attributes: Option<&Value>) -> Result<Self, Error> {
         if let Some(parsed) = HttpAction::parse(type_name, attributes.unwrap_or(&Value::Null)) {
@@ -426,9 +432,7 @@ impl ToxicRequest {
             .name
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| format!("{type_name}_{stream_text}"));
-        let known = ToxicKind::with_defaults(&type_name).is_some()
-            || crate::http_fault::HTTP_FAULT_TYPES.contains(&type_name.as_str());
-        if !known {
+        if !ToxicKind::is_known_type(&type_name) {
             return Err(Error::InvalidToxicType);
         }
         if exists(&name) {

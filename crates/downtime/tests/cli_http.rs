@@ -13,144 +13,18 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-const STARTUP: Duration = Duration::from_secs(30);
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
-// --- helpers -------------------------------------------------------------------------
+mod support;
 
-/// A port nothing listens on right now (bound, read back, released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// What one CLI run produced.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl From<Output> for Run {
-    fn from(output: Output) -> Self {
-        Run {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
-    }
-}
-
-impl Run {
-    fn ok(self) -> Run {
-        assert_eq!(
-            self.code, 0,
-            "expected success\nstdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-
-    fn fails(self, code: i32) -> Run {
-        assert_eq!(
-            self.code, code,
-            "expected exit {code}\nstdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
-        assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
-        self
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
-    }
-}
-
-/// The CLI with a clean environment for the variables it reads.
-fn cli() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_downtime"));
-    command.env_remove("TOXIPROXY_URL").stdin(Stdio::null());
-    command
-}
-
-/// Runs the CLI against `host`.
-fn run(host: &str, args: &[&str]) -> Run {
-    cli()
-        .arg("--host")
-        .arg(host)
-        .args(args)
-        .output()
-        .unwrap()
-        .into()
-}
-
-/// `downtime serve` on a free port, killed (only this child, by its handle) on drop.
-struct Server {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
+use support::{Run, Server, cli, run};
 
 impl Server {
-    fn start() -> Server {
-        let mut last_log = String::new();
-        // A freed port can be taken again before the server binds it: retry a few times.
-        for attempt in 0..3 {
-            let port = free_port();
-            let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-                "cli-http-serve-{}-{port}-{attempt}.log",
-                std::process::id()
-            ));
-            let file = std::fs::File::create(&log).unwrap();
-            let mut child = cli()
-                .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
-                .args(["--seed", "7"])
-                .env("LOG_LEVEL", "warn")
-                .stdout(file.try_clone().unwrap())
-                .stderr(file)
-                .spawn()
-                .unwrap();
-            let deadline = Instant::now() + STARTUP;
-            while Instant::now() < deadline {
-                if child.try_wait().unwrap().is_some() {
-                    break;
-                }
-                if get(&format!("127.0.0.1:{port}"), "/version").is_some_and(|r| r.status == 200) {
-                    return Server { child, port, log };
-                }
-                thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            last_log = std::fs::read_to_string(&log).unwrap_or_default();
-        }
-        panic!("downtime serve did not answer GET /version within {STARTUP:?}; log:\n{last_log}");
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        run(&self.url(), args)
-    }
-
-    /// `inspect --json`, parsed: the ground truth for what a command changed.
-    fn proxy(&self, name: &str) -> Value {
-        self.run(&["inspect", "--json", name]).ok().json()
-    }
-
     /// The fault `name` of proxy `proxy` as the API shows it.
     fn fault(&self, proxy: &str, name: &str) -> Value {
         let view = self.proxy(proxy);
@@ -182,14 +56,6 @@ impl Server {
             out.stdout
         );
         self.proxy(name)["listen"].as_str().unwrap().to_owned()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
     }
 }
 
@@ -415,7 +281,7 @@ fn maintenance_on_puts_the_old_fault_back_when_the_replacement_is_refused() {
 
 #[test]
 fn create_http_stand_in_prints_the_export_line() {
-    let server = Server::start();
+    let server = Server::start_with(&[], &["--seed", "7"]);
     let out = server
         .run(&[
             "create",
@@ -460,7 +326,7 @@ fn create_http_stand_in_prints_the_export_line() {
 
 #[test]
 fn maintenance_on_answers_503_with_the_body_and_off_restores_the_default() {
-    let server = Server::start();
+    let server = Server::start_with(&[], &["--seed", "7"]);
     let address = server.stand_in("platform-api");
 
     // Without faults the stand-in gives its default maintenance answer.
@@ -559,7 +425,7 @@ fn maintenance_on_answers_503_with_the_body_and_off_restores_the_default() {
 
 #[test]
 fn maintenance_in_front_of_an_upstream_and_targeted() {
-    let server = Server::start();
+    let server = Server::start_with(&[], &["--seed", "7"]);
     let upstream = upstream();
     server
         .run(&[
@@ -613,7 +479,7 @@ fn maintenance_in_front_of_an_upstream_and_targeted() {
 
 #[test]
 fn first_n_fails_two_requests_then_the_default_and_the_journal_shows_it() {
-    let server = Server::start();
+    let server = Server::start_with(&[], &["--seed", "7"]);
     let address = server.stand_in("platform-api");
     let added = server
         .run(&[
@@ -725,7 +591,7 @@ fn first_n_fails_two_requests_then_the_default_and_the_journal_shows_it() {
 
 #[test]
 fn every_fault_type_reaches_the_api_with_its_flags() {
-    let server = Server::start();
+    let server = Server::start_with(&[], &["--seed", "7"]);
     let address = server.stand_in("api");
     let add = |args: &[&str]| {
         let mut all = vec!["fault", "add", "api"];
@@ -861,7 +727,7 @@ fn every_fault_type_reaches_the_api_with_its_flags() {
 
 #[test]
 fn ttl_removes_faults_and_toxics_by_themselves() {
-    let server = Server::start();
+    let server = Server::start_with(&[], &["--seed", "7"]);
     let address = server.stand_in("api");
     let added = server
         .run(&[
@@ -932,7 +798,7 @@ fn ttl_removes_faults_and_toxics_by_themselves() {
 
 #[test]
 fn server_refusals_are_reported_with_status_and_message() {
-    let server = Server::start();
+    let server = Server::start_with(&[], &["--seed", "7"]);
     server.stand_in("api");
     server
         .run(&["create", "-l", "127.0.0.1:0", "-u", "127.0.0.1:9", "db"])
