@@ -31,6 +31,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+mod support;
+use support::free_port;
+
 /// Start-up of a helper process (python app, `downtime serve`).
 const STARTUP: Duration = Duration::from_secs(30);
 /// Upper bound for one `drill run` (the drills here last at most 10 s).
@@ -84,15 +87,6 @@ impl Drop for Proc {
             let _ = self.child.wait();
         }
     }
-}
-
-/// A port nothing listens on right now (bound, read back, released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A fresh scratch directory for one scenario.
@@ -253,46 +247,18 @@ struct Remote {
 
 impl Remote {
     fn start(dir: &Path) -> Remote {
-        let mut last = String::new();
-        for attempt in 0..3 {
-            let port = free_port();
-            let log = dir.join(format!("serve-{attempt}.log"));
-            let file = std::fs::File::create(&log).unwrap();
-            // In the scratch directory: whatever the server writes (its history database)
-            // stays there.
-            let child = downtime()
-                .current_dir(dir)
-                .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
-                .env("LOG_LEVEL", "info")
-                .stdout(file.try_clone().unwrap())
-                .stderr(file)
-                .spawn()
-                .unwrap();
-            let mut proc = Proc {
-                child,
-                what: "downtime serve".to_owned(),
-            };
-            let deadline = Instant::now() + STARTUP;
-            let mut up = false;
-            while Instant::now() < deadline {
-                if proc.child.try_wait().unwrap().is_some() {
-                    break;
-                }
-                if TcpStream::connect(("127.0.0.1", port)).is_ok()
-                    && http(port, "GET", "/version", None).0 == 200
-                {
-                    up = true;
-                    break;
-                }
-                thread::sleep(Duration::from_millis(50));
-            }
-            if up {
-                return Remote::populate(proc, port, log);
-            }
-            drop(proc);
-            last = std::fs::read_to_string(&log).unwrap_or_default();
-        }
-        panic!("downtime serve did not start; log:\n{last}");
+        let log = dir.join("serve.log");
+        let mut command = downtime();
+        // In the scratch directory: whatever the server writes (its history database)
+        // stays there.
+        command.current_dir(dir).env("LOG_LEVEL", "info");
+        let (child, port) =
+            support::spawn_serve(command, &[], &log).unwrap_or_else(|e| panic!("{e}"));
+        let proc = Proc {
+            child,
+            what: "downtime serve".to_owned(),
+        };
+        Remote::populate(proc, port, log)
     }
 
     fn populate(proc: Proc, port: u16, log: PathBuf) -> Remote {

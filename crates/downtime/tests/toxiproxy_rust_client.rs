@@ -21,17 +21,19 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use support::free_port;
 use toxiproxy_rust::client::Client;
 use toxiproxy_rust::proxy::{Proxy, ProxyPack};
 use toxiproxy_rust::toxic::ToxicPack;
 
 const LONG: Duration = Duration::from_secs(10);
-const STARTUP: Duration = Duration::from_secs(30);
+
+mod support;
 
 // --- the server under test ------------------------------------------------------
 
@@ -44,36 +46,17 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
-        let mut last_log = String::new();
-        for _ in 0..3 {
-            let port = free_port();
-            let log = std::env::temp_dir()
-                .join(format!("downtime-rust-{}-{port}.log", std::process::id()));
-            let out = std::fs::File::create(&log).unwrap();
-            let err = out.try_clone().unwrap();
-            let mut child = Command::new(env!("CARGO_BIN_EXE_downtime"))
-                .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
-                .stdin(Stdio::null())
-                .stdout(out)
-                .stderr(err)
-                .spawn()
-                .expect("spawn downtime");
-            let deadline = Instant::now() + STARTUP;
-            while Instant::now() < deadline {
-                if child.try_wait().unwrap().is_some() {
-                    break;
-                }
-                if version_answers(port) {
-                    return Server { child, port, log };
-                }
-                thread::sleep(Duration::from_millis(100));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            last_log = std::fs::read_to_string(&log).unwrap_or_default();
-            let _ = std::fs::remove_file(&log);
-        }
-        panic!("downtime did not answer GET /version within {STARTUP:?}; log:\n{last_log}");
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let log = std::env::temp_dir().join(format!(
+            "downtime-rust-{}-{}.log",
+            std::process::id(),
+            STARTED.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_downtime"));
+        command.stdin(Stdio::null());
+        let (child, port) =
+            support::spawn_serve(command, &[], &log).unwrap_or_else(|e| panic!("{e}"));
+        Server { child, port, log }
     }
 
     fn addr(&self) -> String {
@@ -117,18 +100,6 @@ fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> std::io::Res
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Ok((status, body))
-}
-
-fn version_answers(port: u16) -> bool {
-    matches!(http(port, "GET", "/version", None), Ok((200, _)))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 // --- upstream servers -------------------------------------------------------------

@@ -11,6 +11,7 @@ Environment:
 
 import os
 import pathlib
+import re
 import subprocess
 import tempfile
 import time
@@ -35,31 +36,38 @@ def _version_answers(host, port):
         return False
 
 
+def _bound_port(log_path):
+    """The port from the line `downtime serve` prints once bound, or None before it."""
+    text = pathlib.Path(log_path).read_text(errors="replace")
+    match = re.search(r"^downtime API listening on http://127\.0\.0\.1:(\d+)$", text, re.M)
+    return int(match.group(1)) if match else None
+
+
 def _start_server():
+    """Starts `downtime serve` on port 0 (the kernel picks: no race for a free port) with
+    `--db :memory:` (no history file in the repo); returns (proc, port, log path)."""
     binary = os.environ.get("DOWNTIME_BIN", str(REPO / "target" / "debug" / "downtime"))
     if not os.path.exists(binary):
         pytest.exit("downtime binary not found at %s (run cargo build -p downtime)" % binary, 2)
-    last_log = ""
-    for _attempt in range(3):
-        port = helpers.free_port()
-        log = tempfile.NamedTemporaryFile(prefix="downtime-py-", suffix=".log", delete=False)
-        proc = subprocess.Popen(
-            [binary, "serve", "--host", "127.0.0.1", "--port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while time.monotonic() < deadline and proc.poll() is None:
-            if _version_answers("127.0.0.1", port):
-                return proc, port, log.name
-            time.sleep(0.1)
-        # Did not come up: stop exactly this process and retry on another port.
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        log.close()
-        last_log = pathlib.Path(log.name).read_text(errors="replace")
+    log = tempfile.NamedTemporaryFile(prefix="downtime-py-", suffix=".log", delete=False)
+    proc = subprocess.Popen(
+        [binary, "serve", "--host", "127.0.0.1", "--port", "0", "--db", ":memory:"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline and proc.poll() is None:
+        port = _bound_port(log.name)
+        if port is not None and _version_answers("127.0.0.1", port):
+            return proc, port, log.name
+        time.sleep(0.05)
+    # Did not come up: stop exactly this process.
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=10)
+    log.close()
+    last_log = pathlib.Path(log.name).read_text(errors="replace")
     pytest.exit("downtime did not answer GET /version within %ss; log:\n%s" % (STARTUP_TIMEOUT, last_log), 2)
 
 

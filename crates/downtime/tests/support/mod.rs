@@ -9,8 +9,9 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -112,39 +113,17 @@ impl Server {
 
     /// Starts the server with extra environment variables and `serve` flags.
     pub fn start_with(env: &[(&str, &str)], flags: &[&str]) -> Server {
-        let mut last_log = String::new();
-        // A freed port can be taken again before the server binds it: retry a few times.
-        for attempt in 0..3 {
-            let port = free_port();
-            let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-                "cli-serve-{}-{port}-{attempt}.log",
-                std::process::id()
-            ));
-            let file = std::fs::File::create(&log).unwrap();
-            let mut child = cli()
-                .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
-                .args(flags)
-                .env("LOG_LEVEL", "warn")
-                .envs(env.iter().copied())
-                .stdout(file.try_clone().unwrap())
-                .stderr(file)
-                .spawn()
-                .unwrap();
-            let deadline = Instant::now() + STARTUP;
-            while Instant::now() < deadline {
-                if child.try_wait().unwrap().is_some() {
-                    break;
-                }
-                if version_answers(port) {
-                    return Server { child, port, log };
-                }
-                thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            last_log = std::fs::read_to_string(&log).unwrap_or_default();
+        let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "cli-serve-{}-{}.log",
+            std::process::id(),
+            SERVERS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut command = cli();
+        command.env("LOG_LEVEL", "warn").envs(env.iter().copied());
+        match spawn_serve(command, flags, &log) {
+            Ok((child, port)) => Server { child, port, log },
+            Err(e) => panic!("{e}"),
         }
-        panic!("downtime serve did not answer GET /version within {STARTUP:?}; log:\n{last_log}");
     }
 
     /// The API address as a URL, the way TOXIPROXY_URL is usually written.
@@ -168,6 +147,58 @@ impl Drop for Server {
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.log);
     }
+}
+
+/// Numbers the servers one test process starts, so their logs never collide.
+static SERVERS: AtomicUsize = AtomicUsize::new(0);
+
+/// Spawns `command serve --host 127.0.0.1 --port 0 [flags]` with stdout and stderr in `log`, reads
+/// the bound port from the line the server prints, and waits until `GET /version` answers.
+///
+/// Port 0 lets the kernel pick: no other test can take the port between choosing and
+/// binding it, and a readiness probe can never reach another test's server.
+pub fn spawn_serve(
+    mut command: Command,
+    flags: &[&str],
+    log: &Path,
+) -> Result<(Child, u16), String> {
+    let file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    command.args(["serve", "--host", "127.0.0.1", "--port", "0"]);
+    // A server started in the crate's directory without `--db` would leave a history file
+    // in the source tree: keep its history in memory instead.
+    if command.get_current_dir().is_none() && !flags.contains(&"--db") {
+        command.args(["--db", ":memory:"]);
+    }
+    let mut child = command
+        .args(flags)
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .map_err(|e| format!("spawning downtime serve: {e}"))?;
+    let deadline = Instant::now() + STARTUP;
+    let mut port = None;
+    while Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if port.is_none() {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            port = text.lines().find_map(|line| {
+                line.strip_prefix("downtime API listening on http://127.0.0.1:")
+                    .and_then(|p| p.trim().parse::<u16>().ok())
+            });
+        }
+        if let Some(port) = port.filter(|&p| version_answers(p)) {
+            return Ok((child, port));
+        }
+        thread::sleep(Duration::from_millis(25));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    Err(format!(
+        "downtime serve did not answer GET /version within {STARTUP:?}; log:\n{text}"
+    ))
 }
 
 /// Whether `GET /version` answers 200 on the port (raw HTTP/1.1, bounded by timeouts).

@@ -9,7 +9,7 @@ const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { freePort, sleep } = require('./net');
+const { sleep } = require('./net');
 
 const REPO = path.resolve(__dirname, '..', '..', '..', '..');
 const STARTUP_TIMEOUT_MS = 30000;
@@ -24,12 +24,22 @@ async function versionAnswers(url) {
   }
 }
 
+/** The port from the line `downtime serve` prints once bound, or null before it. */
+function boundPort(logPath) {
+  const text = fs.existsSync(logPath) ? fs.readFileSync(logPath, 'utf8') : '';
+  const m = text.match(/^downtime API listening on http:\/\/127\.0\.0\.1:(\d+)$/m);
+  return m ? Number(m[1]) : null;
+}
+
+let started = 0;
+
+// Port 0: the kernel picks, so parallel test files can never race for one port.
+// `--db :memory:` keeps the suite from writing a history file into the repo.
 async function startOnce(binary) {
-  const port = await freePort();
-  const url = `http://127.0.0.1:${port}`;
-  const logPath = path.join(os.tmpdir(), `downtime-node-${process.pid}-${port}.log`);
+  started += 1;
+  const logPath = path.join(os.tmpdir(), `downtime-node-${process.pid}-${started}.log`);
   const logFd = fs.openSync(logPath, 'w');
-  const child = spawn(binary, ['serve', '--host', '127.0.0.1', '--port', String(port)], {
+  const child = spawn(binary, ['serve', '--host', '127.0.0.1', '--port', '0', '--db', ':memory:'], {
     stdio: ['ignore', logFd, logFd],
   });
   fs.closeSync(logFd);
@@ -46,7 +56,9 @@ async function startOnce(binary) {
   });
   const deadline = Date.now() + STARTUP_TIMEOUT_MS;
   while (Date.now() < deadline && !exited) {
-    if (await versionAnswers(url)) {
+    const port = boundPort(logPath);
+    const url = `http://127.0.0.1:${port}`;
+    if (port !== null && (await versionAnswers(url))) {
       return { url, port, child, exitPromise, logPath };
     }
     await sleep(100);
@@ -60,7 +72,7 @@ async function startOnce(binary) {
   return { failed: true, log };
 }
 
-/** Starts a server on a free 127.0.0.1 port; returns { url, stop() }. */
+/** Starts a server on a kernel-chosen 127.0.0.1 port; returns { url, stop() }. */
 async function startServer() {
   if (process.env.DOWNTIME_API) {
     return { url: process.env.DOWNTIME_API.replace(/\/$/, ''), stop: async () => {} };
