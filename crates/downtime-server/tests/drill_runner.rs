@@ -55,7 +55,10 @@ async fn run(plan: &DrillPlan, base: &str) -> DrillReport {
             plan,
             base,
             CancellationToken::new(),
-            RunOptions { quiet: true },
+            RunOptions {
+                quiet: true,
+                ..RunOptions::default()
+            },
         ),
     )
     .await

@@ -861,7 +861,10 @@ type = "timeout"
             &plan,
             &server.base,
             CancellationToken::new(),
-            RunOptions { quiet: true },
+            RunOptions {
+                quiet: true,
+                ..RunOptions::default()
+            },
         ),
     )
     .await

@@ -352,6 +352,16 @@ async fn every_second_schedule_runs_its_drill_and_lists_the_run() {
     // The runner also reported it to the history store.
     let history = get(&format!("{}/history/drills", server.base)).await;
     assert!(history.to_string().contains("\"a\"") || history.to_string().contains("\"b\""));
+    // Its changes are recorded as made by the schedule, not by a person running a drill.
+    let events = get(&format!("{}/history/events", server.base)).await;
+    let actors: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["actor"].as_str())
+        .collect();
+    assert!(actors.contains(&"schedule"), "{events}");
+    assert!(!actors.contains(&"drill"), "{events}");
 
     let _ = server.stop.send(());
     tokio::time::timeout(Duration::from_secs(20), server.task)

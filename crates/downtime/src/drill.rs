@@ -177,7 +177,10 @@ async fn run_drill(args: RunArgs) -> ExitCode {
             }
         },
     };
-    let options = runner::RunOptions { quiet: args.quiet };
+    let options = runner::RunOptions {
+        quiet: args.quiet,
+        ..runner::RunOptions::default()
+    };
     let result = runner::run(&plan, &base, interrupt, options).await;
     if let Some(e) = embedded {
         e.shutdown().await;

@@ -31,6 +31,11 @@ const TTL_MARGIN: Duration = Duration::from_secs(5);
 /// How often stop conditions, halts and progress are checked.
 const TICK: Duration = Duration::from_millis(250);
 
+/// User-Agent of a drill started by hand (`downtime drill run`).
+const DRILL_AGENT: &str = concat!("downtime-drill/", env!("CARGO_PKG_VERSION"));
+/// User-Agent of a drill started by a `[[schedule]]`: history records it as `schedule`.
+const SCHEDULE_AGENT: &str = concat!("downtime-schedule/", env!("CARGO_PKG_VERSION"));
+
 /// A drill that could not start; nothing was injected.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -41,19 +46,28 @@ pub struct SetupError(pub String);
 pub struct Api {
     client: reqwest::Client,
     base: String,
+    /// The User-Agent sent, which tells the server who makes the changes.
+    agent: &'static str,
 }
 
 impl Api {
-    /// A client for the API at `base` (e.g. `http://127.0.0.1:8474`).
+    /// A client for the API at `base` (e.g. `http://127.0.0.1:8474`), as a drill run by hand.
     pub fn new(base: &str) -> Self {
+        Api::as_agent(base, DRILL_AGENT)
+    }
+
+    /// A client sending `agent` as its User-Agent: the server records who made each change
+    /// from it (`downtime-drill/` is a drill, `downtime-schedule/` a scheduled one).
+    fn as_agent(base: &str, agent: &'static str) -> Self {
         let client = reqwest::Client::builder()
-            .user_agent(concat!("downtime-drill/", env!("CARGO_PKG_VERSION")))
+            .user_agent(agent)
             .timeout(Duration::from_secs(10))
             .build()
             .unwrap_or_default();
         Api {
             client,
             base: base.trim_end_matches('/').to_owned(),
+            agent,
         }
     }
 
@@ -187,6 +201,8 @@ impl Progress {
 pub struct RunOptions {
     /// No progress output (tests, scheduled runs).
     pub quiet: bool,
+    /// Started by a schedule, not by a person: changes are recorded with actor `schedule`.
+    pub scheduled: bool,
 }
 
 struct Run<'a> {
@@ -460,7 +476,14 @@ pub async fn run(
     interrupt: CancellationToken,
     options: RunOptions,
 ) -> Result<DrillReport, SetupError> {
-    let api = Api::new(base);
+    let api = Api::as_agent(
+        base,
+        if options.scheduled {
+            SCHEDULE_AGENT
+        } else {
+            DRILL_AGENT
+        },
+    );
     api.get("/version")
         .await
         .map_err(|e| SetupError(format!("cannot reach the downtime API: {e}")))?;
@@ -554,6 +577,7 @@ pub async fn run(
     let probes = plan.probes.iter();
     run.history = DrillRecorder::start(
         base,
+        run.api.agent,
         &plan.name,
         plan.seed,
         probes.map(|p| (p.name.clone(), p.url.clone())).collect(),

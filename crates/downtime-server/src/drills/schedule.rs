@@ -488,7 +488,10 @@ async fn schedule_loop(schedule: Schedule, base: String, runs: Runs, stop: Cance
             &schedule.plan,
             &base,
             stop.child_token(),
-            RunOptions { quiet: true },
+            RunOptions {
+                quiet: true,
+                scheduled: true,
+            },
         )
         .await;
         match result {

@@ -79,18 +79,20 @@ impl DrillRecorder {
         DrillRecorder { inner: None }
     }
 
-    /// Starts reporting the drill `name` to the API at `base`. `probes` are the probes'
+    /// Starts reporting the drill `name` to the API at `base`, as `agent` (the User-Agent
+    /// that tells the server whether a person or a schedule runs it). `probes` are the probes'
     /// (name, url) by index; `origin` is the wall-clock time of the drill's time zero, which
     /// sample offsets are added to.
     pub fn start(
         base: &str,
+        agent: &'static str,
         name: &str,
         seed: u64,
         probes: Vec<(String, String)>,
         origin: Timestamp,
     ) -> Self {
         let client = reqwest::Client::builder()
-            .user_agent(concat!("downtime-drill/", env!("CARGO_PKG_VERSION")))
+            .user_agent(agent)
             .timeout(Duration::from_secs(5))
             .build()
             .unwrap_or_default();
