@@ -5,11 +5,11 @@
 //! turned into checked values ([`NewIncident`], [`IncidentPatch`], [`NewUpdate`]) whose errors
 //! name the field and the value. Text is stored exactly as given: whoever shows it escapes it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::{Row, SqliteConnection};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use super::types::{Timestamp, parse_component, proxy_component};
 use super::{History, HistoryError, Notice};
@@ -632,76 +632,119 @@ async fn insert_update(
     .await
 }
 
+/// One incident with its components and timeline, or `None` when there is no such id.
 pub(super) async fn load(
     conn: &mut SqliteConnection,
     id: i64,
 ) -> Result<Option<Incident>, sqlx::Error> {
-    let Some(row) = sqlx::query(
+    Ok(load_many(conn, &[id]).await?.pop())
+}
+
+/// `SQL (id, id, ...)` with every id bound: one statement for a whole list.
+fn with_ids(sql: &str, ids: &[i64], tail: &str) -> QueryBuilder<Sqlite> {
+    let mut query = QueryBuilder::new(sql);
+    query.push(" (");
+    let mut list = query.separated(", ");
+    for id in ids {
+        list.push_bind(*id);
+    }
+    query.push(") ");
+    query.push(tail);
+    query
+}
+
+/// The incidents with these ids, in the order given (missing ids are skipped), each with
+/// its components and timeline: three queries whatever the number of incidents, so a list
+/// or a status page does not pay a round trip per incident.
+pub(super) async fn load_many(
+    conn: &mut SqliteConnection,
+    ids: &[i64],
+) -> Result<Vec<Incident>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = with_ids(
         "SELECT id, kind, title, status, impact, source, drill_id, scheduled_start_ms, \
-           scheduled_end_ms, created_ms, updated_ms, resolved_ms FROM incidents WHERE id = $1",
+           scheduled_end_ms, created_ms, updated_ms, resolved_ms FROM incidents WHERE id IN",
+        ids,
+        "",
     )
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?
-    else {
-        return Ok(None);
-    };
-    let kind: String = row.try_get("kind")?;
-    let status: String = row.try_get("status")?;
-    let impact: String = row.try_get("impact")?;
-    let source: String = row.try_get("source")?;
-    let components: Vec<String> = sqlx::query_scalar(
-        "SELECT component FROM incident_components WHERE incident_id = $1 ORDER BY position",
-    )
-    .bind(id)
+    .build()
     .fetch_all(&mut *conn)
     .await?;
-    let updates = sqlx::query(
-        "SELECT id, at_ms, status, body FROM incident_updates WHERE incident_id = $1 \
-         ORDER BY at_ms DESC, id DESC",
+    let mut components: HashMap<i64, Vec<String>> = HashMap::new();
+    for row in with_ids(
+        "SELECT incident_id, component FROM incident_components WHERE incident_id IN",
+        ids,
+        "ORDER BY incident_id, position",
     )
-    .bind(id)
+    .build()
     .fetch_all(&mut *conn)
     .await?
-    .iter()
-    .map(|u| {
-        let status: String = u.try_get("status")?;
-        Ok(IncidentUpdate {
-            id: u.try_get("id")?,
-            incident: id,
-            at: Timestamp(u.try_get("at_ms")?),
+    {
+        components
+            .entry(row.try_get("incident_id")?)
+            .or_default()
+            .push(row.try_get("component")?);
+    }
+    let mut updates: HashMap<i64, Vec<IncidentUpdate>> = HashMap::new();
+    for row in with_ids(
+        "SELECT id, incident_id, at_ms, status, body FROM incident_updates \
+         WHERE incident_id IN",
+        ids,
+        "ORDER BY at_ms DESC, id DESC",
+    )
+    .build()
+    .fetch_all(&mut *conn)
+    .await?
+    {
+        let incident: i64 = row.try_get("incident_id")?;
+        let status: String = row.try_get("status")?;
+        updates.entry(incident).or_default().push(IncidentUpdate {
+            id: row.try_get("id")?,
+            incident,
+            at: Timestamp(row.try_get("at_ms")?),
             status: status_of(&status),
-            body: u.try_get("body")?,
-        })
-    })
-    .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    let ts = |name: &str| -> Result<Option<Timestamp>, sqlx::Error> {
-        Ok(row.try_get::<Option<i64>, _>(name)?.map(Timestamp))
-    };
-    Ok(Some(Incident {
-        id,
-        kind: if kind == "maintenance" {
-            IncidentKind::Maintenance
-        } else {
-            IncidentKind::Incident
-        },
-        title: row.try_get("title")?,
-        status: status_of(&status),
-        impact: Impact::parse(&impact).unwrap_or(Impact::Minor),
-        source: if source == "drill" {
-            IncidentSource::Drill
-        } else {
-            IncidentSource::Manual
-        },
-        drill: row.try_get("drill_id")?,
-        components,
-        scheduled_start: ts("scheduled_start_ms")?,
-        scheduled_end: ts("scheduled_end_ms")?,
-        created_at: Timestamp(row.try_get("created_ms")?),
-        updated_at: Timestamp(row.try_get("updated_ms")?),
-        resolved_at: ts("resolved_ms")?,
-        updates,
-    }))
+            body: row.try_get("body")?,
+        });
+    }
+    let mut found = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let id: i64 = row.try_get("id")?;
+        let kind: String = row.try_get("kind")?;
+        let status: String = row.try_get("status")?;
+        let impact: String = row.try_get("impact")?;
+        let source: String = row.try_get("source")?;
+        let ts = |name: &str| -> Result<Option<Timestamp>, sqlx::Error> {
+            Ok(row.try_get::<Option<i64>, _>(name)?.map(Timestamp))
+        };
+        let incident = Incident {
+            id,
+            kind: if kind == "maintenance" {
+                IncidentKind::Maintenance
+            } else {
+                IncidentKind::Incident
+            },
+            title: row.try_get("title")?,
+            status: status_of(&status),
+            impact: Impact::parse(&impact).unwrap_or(Impact::Minor),
+            source: if source == "drill" {
+                IncidentSource::Drill
+            } else {
+                IncidentSource::Manual
+            },
+            drill: row.try_get("drill_id")?,
+            components: components.remove(&id).unwrap_or_default(),
+            scheduled_start: ts("scheduled_start_ms")?,
+            scheduled_end: ts("scheduled_end_ms")?,
+            created_at: Timestamp(row.try_get("created_ms")?),
+            updated_at: Timestamp(row.try_get("updated_ms")?),
+            resolved_at: ts("resolved_ms")?,
+            updates: updates.remove(&id).unwrap_or_default(),
+        };
+        found.insert(id, incident);
+    }
+    Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
 }
 
 /// Applies a checked patch inside a transaction; returns `None` when there is no such
@@ -804,13 +847,7 @@ impl History {
         .bind(limit)
         .fetch_all(&mut *conn)
         .await?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(incident) = load(&mut conn, id).await? {
-                out.push(incident);
-            }
-        }
-        Ok(out)
+        Ok(load_many(&mut conn, &ids).await?)
     }
 
     /// Changes an incident; a status change or a body adds an update to the timeline.

@@ -3,7 +3,7 @@
 //! probed endpoints, daily uptime, incidents with their timelines, drill runs.
 //!
 //! A snapshot reads the registry every time; the store's part (a handful of indexed
-//! queries, one per component for its 90 days) is cached until the store announces a change
+//! queries, one of them for every component's 90 days) is cached until the store announces a change
 //! (see [`Source`]). A failing query is logged and shows as missing data, never as an error
 //! page: the status page must stay up when the store is not.
 
@@ -411,24 +411,27 @@ async fn read_recorded(history: &History, proxies: &[String], now: i64) -> Recor
             .map(|c| c.id.clone()),
     );
     let today = clock::day_of(now);
-    let stats =
-        futures_util::future::join_all(ids.iter().map(|id| history.daily_uptime(id, DAYS as u32)))
-            .await;
+    // One query for every component's 90 days: a page with 50 components stays one round
+    // trip to the store.
+    let mut stats = match history.daily_uptime_all(DAYS as u32).await {
+        Ok(all) => all,
+        Err(e) => {
+            tracing::warn!(error = %e, "status page: no uptime");
+            std::collections::BTreeMap::new()
+        }
+    };
+    let first = today - (DAYS as i64 - 1);
     let mut days = HashMap::new();
-    for (id, stat) in ids.into_iter().zip(stats) {
-        let stat = match stat {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, component = %id, "status page: no uptime");
-                Vec::new()
-            }
-        };
+    for id in ids {
         let mut row = empty_days(today, ComponentState::Operational);
         for d in &mut row {
             d.live = None;
         }
-        for s in stat {
-            let Some(slot) = row.iter_mut().find(|d| d.day == s.day.0) else {
+        for s in stats.remove(&id).unwrap_or_default() {
+            let Some(slot) = usize::try_from(s.day.0 - first)
+                .ok()
+                .and_then(|i| row.get_mut(i))
+            else {
                 continue;
             };
             slot.uptime = s.uptime_pct.map(|p| p / 100.0);
