@@ -224,7 +224,8 @@ start_downtime() {
         return 1
     fi
     LOG_LEVEL=$DT_LOG_LEVEL taskset -c "$SERVER_CPU" "$DOWNTIME_BIN" serve \
-        --host 127.0.0.1 --port "$DT_API_PORT" --seed 1 >"$WORK/downtime.log" 2>&1 &
+        --host 127.0.0.1 --port "$DT_API_PORT" --seed 1 --db "${DT_DB:-$WORK/history.db}" \
+        >"$WORK/downtime.log" 2>&1 &
     DT_PID=$!
     STARTED_PIDS+=("$DT_PID")
     local i

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Loopback end-to-end benchmarks: downtime against nginx (Debian) as the reference.
 #
-# usage: bench/run.sh [a] [b] [c] [d] [e] [f] [all]      (default: a b c d e)
+# usage: bench/run.sh [a] [b] [c] [d] [e] [f] [g] [all]      (default: a b c d e)
 #   a  small request/response through a no-toxic TCP proxy (wrk, 64 keep-alive conns)
 #   b  bulk TCP transfer (iperf3, one stream, both directions)
 #   c  100 ms latency toxic: added latency p50/p99, small and 1 MiB responses
@@ -9,13 +9,16 @@
 #   e  idle connections' RSS; toxic add/remove API latency under 1000 streaming conns
 #   f  HTTP proxies: the maintenance stand-in vs nginx return 503; pass-through vs nginx
 #      proxy_pass (upstream keepalive); the same with 20 faults that do not match; 1 MiB bodies
+#   g  cost of recording history: HTTP pass-through while a fault is added and removed on
+#      another proxy every 20 ms, with history off (--db :memory:) and on (SQLite file)
 #
 # Environment: REPEAT (2), DURATION (10 s per wrk/iperf3 run), LAT_SAMPLES (200),
 # IDLE_CONNS (10000), STREAM_CONNS (1000), CHURN_CYCLES (200), CHURN_TOXIC (latency 10 ms
 # downstream, as JSON; its name must be <type>_<stream> or given), DOWNTIME_BIN (target/release/downtime),
 # SKIP_DOWNTIME=1, BENCH_PORT_BASE (18000), BENCH_OUT (results directory),
 # SERVER_CPU (0), LOAD_CPU (1), KEEP_WORK=1 (keep the temp dir with configs and logs),
-# HTTP_FAULTS (20: non-matching faults on proxy web20 in f).
+# HTTP_FAULTS (20: non-matching faults on proxy web20 in f), DT_DB (history file of the
+# server under test: $WORK/history.db; g sets it itself).
 #
 # The server under test runs on SERVER_CPU, everything else (load, upstream) on LOAD_CPU.
 # Every load run is bounded in time; every process started here is stopped by PID.
@@ -27,9 +30,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 TARGETS=()
 for t in "$@"; do
     case "$t" in
-        all) TARGETS=(a b c d e f) ;;
-        a | b | c | d | e | f) TARGETS+=("$t") ;;
-        -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
+        all) TARGETS=(a b c d e f g) ;;
+        a | b | c | d | e | f | g) TARGETS+=("$t") ;;
+        -h | --help) sed -n '2,24p' "$0"; exit 0 ;;
         *) echo "unknown target: $t" >&2; exit 2 ;;
     esac
 done
@@ -506,6 +509,47 @@ target_f() {
         emit f.rss downtime "$(calc "$(rss_kib "$DT_PID") / 1024" 1)" 1
     fi
     stop_nginx httpref
+}
+
+# g_churn SECS: adds and removes a latency toxic on proxy "tcp" every 20 ms for SECS
+# seconds (two history events per cycle); runs on the load CPU, stops by itself.
+g_churn() {
+    local end=$((SECONDS + $1)) body='{"name":"churn","type":"latency","attributes":{"latency":1}}'
+    while [ "$SECONDS" -lt "$end" ]; do
+        dt_api POST /proxies/tcp/toxics "$body" >/dev/null
+        dt_api DELETE /proxies/tcp/toxics/churn >/dev/null
+        sleep 0.02
+    done
+}
+
+# g_run LABEL REP: wrk against the pass-through proxy "web" while g_churn runs
+g_run() {
+    taskset -c "$LOAD_CPU" bash -c "$(declare -f g_churn dt_api); DT_API_PORT=$DT_API_PORT; g_churn $DURATION" &
+    local churn=$!
+    run_wrk "g-$1-$2" "$DT_WEB_PORT" / 64 "$DURATION" "$DT_PID"
+    wait "$churn"
+}
+
+target_g() {
+    local rep off on events
+    for rep in $(seq "$REPEAT"); do
+        DT_DB=:memory: dt_setup
+        [ "$DT_OK" = 1 ] || return 1
+        g_run off "$rep"
+        off=$WRK_RPS
+        emit g.off_rps downtime "$off" "$rep"
+        rm -f "$WORK/history.db"*
+        DT_DB=$WORK/history.db dt_setup
+        [ "$DT_OK" = 1 ] || return 1
+        g_run on "$rep"
+        on=$WRK_RPS
+        emit g.on_rps downtime "$on" "$rep"
+        emit g.on_cpu downtime "$CPU_US" "$rep"
+        events=$(curl -s -m 10 -A downtime-bench/1 "http://127.0.0.1:$DT_API_PORT/history/events?limit=1000" |
+            "$PY" -c 'import json,sys; print(len(json.load(sys.stdin)))' 2>/dev/null)
+        emit g.events downtime "$events" "$rep"
+        [ -n "$off" ] && [ -n "$on" ] && emit g.cost downtime "$(calc "(1 - $on / $off) * 100" 2)" "$rep"
+    done
 }
 
 for t in "${TARGETS[@]}"; do

@@ -379,6 +379,11 @@ METRICS = [
     ("f.1m_cpu", "f", "  ... server CPU per response, us", "ratio_info", None),
     ("f.errors", "f", "downtime socket errors / unexpected non-2xx in f", "max", 0),
     ("f.rss", "f", "downtime RSS after f, MiB", None, None),
+    ("g.off_rps", "g", "pass-through under event churn, history off (--db :memory:), req/s", None, None),
+    ("g.on_rps", "g", "  ... history on (SQLite file), req/s", None, None),
+    ("g.on_cpu", "g", "  ... history on, server CPU per request, us", None, None),
+    ("g.events", "g", "  ... history events recorded during the run (at most 1000 counted)", None, None),
+    ("g.cost", "g", "  ... throughput cost of recording history, %", "max", 2.0),
     ("dt.rss_start", "-", "downtime RSS after start and proxy creation, MiB", None, None),
     ("dt.rss_end", "-", "downtime RSS at the end of the run, MiB", None, None),
 ]
