@@ -6,7 +6,9 @@
 //! - `snapshot+render`: what `GET /status` does: read the registry (50 proxies, 10 of them
 //!   faulted) and the SQLite history store (a year of daily rollups, 30 incidents, 20
 //!   drills), then render; once with the store's part cached (as between two changes of the
-//!   store) and once reading the store every time (the first view after a change).
+//!   store), once reading the store's changing part every time (the first view after a
+//!   change: today's uptime, incidents, drills) and once with nothing cached (the first view
+//!   after a start, which also reads the 89 past days of every component).
 
 #![allow(clippy::unwrap_used, missing_docs, reason = "a benchmark")]
 
@@ -179,9 +181,21 @@ fn main() {
         std::hint::black_box(page::render("downtime", &s).unwrap());
         cold.push(t.elapsed());
     }
+    let mut start = Vec::new();
+    for _ in 0..100 {
+        source.invalidate_all();
+        let t = Instant::now();
+        let s = rt.block_on(source.snapshot());
+        std::hint::black_box(page::render("downtime", &s).unwrap());
+        start.push(t.elapsed());
+    }
     percentiles("render", render);
     percentiles("snapshot+render (store cached, the usual case)", full);
     percentiles("snapshot+render (store read: after a change)", cold);
+    percentiles(
+        "snapshot+render (nothing cached: first view after start)",
+        start,
+    );
 
     let mut c = Criterion::default().configure_from_args();
     c.bench_function("status_page/render", |b| {

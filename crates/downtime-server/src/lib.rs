@@ -79,6 +79,17 @@ pub async fn run(
         Some(path) => history::History::open(path, options.history_settings.clone()).await?,
         None => history::History::memory(options.history_settings.clone()).await?,
     };
+    // Stops the status monitor, webhook deliveries and open event streams at shutdown, so
+    // that long-lived event streams do not hold the graceful drain open.
+    let stop_web = tokio_util::sync::CancellationToken::new();
+    // With a history file, webhooks are kept in it (and the stored ones start now); with
+    // an in-memory history they stay in memory, as they would not survive anyway.
+    let hooks = webhooks::Webhooks::open(
+        webhooks::WebhookOptions::default(),
+        stop_web.clone(),
+        options.history.is_some().then(|| history.clone()),
+    )
+    .await?;
     let status_page = match options.status_page {
         Some(url) => url,
         None => format!("http://{}/status", listener.local_addr()?),
@@ -103,10 +114,6 @@ pub async fn run(
     if let Some(on_ready) = options.on_ready {
         on_ready(&ready);
     }
-    // Stops the status monitor, webhook deliveries and open event streams at shutdown, so
-    // that long-lived event streams do not hold the graceful drain open.
-    let stop_web = tokio_util::sync::CancellationToken::new();
-    let hooks = webhooks::Webhooks::new(webhooks::WebhookOptions::default(), stop_web.clone());
     let web_state = web::WebState::start(
         web::Source::new(registry.clone(), Some(history.clone())),
         web::WebOptions {

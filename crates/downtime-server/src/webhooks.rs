@@ -4,8 +4,20 @@
 //! A slow or broken receiver must never slow the server. So [`Webhooks::publish`] never
 //! waits: each hook has its own task and a bounded queue; when the queue is full the
 //! delivery is dropped, logged as `dropped` and counted. Each attempt has a timeout, and a
-//! hook's task sleeps between retries without holding anything. Hooks live in memory (they
-//! do not survive a restart).
+//! hook's task sleeps between retries without holding anything.
+//!
+//! # Persistence
+//! With a history file (`downtime serve --db FILE`) the hook definitions (id, url, secret,
+//! events, creation time) are stored in its `webhooks` table: they are loaded and started,
+//! with their ids, when the server starts, written when created and deleted when deleted.
+//! The store is written first, and the hook starts (or stops) only once that succeeded, so a
+//! store failure answers 500 and changes nothing; creations and deletions are serialized so
+//! that the limit and id checks stay true while the store is written, and each runs in its
+//! own task so that a client hanging up cannot stop it half-way. The secret is stored as
+//! given, since every delivery is signed with it: the file must be protected like the
+//! config. Without a history file (`--db :memory:`) hooks live in memory only and do not
+//! survive a restart. The delivery log is never stored: it stays in memory, bounded per
+//! hook, and starts empty after a restart.
 //!
 //! Routes (control API, so browsers are refused as on every control route):
 //! `POST /webhooks`, `GET /webhooks`, `GET /webhooks/{id}`, `DELETE /webhooks/{id}`,
@@ -32,6 +44,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::ApiError;
+use crate::history::webhooks::StoredWebhook;
+use crate::history::{History, HistoryError};
 use crate::web::clock;
 
 /// Header carrying `sha256=<hex HMAC-SHA256 of the body keyed with the hook's secret>`.
@@ -203,6 +217,13 @@ struct Hook {
 
 struct Inner {
     hooks: Mutex<BTreeMap<String, Hook>>,
+    /// Where definitions are kept across restarts; `None`: in memory only.
+    store: Option<History>,
+    /// Held (across the store write) by every creation and deletion, one at a time, so the
+    /// limit and the chosen id are still valid when the hook is added after the write. A
+    /// tokio mutex because it is held across `.await`; `hooks` stays a std mutex that is
+    /// never held across `.await`, so `publish` never waits for the store.
+    writes: tokio::sync::Mutex<()>,
     options: WebhookOptions,
     client: reqwest::Client,
     stats: WebhookStats,
@@ -239,6 +260,51 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
         out.push_str(&format!("{b:02x}"));
     }
     out
+}
+
+/// Why creating or deleting a hook failed.
+#[derive(Debug)]
+enum HookError {
+    /// Refused input or limit (400).
+    Invalid(Error),
+    /// The history store failed (500); `what` is the user-facing message, the source is
+    /// logged.
+    Store { what: String, source: HistoryError },
+    /// The task doing the work ended without an answer (shutdown); 500.
+    Interrupted(&'static str),
+}
+
+impl From<Error> for HookError {
+    fn from(e: Error) -> Self {
+        HookError::Invalid(e)
+    }
+}
+
+impl IntoResponse for HookError {
+    fn into_response(self) -> Response {
+        let text = match self {
+            HookError::Invalid(e) => return ApiError::from(e).into_response(),
+            HookError::Store { what, source } => {
+                tracing::error!(error = %source, "{what}");
+                what
+            }
+            HookError::Interrupted(what) => {
+                tracing::warn!("{what}");
+                what.to_owned()
+            }
+        };
+        crate::api::error_answer(StatusCode::INTERNAL_SERVER_ERROR, &text)
+    }
+}
+
+/// The event kinds a list of subscribed names (`*` or event names) stands for; names this
+/// version does not know (from a newer version's store) are ignored.
+fn kinds_of(events: &[String]) -> Vec<EventKind> {
+    if events.iter().any(|e| e == "*") {
+        EventKind::ALL.to_vec()
+    } else {
+        events.iter().filter_map(|e| EventKind::parse(e)).collect()
+    }
 }
 
 /// A validated `POST /webhooks` body.
@@ -353,8 +419,46 @@ fn parse_new(body: &[u8]) -> Result<NewHook, Error> {
 }
 
 impl Webhooks {
-    /// No hooks yet; every hook task stops when `stop` is cancelled.
+    /// No hooks yet, kept in memory only (they do not survive a restart); every hook task
+    /// stops when `stop` is cancelled.
     pub fn new(options: WebhookOptions, stop: CancellationToken) -> Self {
+        Webhooks::build(options, stop, None)
+    }
+
+    /// Hooks kept in `store` so that they survive a restart: the stored ones start now,
+    /// with their ids and creation times, and later creations and deletions are written
+    /// there before they take effect. `None` is [`Webhooks::new`]. Fails when the stored
+    /// hooks cannot be read, so that a server never starts silently without its hooks.
+    pub async fn open(
+        options: WebhookOptions,
+        stop: CancellationToken,
+        store: Option<History>,
+    ) -> Result<Self, HistoryError> {
+        let stored = match &store {
+            Some(store) => store.webhooks().await?,
+            None => Vec::new(),
+        };
+        let webhooks = Webhooks::build(options, stop, store);
+        if !stored.is_empty() {
+            let mut hooks = lock(&webhooks.inner.hooks);
+            for hook in stored {
+                let info = HookInfo {
+                    id: hook.id,
+                    url: hook.url,
+                    events: hook.events,
+                    created_at: clock::rfc3339(hook.created_ms),
+                };
+                webhooks.start(&mut hooks, info, hook.secret);
+            }
+            tracing::info!(
+                webhooks = hooks.len(),
+                "webhooks loaded from the history store"
+            );
+        }
+        Ok(webhooks)
+    }
+
+    fn build(options: WebhookOptions, stop: CancellationToken, store: Option<History>) -> Self {
         let client = reqwest::Client::builder()
             .timeout(options.timeout)
             .redirect(reqwest::redirect::Policy::none())
@@ -364,6 +468,8 @@ impl Webhooks {
         Webhooks {
             inner: Arc::new(Inner {
                 hooks: Mutex::new(BTreeMap::new()),
+                store,
+                writes: tokio::sync::Mutex::new(()),
                 options,
                 client,
                 stats: WebhookStats::default(),
@@ -387,35 +493,87 @@ impl Webhooks {
         self.len() == 0
     }
 
-    fn create(&self, new: NewHook) -> Result<HookInfo, Error> {
-        let mut hooks = lock(&self.inner.hooks);
-        if hooks.len() >= self.inner.options.max_hooks {
-            return Err(Error::invalid(
-                "url",
-                format!("at most {} webhooks", self.inner.options.max_hooks),
-            ));
+    /// Adds a hook: checks the limit and picks a free id, stores it (when there is a
+    /// store), and only then starts it. A store failure leaves nothing behind.
+    async fn create(&self, new: NewHook) -> Result<HookInfo, HookError> {
+        let _writing = self.inner.writes.lock().await;
+        let created_ms = clock::now_ms();
+        let info = {
+            let hooks = lock(&self.inner.hooks);
+            if hooks.len() >= self.inner.options.max_hooks {
+                return Err(Error::invalid(
+                    "url",
+                    format!("at most {} webhooks", self.inner.options.max_hooks),
+                )
+                .into());
+            }
+            // Stored hooks keep their ids, so a new one must avoid them (64 random bits
+            // make a second draw all but impossible).
+            let mut id = random_id("wh_");
+            while hooks.contains_key(&id) {
+                id = random_id("wh_");
+            }
+            HookInfo {
+                id,
+                url: new.url,
+                events: new.events,
+                created_at: clock::rfc3339(created_ms),
+            }
+        };
+        if let Some(store) = &self.inner.store {
+            let row = StoredWebhook {
+                id: info.id.clone(),
+                url: info.url.clone(),
+                secret: new.secret.clone(),
+                events: info.events.clone(),
+                created_ms,
+            };
+            store
+                .insert_webhook(&row)
+                .await
+                .map_err(|source| HookError::Store {
+                    what: "cannot save webhook to the history store; it was not created".to_owned(),
+                    source,
+                })?;
         }
-        let info = HookInfo {
-            id: random_id("wh_"),
-            url: new.url,
-            events: new.events,
-            created_at: clock::rfc3339(clock::now_ms()),
-        };
-        let events = if info.events.iter().any(|e| e == "*") {
-            EventKind::ALL.to_vec()
-        } else {
-            info.events
-                .iter()
-                .filter_map(|e| EventKind::parse(e))
-                .collect()
-        };
+        let mut hooks = lock(&self.inner.hooks);
+        self.start(&mut hooks, info.clone(), new.secret);
+        Ok(info)
+    }
+
+    /// Removes a hook from the store (when there is one), then from memory, stopping its
+    /// task. `false` when there is no such hook; a store failure keeps the hook as it was,
+    /// so it cannot come back after a restart once it was reported deleted.
+    async fn remove(&self, id: &str) -> Result<bool, HookError> {
+        let _writing = self.inner.writes.lock().await;
+        if !lock(&self.inner.hooks).contains_key(id) {
+            return Ok(false);
+        }
+        if let Some(store) = &self.inner.store {
+            store
+                .delete_webhook(id)
+                .await
+                .map_err(|source| HookError::Store {
+                    what: format!("cannot delete webhook {id} from the history store; it was kept"),
+                    source,
+                })?;
+        }
+        if let Some(hook) = lock(&self.inner.hooks).remove(id) {
+            hook.cancel.cancel();
+        }
+        Ok(true)
+    }
+
+    /// Starts a hook's delivery task and adds the hook to `hooks`.
+    fn start(&self, hooks: &mut BTreeMap<String, Hook>, info: HookInfo, secret: String) {
+        let events = kinds_of(&info.events);
         let (tx, rx) = mpsc::channel(self.inner.options.queue.max(1));
         let log = Arc::new(Mutex::new(VecDeque::new()));
         let cancel = self.inner.stop.child_token();
         tokio::spawn(worker(
             self.inner.clone(),
             info.url.clone(),
-            new.secret.into_bytes(),
+            secret.into_bytes(),
             rx,
             log.clone(),
             cancel.clone(),
@@ -423,14 +581,13 @@ impl Webhooks {
         hooks.insert(
             info.id.clone(),
             Hook {
-                info: info.clone(),
+                info,
                 events,
                 tx,
                 log,
                 cancel,
             },
         );
-        Ok(info)
     }
 
     /// Queues `event` for every hook subscribed to it; never waits.
@@ -611,9 +768,17 @@ fn not_found() -> Response {
 }
 
 async fn create(State(hooks): State<Webhooks>, body: Bytes) -> Response {
-    match parse_new(&body).and_then(|new| hooks.create(new)) {
-        Ok(info) => crate::api::json(StatusCode::CREATED, &info),
-        Err(e) => ApiError::from(e).into_response(),
+    let new = match parse_new(&body) {
+        Ok(new) => new,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    // In a task of its own: a client hanging up must not stop it between the store write
+    // and starting the hook.
+    let task = tokio::spawn(async move { hooks.create(new).await });
+    match task.await {
+        Ok(Ok(info)) => crate::api::json(StatusCode::CREATED, &info),
+        Ok(Err(e)) => e.into_response(),
+        Err(_) => HookError::Interrupted("webhook creation was interrupted").into_response(),
     }
 }
 
@@ -629,12 +794,13 @@ async fn show(State(hooks): State<Webhooks>, Path(id): Path<String>) -> Response
 }
 
 async fn delete(State(hooks): State<Webhooks>, Path(id): Path<String>) -> Response {
-    match lock(&hooks.inner.hooks).remove(&id) {
-        Some(h) => {
-            h.cancel.cancel();
-            StatusCode::NO_CONTENT.into_response()
-        }
-        None => not_found(),
+    // In a task of its own, like `create`.
+    let task = tokio::spawn(async move { hooks.remove(&id).await });
+    match task.await {
+        Ok(Ok(true)) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Ok(false)) => not_found(),
+        Ok(Err(e)) => e.into_response(),
+        Err(_) => HookError::Interrupted("webhook deletion was interrupted").into_response(),
     }
 }
 
@@ -660,6 +826,119 @@ async fn ping(State(hooks): State<Webhooks>, Path(id): Path<String>) -> Response
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::history::HistorySettings;
+
+    async fn memory_store() -> History {
+        History::memory(HistorySettings::default()).await.unwrap()
+    }
+
+    fn new_hook(events: &str) -> NewHook {
+        let body = format!(r#"{{"url":"http://127.0.0.1:9/h","secret":"k","events":{events}}}"#);
+        parse_new(body.as_bytes()).unwrap()
+    }
+
+    async fn body_of(response: Response) -> Value {
+        let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024)
+            .await
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn stored_hooks_come_back_with_their_ids_until_deleted() {
+        let store = memory_store().await;
+        let stop = CancellationToken::new();
+        let open = || Webhooks::open(WebhookOptions::default(), stop.clone(), Some(store.clone()));
+        let hooks = open().await.unwrap();
+        let a = hooks.create(new_hook(r#"["ping"]"#)).await.unwrap();
+        let b = hooks.create(new_hook(r#"["*"]"#)).await.unwrap();
+        let rows = store.webhooks().await.unwrap();
+        assert_eq!(rows.len(), 2);
+        assert!(rows.iter().all(|r| r.secret == "k"), "stored as given");
+
+        let again = open().await.unwrap();
+        let infos = again.info();
+        let key = |i: &HookInfo| {
+            (
+                i.id.clone(),
+                i.url.clone(),
+                i.events.clone(),
+                i.created_at.clone(),
+            )
+        };
+        let mut want = vec![key(&a), key(&b)];
+        want.sort();
+        assert_eq!(infos.iter().map(key).collect::<Vec<_>>(), want);
+        {
+            let loaded = lock(&again.inner.hooks);
+            assert_eq!(loaded[&a.id].events, [EventKind::Ping]);
+            assert_eq!(loaded[&b.id].events, EventKind::ALL);
+        }
+
+        assert!(again.remove(&a.id).await.unwrap());
+        assert!(!again.remove(&a.id).await.unwrap(), "gone from memory");
+        let rows = store.webhooks().await.unwrap();
+        assert_eq!(
+            rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            [b.id.as_str()]
+        );
+        assert_eq!(open().await.unwrap().len(), 1);
+        stop.cancel();
+        store.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_store_failure_answers_500_and_changes_nothing() {
+        let store = memory_store().await;
+        let stop = CancellationToken::new();
+        let hooks = Webhooks::open(WebhookOptions::default(), stop.clone(), Some(store.clone()))
+            .await
+            .unwrap();
+        let kept = hooks.create(new_hook(r#"["ping"]"#)).await.unwrap();
+        store.shutdown().await;
+
+        let body = Bytes::from_static(br#"{"url":"http://127.0.0.1:9/h","secret":"k"}"#);
+        let response = create(State(hooks.clone()), body).await;
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            body_of(response).await,
+            json!({
+                "error": "cannot save webhook to the history store; it was not created",
+                "status": 500,
+            })
+        );
+        assert_eq!(hooks.info().len(), 1, "no half-created hook");
+
+        let response = delete(State(hooks.clone()), Path(kept.id.clone())).await;
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let error = body_of(response).await;
+        assert_eq!(
+            error["error"],
+            format!(
+                "cannot delete webhook {} from the history store; it was kept",
+                kept.id
+            )
+        );
+        assert_eq!(hooks.info()[0].id, kept.id, "kept, as reported");
+        let response = delete(State(hooks.clone()), Path("wh_nope".to_owned())).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn without_a_store_hooks_live_in_memory() {
+        let stop = CancellationToken::new();
+        let hooks = Webhooks::open(WebhookOptions::default(), stop.clone(), None)
+            .await
+            .unwrap();
+        let info = hooks.create(new_hook(r#"["ping"]"#)).await.unwrap();
+        assert_eq!(hooks.len(), 1);
+        let response = delete(State(hooks.clone()), Path(info.id)).await;
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+        assert!(hooks.is_empty());
+        stop.cancel();
+    }
 
     #[test]
     fn signature_matches_a_known_vector() {

@@ -4,7 +4,7 @@
 //! `text/plain; charset=utf-8` with `X-Content-Type-Options: nosniff` (a side effect of Go's
 //! `http.Error`). Clients look at the status and sometimes the text, so both are reproduced.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use downtime_model::{Error, ProxyView};
 use serde::Serialize;
@@ -56,23 +56,10 @@ impl IntoResponse for ApiError {
             status,
             proxies: self.proxies.as_ref(),
         };
-        let mut text = serde_json::to_string(&body).unwrap_or_default();
-        text.push('\n');
-        let mut response = (
+        super::plain(
             StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            text,
+            serde_json::to_string(&body).unwrap_or_default(),
         )
-            .into_response();
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        headers.insert(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        );
-        response
     }
 }
 

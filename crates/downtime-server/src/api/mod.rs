@@ -112,6 +112,23 @@ async fn method_not_allowed() -> StatusCode {
     StatusCode::METHOD_NOT_ALLOWED
 }
 
+/// `text` (a line is added) as `text/plain`, the way Toxiproxy sends errors and 404s.
+pub(crate) fn plain(status: StatusCode, mut text: String) -> Response {
+    text.push('\n');
+    let mut response = (status, text).into_response();
+    set_plain(&mut response);
+    response
+}
+
+/// The API's error answer, `{"error": message, "status": N}`, as Toxiproxy shapes it; for
+/// the routes outside Toxiproxy's catalogue (history, incidents, webhooks).
+pub(crate) fn error_answer(status: StatusCode, message: &str) -> Response {
+    plain(
+        status,
+        serde_json::json!({ "error": message, "status": status.as_u16() }).to_string(),
+    )
+}
+
 fn set_plain(response: &mut Response) {
     let headers = response.headers_mut();
     headers.insert(

@@ -30,6 +30,7 @@ pub mod state;
 mod store;
 pub mod tasks;
 pub mod types;
+pub(crate) mod webhooks;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -360,6 +361,16 @@ impl History {
         rollup::daily_uptime_all(self.pool(), days, Day::today()).await
     }
 
+    /// [`History::daily_uptime_all`] of the `days` days ending with `last`: a status page
+    /// reads the past once a day and only today after each change.
+    pub async fn daily_uptime_all_until(
+        &self,
+        days: u32,
+        last: Day,
+    ) -> Result<std::collections::BTreeMap<String, Vec<DayStat>>, HistoryError> {
+        rollup::daily_uptime_all(self.pool(), days, last).await
+    }
+
     /// Like [`History::daily_uptime`] with the last day given (tests, reports of the past).
     pub async fn daily_uptime_until(
         &self,
@@ -381,5 +392,23 @@ impl History {
     pub async fn prune(&self, now: Timestamp) -> Result<PruneStats, HistoryError> {
         let s = &self.inner.settings;
         rollup::prune(self.pool(), now, s.raw_days, s.daily_days).await
+    }
+
+    /// Every stored webhook, oldest first: loaded at start so hooks survive a restart.
+    pub(crate) async fn webhooks(&self) -> Result<Vec<webhooks::StoredWebhook>, HistoryError> {
+        webhooks::list(self.pool()).await
+    }
+
+    /// Stores a webhook created through the API (before it starts receiving deliveries).
+    pub(crate) async fn insert_webhook(
+        &self,
+        hook: &webhooks::StoredWebhook,
+    ) -> Result<(), HistoryError> {
+        webhooks::insert(self.pool(), hook).await
+    }
+
+    /// Forgets a stored webhook; `false` when none had this id.
+    pub(crate) async fn delete_webhook(&self, id: &str) -> Result<bool, HistoryError> {
+        webhooks::delete(self.pool(), id).await
     }
 }

