@@ -13,6 +13,7 @@
 
 mod api;
 mod http;
+mod incidents;
 mod render;
 mod values;
 
@@ -146,6 +147,9 @@ pub enum Command {
     Requests(http::RequestsArgs),
     /// Stop every running drill and remove every fault at once (`POST /halt`).
     Halt(ListArgs),
+    /// Open, update, resolve and list incidents and scheduled maintenances (status page).
+    #[command(visible_alias = "inc", subcommand)]
+    Incident(incidents::IncidentCommand),
 }
 
 impl Command {
@@ -162,6 +166,7 @@ impl Command {
             Command::Fault(command) => command.options(),
             Command::Requests(args) => args.options(),
             Command::Halt(args) => &args.options,
+            Command::Incident(command) => command.options(),
         }
     }
 
@@ -169,6 +174,7 @@ impl Command {
     fn validate(&self) -> Result<(), String> {
         match self {
             Command::Fault(command) => command.validate(),
+            Command::Incident(command) => command.validate(),
             _ => Ok(()),
         }
     }
@@ -384,6 +390,7 @@ async fn execute(api: &Api, command: Command) -> anyhow::Result<Output> {
         Command::Fault(command) => http::fault(api, &command).await,
         Command::Requests(args) => http::requests(api, &args).await,
         Command::Halt(_) => halt(api).await.context("halt"),
+        Command::Incident(command) => incidents::run(api, command).await,
     }
 }
 

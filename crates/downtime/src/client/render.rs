@@ -499,8 +499,9 @@ pub fn attributes(attributes: &Map<String, Value>) -> String {
 }
 
 /// Left-aligns columns two spaces apart, each line prefixed by `indent`. The last column is
-/// not padded so lines carry no trailing spaces.
-fn table<const N: usize>(rows: &[[String; N]], indent: &str) -> String {
+/// not padded so lines carry no trailing spaces. Shared with the incident tables, so every
+/// table of the CLI lines up the same way.
+pub fn table<const N: usize>(rows: &[[String; N]], indent: &str) -> String {
     let mut widths = [0usize; N];
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
