@@ -6,13 +6,15 @@
 //! - `listener`: binding and the accept loop, one task per proxy;
 //! - `tcp`: one task per connection, two links (client→upstream, upstream→client);
 //! - [`toxics`]: what toxics do to a link's chunks, as pure, time-driven state machines;
-//! - [`http`]: HTTP proxies: hyper per connection, HTTP faults per request, the journal.
+//! - [`http`]: HTTP proxies: hyper per connection, HTTP faults per request, the journal;
+//! - `precise`: sub-millisecond sleeps for latency toxics and faults.
 //!
 //! Dependencies point down this list: toxics never see sockets, the registry never waits on
 //! a connection task.
 
 pub mod http;
 mod listener;
+mod precise;
 pub mod registry;
 mod tcp;
 pub mod toxics;

@@ -213,7 +213,8 @@ async fn handle(
     });
     let respond = async {
         if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
+            let now = tokio::time::Instant::now();
+            crate::precise::sleep_until(crate::toxics::saturating_at(now, delay)).await;
         }
         produce(parts, body, &selected, &shared, &abort, (&entry, started)).await
     };

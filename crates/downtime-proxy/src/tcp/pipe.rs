@@ -178,7 +178,7 @@ impl Link<'_> {
 
 async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
+        Some(at) => crate::precise::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }

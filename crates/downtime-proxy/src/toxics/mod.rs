@@ -85,9 +85,10 @@ pub struct Scheduled {
     pub item: Item,
 }
 
-/// Timers tick in whole milliseconds and round up; items are released up to this much
-/// before their instant so that, on average, they leave on time instead of ~1 ms late.
-pub(crate) const TIMER_SLACK: Duration = Duration::from_micros(500);
+/// Items are released up to this much before their instant: the link's precise timer
+/// (`crate::precise`) wakes a few tens of microseconds after it, and the write that
+/// follows takes a few more, so the bytes leave on time rather than late.
+pub(crate) const TIMER_SLACK: Duration = Duration::from_micros(50);
 
 /// A duration far enough in the future to mean "never" without overflowing `Instant`.
 pub(crate) const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
