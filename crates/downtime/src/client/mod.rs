@@ -4,6 +4,7 @@
 //! Layout:
 //! - `mod.rs`: the clap definitions and one function per toxiproxy-cli command;
 //! - `http`: the HTTP proxy commands (`maintenance`, `fault`, `requests`);
+//! - `incidents`: `incident` and its subcommands (incidents and scheduled maintenance);
 //! - `api`: HTTP transport and error wording;
 //! - `render`: response types and the human-readable tables;
 //! - `values`: parsers for `--host`, `--toxicity`, `--attribute` and the fault flags.
