@@ -9,7 +9,8 @@
 //!   incidents;
 //! - [`web`]: the public status page, its live updates, feed and Statuspage-style JSON;
 //! - [`webhooks`]: signed notifications of status changes, with retries and a delivery log;
-//! - [`run`]: wires the registry and the API, and drains both on shutdown.
+//! - [`run`]: wires the registry, the API and the status page's optional listener of its
+//!   own, and drains them on shutdown.
 
 pub mod api;
 pub mod config;
@@ -41,8 +42,16 @@ pub struct ServeOptions {
     pub proxies: Vec<(ProxyConfig, Vec<Toxic>)>,
     /// How long shutdown waits for requests and connections to finish.
     pub grace: Duration,
-    /// Link in maintenance answers; defaults to `http://<api address>/status`.
+    /// Public URL of the status page: the link in maintenance answers, the feed, the JSON
+    /// and webhooks. Defaults to `http://<status listener address>/status` when there is a
+    /// status listener (loopback for a wildcard bind, which has no public name), else to
+    /// `http://<api address>/status`.
     pub status_page: Option<String>,
+    /// A second listener that serves only the status routes (no control routes), so that
+    /// the page can be published while the control API stays on loopback. The status
+    /// routes stay on the API listener too. A std listener, so that callers can bind it
+    /// before (or outside) the runtime `run` is given; `run` serves it on that runtime.
+    pub status_listener: Option<std::net::TcpListener>,
     /// Told which proxies are up once the config is applied (e.g. to print their URLs).
     pub on_ready: Option<OnReady>,
     /// History database file (SQLite, WAL); `None` keeps history in memory (tests).
@@ -65,10 +74,14 @@ pub enum ServeError {
     /// The history store could not be opened.
     #[error("{0}")]
     History(#[from] history::HistoryError),
+    /// The status page's own listener could not be served.
+    #[error("status page server: {0}")]
+    Status(#[source] std::io::Error),
 }
 
-/// Serves the API on `listener` until `shutdown` completes, then stops every proxy and
-/// waits at most `options.grace` for in-flight work.
+/// Serves the API on `listener` (and the status page on `options.status_listener`, if any)
+/// until `shutdown` completes, then stops every proxy and waits at most `options.grace` for
+/// in-flight work.
 pub async fn run(
     listener: TcpListener,
     options: ServeOptions,
@@ -90,9 +103,23 @@ pub async fn run(
         options.history.is_some().then(|| history.clone()),
     )
     .await?;
-    let status_page = match options.status_page {
-        Some(url) => url,
-        None => format!("http://{}/status", listener.local_addr()?),
+    let status_listener = match options.status_listener {
+        Some(std_listener) => {
+            // `from_std` needs a non-blocking socket; a caller's plain std bind is not.
+            std_listener
+                .set_nonblocking(true)
+                .map_err(ServeError::Status)?;
+            Some(TcpListener::from_std(std_listener).map_err(ServeError::Status)?)
+        }
+        None => None,
+    };
+    let status_page = match (options.status_page, &status_listener) {
+        (Some(url), _) => url,
+        (None, Some(status)) => {
+            let addr = status.local_addr().map_err(ServeError::Status)?;
+            format!("http://{}/status", reachable(addr))
+        }
+        (None, None) => format!("http://{}/status", listener.local_addr()?),
     };
     registry.set_status_page(&status_page);
     let ready = if options.proxies.is_empty() {
@@ -123,6 +150,7 @@ pub async fn run(
         Some(hooks.clone()),
         stop_web.clone(),
     );
+    let status_web = web_state.clone();
     let state = api::AppState {
         registry: registry.clone(),
         metrics: options.metrics,
@@ -137,6 +165,9 @@ pub async fn run(
     let own_api = own_api_url(listener.local_addr()?);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = serve_api_on_own_thread(listener, app, stop_rx)?;
+    // Served on this (the main) runtime, like the snapshots and renders of the page.
+    let status_server = status_listener
+        .map(|status| serve_status(status, web::router(status_web), stop_web.clone()));
     let scheduler = drills::schedule::start(options.schedules, own_api, runs);
     shutdown.await;
     tracing::debug!("shutting down");
@@ -148,23 +179,64 @@ pub async fn run(
     stop_web.cancel();
     registry.shutdown(options.grace).await;
     history_tasks.stop().await;
-    match tokio::time::timeout(options.grace, server).await {
-        Ok(Ok(result)) => result?,
+    // Both servers have been draining since their signals: one deadline for the two.
+    let deadline = tokio::time::Instant::now() + options.grace;
+    let mut result = Ok(());
+    match tokio::time::timeout_at(deadline, server).await {
+        Ok(Ok(Err(e))) => result = Err(ServeError::Io(e)),
+        Ok(Ok(Ok(()))) => {}
         Ok(Err(_)) => tracing::warn!("api server thread ended without a result"),
         Err(_) => tracing::warn!("api requests still running after the grace period"),
     }
+    if let Some(mut status_server) = status_server {
+        match tokio::time::timeout_at(deadline, &mut status_server).await {
+            Ok(Ok(Err(e))) => {
+                if result.is_ok() {
+                    result = Err(ServeError::Status(e));
+                }
+            }
+            Ok(Ok(Ok(()))) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "status page server task failed"),
+            Err(_) => {
+                tracing::warn!("status page requests still running after the grace period");
+                status_server.abort();
+            }
+        }
+    }
     history.shutdown().await;
-    Ok(())
+    result
 }
 
-/// The URL this server's own drills use to reach its API (loopback for a wildcard bind).
-fn own_api_url(addr: std::net::SocketAddr) -> String {
+/// Serves the status routes alone on `listener`, as a task of the current (main) runtime,
+/// until `stop` is cancelled. The same token ends open event streams, so the drain is not
+/// held open by them. axum's accept loop logs an accept error, backs off and goes on.
+fn serve_status(
+    listener: TcpListener,
+    app: axum::Router,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+    })
+}
+
+/// `addr` with a wildcard IP (`0.0.0.0`, `[::]`) replaced by loopback of the same family: a
+/// wildcard is not an address anyone can connect to, and this machine is the one place
+/// sure to reach it.
+fn reachable(addr: std::net::SocketAddr) -> std::net::SocketAddr {
     let ip = match addr.ip() {
         std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
         std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
         ip => ip,
     };
-    format!("http://{}", std::net::SocketAddr::new(ip, addr.port()))
+    std::net::SocketAddr::new(ip, addr.port())
+}
+
+/// The URL this server's own drills use to reach its API (loopback for a wildcard bind).
+fn own_api_url(addr: std::net::SocketAddr) -> String {
+    format!("http://{}", reachable(addr))
 }
 
 /// Serves the API on a thread of its own with a single-threaded runtime, so that no amount
@@ -196,4 +268,27 @@ fn serve_api_on_own_thread(
             let _ = done_tx.send(result);
         })?;
     Ok(done_rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    #[test]
+    fn wildcard_binds_become_loopback_of_their_family() {
+        assert_eq!(
+            super::reachable(addr("0.0.0.0:8080")),
+            addr("127.0.0.1:8080")
+        );
+        assert_eq!(super::reachable(addr("[::]:8080")), addr("[::1]:8080"));
+        assert_eq!(super::reachable(addr("10.1.2.3:80")), addr("10.1.2.3:80"));
+        assert_eq!(
+            super::own_api_url(addr("0.0.0.0:8474")),
+            "http://127.0.0.1:8474"
+        );
+    }
 }

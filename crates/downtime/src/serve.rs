@@ -1,5 +1,6 @@
 //! `downtime serve`: flags for the server process, turned into a running server.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -35,10 +36,54 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DAYS", default_value_t = 30,
           value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub history_days: u32,
+    /// Also serve the status page, and nothing else, on this address (IP:PORT, e.g.
+    /// 0.0.0.0:8080), to publish it while the control API stays on loopback.
+    ///
+    /// Only the read-only status routes answer there (`/status`, `/status/*`, `/api/v2/*`);
+    /// control routes such as `/proxies` get 404. The page stays on the API address too.
+    /// The maintenance link then points at this listener (at 127.0.0.1 or [::1] for a
+    /// wildcard address: pass --status-url to give the public name).
+    #[arg(long, value_name = "ADDR", value_parser = parse_status_listen)]
+    pub status_listen: Option<SocketAddr>,
+    /// Public URL of the status page, as visitors reach it (e.g. through a DNS name or a
+    /// reverse proxy): the link in maintenance answers, the feed, the JSON and webhooks.
+    ///
+    /// Default: http://<--status-listen address>/status, or http://<API address>/status
+    /// without --status-listen.
+    #[arg(long, value_name = "URL", value_parser = parse_status_url)]
+    pub status_url: Option<String>,
+}
+
+/// Parses `--status-listen`: an IP address and a port, as a listener binds them. Host names
+/// are refused rather than resolved, so the address bound is the one written.
+fn parse_status_listen(text: &str) -> Result<SocketAddr, String> {
+    text.trim().parse().map_err(|_| {
+        "expected an IP address and port such as 0.0.0.0:8080, [::]:8080 or 127.0.0.1:0".to_owned()
+    })
+}
+
+/// Parses `--status-url`: an absolute http(s) URL with a host, and nothing that could break
+/// the texts it is written into (spaces, control characters).
+fn parse_status_url(text: &str) -> Result<String, String> {
+    let rest = text
+        .strip_prefix("http://")
+        .or_else(|| text.strip_prefix("https://"));
+    let well_formed = rest.is_some_and(|rest| {
+        !rest.is_empty()
+            && !rest.starts_with('/')
+            && !text.chars().any(|c| c.is_whitespace() || c.is_control())
+    });
+    if well_formed {
+        Ok(text.to_owned())
+    } else {
+        Err("expected an absolute http:// or https:// URL such as https://status.example.com/status"
+            .to_owned())
+    }
 }
 
 /// Runs the server until SIGINT/SIGTERM. Exit codes: 0 after a clean shutdown, 2 for a bad
-/// config file, 1 when the API or a configured proxy cannot bind.
+/// config file (or, through clap, a bad flag such as `--status-listen`), 1 when the API, the
+/// status page's listener or a configured proxy cannot bind.
 pub async fn run(args: ServeArgs) -> ExitCode {
     let proxies = match &args.config {
         Some(path) => match downtime_server::config::load(path) {
@@ -74,6 +119,22 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         }
     };
     let bound = listener.local_addr().map_or(address, |a| a.to_string());
+    let status_listener = match args.status_listen {
+        Some(addr) => match bind_status(addr).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!(
+                    "downtime: cannot listen on {addr} for the status page (--status-listen): {e}"
+                );
+                return ExitCode::from(1);
+            }
+        },
+        None => None,
+    };
+    let status_bound = status_listener
+        .as_ref()
+        .zip(args.status_listen)
+        .map(|(l, addr)| l.local_addr().unwrap_or(addr));
     let options = ServeOptions {
         seed: args.seed,
         metrics: MetricsOptions {
@@ -82,7 +143,8 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         },
         proxies,
         grace: Duration::from_secs(5),
-        status_page: None,
+        status_page: args.status_url,
+        status_listener,
         on_ready: Some(Box::new(print_proxies)),
         history: (args.db.as_os_str() != ":memory:").then(|| args.db.clone()),
         history_settings: downtime_server::history::HistorySettings {
@@ -93,6 +155,9 @@ pub async fn run(args: ServeArgs) -> ExitCode {
     };
     // Printed on stdout so scripts (and tests using --port 0) can read the bound address.
     println!("downtime API listening on http://{bound}");
+    if let Some(status) = status_bound {
+        println!("downtime status page on http://{status}/status");
+    }
     match downtime_server::run(listener, options, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -100,6 +165,13 @@ pub async fn run(args: ServeArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Binds the status page's listener with tokio's defaults (as the API's, `SO_REUSEADDR` on
+/// Unix, so a restart does not wait for old connections) and hands it over as a std
+/// listener, the form [`ServeOptions`] takes.
+async fn bind_status(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await?.into_std()
 }
 
 /// Completes on SIGINT or SIGTERM.
@@ -164,6 +236,37 @@ fn env_name(proxy: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn status_listen_takes_ip_and_port_only() {
+        assert!(super::parse_status_listen("0.0.0.0:8080").is_ok());
+        assert!(super::parse_status_listen("[::]:8080").is_ok());
+        for bad in [
+            "localhost:8080",
+            "8080",
+            ":8080",
+            "0.0.0.0",
+            "0.0.0.0:99999",
+            "",
+        ] {
+            assert!(super::parse_status_listen(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn status_url_must_be_absolute_http() {
+        assert!(super::parse_status_url("https://status.example.com/status").is_ok());
+        assert!(super::parse_status_url("http://10.0.0.5:8080/status").is_ok());
+        for bad in [
+            "status.example.com",
+            "ftp://x/",
+            "http://",
+            "https:///x",
+            "http://a b/",
+        ] {
+            assert!(super::parse_status_url(bad).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn env_names() {
         assert_eq!(super::env_name("platform-api"), "PLATFORM_API_URL");
