@@ -615,27 +615,35 @@ impl Webhooks {
             }
         }
         let body = Bytes::from(serde_json::to_vec(&payload).unwrap_or_default());
-        let mut record = Delivery {
-            id: delivery.clone(),
-            event: event.as_str(),
-            created_at: now,
-            state: "pending",
-            attempts: Vec::new(),
-        };
+        // The delivery is logged before its job is queued: the worker may run the first
+        // attempt at once, and an attempt for a delivery not yet in the log would be lost.
+        {
+            let mut log = lock(&hook.log);
+            log.push_back(Delivery {
+                id: delivery.clone(),
+                event: event.as_str(),
+                created_at: now,
+                state: "pending",
+                attempts: Vec::new(),
+            });
+            while log.len() > self.inner.options.log.max(1) {
+                log.pop_front();
+            }
+        }
         let job = Job {
             delivery,
             event,
             body,
         };
-        if hook.tx.try_send(job).is_err() {
-            record.state = "dropped";
+        if let Err(refused) = hook.tx.try_send(job) {
+            let delivery = match &refused {
+                mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job) => {
+                    &job.delivery
+                }
+            };
+            update_log(&hook.log, delivery, |d| d.state = "dropped");
             self.inner.stats.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(webhook = %hook.info.id, event = event.as_str(), "webhook queue full; delivery dropped");
-        }
-        let mut log = lock(&hook.log);
-        log.push_back(record);
-        while log.len() > self.inner.options.log.max(1) {
-            log.pop_front();
         }
     }
 

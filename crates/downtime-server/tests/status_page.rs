@@ -60,10 +60,12 @@ async fn probe(server: &Server, name: &str, total: usize, ok: usize) {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
+    // All at the same instant: samples spread over time could straddle a minute boundary,
+    // and the endpoint's state is its latest minute's alone.
     let samples: Vec<Value> = (0..total)
         .map(|i| {
             json!({"endpoint": name, "url": format!("http://app.test/{name}"),
-                   "at": now - i as u64 * 100, "ok": i < ok, "latency_ms": 20})
+                   "at": now, "ok": i < ok, "latency_ms": 20})
         })
         .collect();
     let r = server
@@ -570,11 +572,13 @@ async fn a_hanging_receiver_never_slows_the_server() {
         toxic(&server, "redis", json!({"name": "t", "type": kind})).await;
         server.delete("/proxies/redis/toxics/t").await;
     }
+    // A server that waited on the receiver would take its whole attempt timeout (5 s) per
+    // call; the bound is half of that, loose enough for a loaded CI machine.
     for path in ["/proxies", "/status", "/api/v2/summary.json", "/version"] {
         let r = server.get(path).await;
         assert!(r.status < 500, "{path}");
         assert!(
-            r.elapsed < Duration::from_millis(500),
+            r.elapsed < Duration::from_millis(2500),
             "{path} took {:?}",
             r.elapsed
         );

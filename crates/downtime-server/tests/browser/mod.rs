@@ -49,29 +49,32 @@ impl Browser {
                 "no chromedriver at /usr/bin/chromedriver (or $DOWNTIME_CHROMEDRIVER)",
             );
         };
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-            l.local_addr().expect("port").port()
-        };
-        let child = Command::new(&driver)
-            .arg(format!("--port={port}"))
+        // Port 0: chromedriver binds a port the kernel picks and says which, so no other
+        // test's server can take the port between choosing and binding it.
+        let mut child = Command::new(&driver)
+            .arg("--port=0")
             .arg("--allowed-ips=127.0.0.1")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", driver.display()));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(
-                Instant::now() < deadline,
-                "chromedriver did not listen in time"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let stdout = child.stdout.take().expect("chromedriver stdout");
+        let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+        let port = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(rest) = line.split("started successfully on port ").nth(1) {
+                    return rest.trim_end_matches('.').trim().parse::<u16>().ok();
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten()
+        .expect("chromedriver did not say which port it listens on in time");
+        // Keep reading what it prints, so that it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let profile =
             std::env::temp_dir().join(format!("downtime-chromium-{}-{port}", std::process::id()));
         let _ = std::fs::remove_dir_all(&profile);
