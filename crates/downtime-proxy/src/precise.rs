@@ -32,18 +32,15 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn never_wakes_early_and_rarely_late() {
-        let mut late = Vec::new();
+    async fn never_wakes_early() {
+        // Both paths: the precise timer alone, and the wheel first. How late it wakes is
+        // measured by the benchmarks (target c), not asserted here.
         for wait_us in [200_u64, 1_500, 4_000, 12_000] {
             let at = Instant::now() + Duration::from_micros(wait_us);
             sleep_until(at).await;
             let now = Instant::now();
             assert!(now >= at, "woke {:?} early", at - now);
-            late.push(now - at);
         }
-        // Only that it is not the wheel's whole-millisecond rounding on every wait: the
-        // precision itself is measured by the benchmarks, not asserted in a test.
-        assert!(late.iter().any(|l| *l < Duration::from_millis(1)), "{late:?}");
     }
 
     #[tokio::test]
