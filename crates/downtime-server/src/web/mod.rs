@@ -8,13 +8,15 @@
 //! - [`live`]: the change monitor, shared by server-sent events and webhooks;
 //! - [`json`], [`atom`]: the machine interfaces; [`clock`]: UTC time formatting.
 //!
-//! # Why a separate router on the API listener
+//! # Why a separate router, on the API listener and on its own
 //! The Toxiproxy-compatible API refuses `Mozilla/` user agents (CSRF protection, as in
 //! Toxiproxy), so a browser could not open the status page through it. These routes form
 //! their own router, without that layer, merged into the API listener by [`crate::run`]:
 //! the `maintenance` fault's default link `http://<api address>/status` then works without
 //! any other setting. Every route here is a `GET` that changes nothing, so the browser check
-//! has nothing to protect on them.
+//! has nothing to protect on them. The same router alone is what `serve --status-listen`
+//! serves: a listener with no control route, which can be published while the control API
+//! stays on loopback.
 
 pub mod atom;
 pub mod clock;
