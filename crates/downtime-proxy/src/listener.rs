@@ -133,10 +133,12 @@ pub(crate) async fn accept_loop(
             Ok((client, peer)) => {
                 let n = ctx.sequence.fetch_add(1, Ordering::Relaxed);
                 let mut upstream = ctx.upstream.clone();
+                let mut relay_for = None;
                 if let Some((shared, hop)) = &ctx.http {
                     if has_live_toxics(&ctx.up_chain) || has_live_toxics(&ctx.down_chain) {
                         // TCP toxics apply on the way to the internal HTTP listener.
                         upstream = hop.clone();
+                        relay_for = Some((shared.clone(), peer));
                     } else {
                         ctx.stats.connections_total.fetch_add(1, Ordering::Relaxed);
                         tracker.spawn(http::serve_connection(
@@ -155,6 +157,7 @@ pub(crate) async fn accept_loop(
                     stats: ctx.stats.clone(),
                     seed: mix(ctx.seed ^ ctx.name_hash, n),
                     cancel: cancel.clone(),
+                    relay_for,
                 };
                 tracker.spawn(tcp::serve(client, conn));
             }
@@ -194,6 +197,8 @@ pub(crate) async fn http_accept_loop(
         };
         match accepted {
             Ok((client, peer)) => {
+                // The relay recorded its client before connecting (`http::dial_relay`).
+                let peer = shared.client_of(peer);
                 tracker.spawn(http::serve_connection(
                     client,
                     peer,

@@ -209,6 +209,7 @@ impl Proxy {
                     u64::MAX,
                 ))),
                 status_page,
+                relayed: std::sync::Mutex::default(),
             });
             let hop = listener::bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))?;
             let hop_addr = hop

@@ -2220,6 +2220,46 @@ async fn tcp_latency_toxic_delays_http_answers_on_new_connections() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_toxics_keep_the_client_ip_for_rate_limits() {
+    let s = Server::start();
+    let base = s.standin("relayed").await;
+    // Any TCP toxic sends new connections through the internal hop on loopback.
+    s.fault(
+        "relayed",
+        json!({"name": "hop", "type": "latency", "attributes": {"latency": 1}}),
+    )
+    .await;
+    s.fault(
+        "relayed",
+        json!({"name": "rl", "type": "rate_limit", "attributes": {"limit": 1, "period_ms": 60000}}),
+    )
+    .await;
+    // Clients from two loopback addresses, a new connection per request.
+    let from = |ip: &str| {
+        reqwest::Client::builder()
+            .local_address(ip.parse::<std::net::IpAddr>().ok())
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (from("127.0.0.2"), from("127.0.0.3"));
+    let url = format!("{base}/x");
+    assert_eq!(
+        get_status(&a, &url).await,
+        503,
+        "first request of 127.0.0.2"
+    );
+    assert_eq!(get_status(&a, &url).await, 429, "same address, same bucket");
+    // Keyed on the hop's loopback address, 127.0.0.3 would share 127.0.0.2's bucket.
+    assert_eq!(
+        get_status(&b, &url).await,
+        503,
+        "another address, its own bucket"
+    );
+    assert_eq!(get_status(&b, &url).await, 429);
+}
+
 // --- composition order ---------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

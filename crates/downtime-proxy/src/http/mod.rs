@@ -55,6 +55,69 @@ pub(crate) struct HttpShared {
     pub(crate) journal: Arc<Journal>,
     pub(crate) rng: Mutex<SmallRng>,
     pub(crate) status_page: Arc<str>,
+    /// Connections relayed through the TCP toxics to the internal listener arrive from
+    /// loopback: their relay socket's local address → the real client's address, so that
+    /// rate limits per IP and router logs still see the client.
+    pub(crate) relayed: Mutex<std::collections::HashMap<SocketAddr, SocketAddr>>,
+}
+
+impl HttpShared {
+    /// The real client of a connection accepted on the internal listener (`peer` itself
+    /// when it was not relayed by this proxy).
+    pub(crate) fn client_of(&self, peer: SocketAddr) -> SocketAddr {
+        let relayed = self
+            .relayed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        relayed.get(&peer).copied().unwrap_or(peer)
+    }
+}
+
+/// Dials the internal listener `hop` for the client at `client`, recording the relay
+/// socket's address before it connects, so the internal accept always finds it. The guard
+/// forgets it when the relayed connection ends.
+pub(crate) async fn dial_relay(
+    shared: &Arc<HttpShared>,
+    hop: &str,
+    client: SocketAddr,
+) -> std::io::Result<(TcpStream, RelayGuard)> {
+    let hop: SocketAddr = hop
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let socket = if hop.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(hop.ip(), 0))?;
+    let local = socket.local_addr()?;
+    shared
+        .relayed
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(local, client);
+    let guard = RelayGuard {
+        shared: shared.clone(),
+        local,
+    };
+    let stream = socket.connect(hop).await?;
+    Ok((stream, guard))
+}
+
+/// Removes a relayed connection's entry from [`HttpShared::relayed`] when dropped.
+pub(crate) struct RelayGuard {
+    shared: Arc<HttpShared>,
+    local: SocketAddr,
+}
+
+impl Drop for RelayGuard {
+    fn drop(&mut self) {
+        self.shared
+            .relayed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.local);
+    }
 }
 
 /// A pooled keep-alive client for upstream requests.
