@@ -31,7 +31,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{FromRef, Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use downtime_model::Error;
@@ -766,13 +766,7 @@ where
 }
 
 fn not_found() -> Response {
-    let body = "{\"error\":\"webhook not found\",\"status\":404}\n";
-    let mut response = (StatusCode::NOT_FOUND, body).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
+    crate::api::error_answer(StatusCode::NOT_FOUND, "webhook not found")
 }
 
 async fn create(State(hooks): State<Webhooks>, body: Bytes) -> Response {

@@ -13,26 +13,22 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use downtime_server::ServeOptions;
 use serde_json::{Value, json};
 use support::{LONG, eventually};
-use tokio::sync::oneshot;
 
 const SECRET: &str = "persisted-s3cret";
 
-/// A server on `127.0.0.1:0` that can be stopped and waited for.
+/// The shared test server with JSON helpers for this file; stopped and waited for.
 struct Running {
-    base: String,
+    server: support::Server,
     client: reqwest::Client,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Running {
@@ -44,40 +40,16 @@ impl Running {
             history: db.map(Path::to_owned),
             ..ServeOptions::default()
         };
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel::<SocketAddr>();
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("downtime-server".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                runtime.block_on(async move {
-                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                    addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                    let shutdown = async move {
-                        let _ = stop_rx.await;
-                    };
-                    if let Err(e) = downtime_server::run(listener, options, shutdown).await {
-                        eprintln!("server ended with an error: {e}");
-                    }
-                });
-                runtime.shutdown_timeout(Duration::from_secs(1));
-            })
-            .unwrap();
-        let addr = addr_rx.recv_timeout(LONG).expect("server did not start");
         Running {
-            base: format!("http://{addr}"),
+            server: support::Server::start_with(options),
             client: reqwest::Client::builder().timeout(LONG).build().unwrap(),
-            stop: Some(stop_tx),
-            thread: Some(thread),
         }
     }
 
     async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.server.base));
         if let Some(body) = body {
             request = request.body(body.to_string());
         }
@@ -119,28 +91,9 @@ impl Running {
         list.as_array().unwrap().clone()
     }
 
-    /// Asks the server to stop and waits (at most 15 s) until its thread has ended, so the
-    /// history file is closed.
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let thread = self.thread.take().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !thread.is_finished() {
-            assert!(Instant::now() < deadline, "server did not stop within 15 s");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        thread.join().unwrap();
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        // A failed test still stops its server (without waiting for it).
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+    /// Stops the server and waits until its history file is closed.
+    async fn stop(self) {
+        self.server.stop_and_wait().await;
     }
 }
 

@@ -217,13 +217,12 @@ async fn past_days(history: &History, cache: &Cache, today: i64, now: i64) -> Ar
     {
         return past;
     }
-    let stats = history
-        .daily_uptime_all_until(DAYS as u32 - 1, history::Day(today - 1))
-        .await
-        .unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "status page: no uptime history");
-            BTreeMap::new()
-        });
+    let stats = or_log(
+        "uptime history",
+        history
+            .daily_uptime_all_until(DAYS as u32 - 1, history::Day(today - 1))
+            .await,
+    );
     let past = Arc::new(PastDays {
         today,
         at: now,
@@ -464,13 +463,10 @@ async fn read_recorded(history: &History, cache: &Cache, proxies: &[String], now
     let today = clock::day_of(now);
     let past = past_days(history, cache, today, now).await;
     // Today changes with every sampled minute: read it, for every component in one query.
-    let today_stats = history
-        .daily_uptime_all_until(1, history::Day(today))
-        .await
-        .unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "status page: no uptime for today");
-            BTreeMap::new()
-        });
+    let today_stats = or_log(
+        "today's uptime",
+        history.daily_uptime_all_until(1, history::Day(today)).await,
+    );
     let first = today - (DAYS as i64 - 1);
     let mut days = HashMap::new();
     for id in ids {

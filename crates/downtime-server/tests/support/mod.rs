@@ -37,6 +37,8 @@ pub struct Server {
     pub base: String,
     client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
+    /// The server's thread, joined by [`Server::stop_and_wait`].
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Options for [`Server::start_with`].
@@ -86,7 +88,7 @@ impl Server {
     pub fn start_with(options: ServeOptions) -> Server {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel::<SocketAddr>();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("downtime-server".into())
             .spawn(move || {
                 let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -119,7 +121,25 @@ impl Server {
             base: format!("http://{addr}"),
             client,
             stop: Some(stop_tx),
+            thread: Some(thread),
         }
+    }
+
+    /// Asks the server to stop and waits (at most 15 s) until its thread has ended, so that
+    /// what it held (its history file) is closed, as after a process exit.
+    pub async fn stop_and_wait(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !thread.is_finished() {
+            assert!(Instant::now() < deadline, "server did not stop within 15 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        thread.join().expect("server thread panicked");
     }
 
     /// Sends one request; `body` is sent verbatim when given.
