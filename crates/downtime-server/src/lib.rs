@@ -27,6 +27,7 @@ use downtime_proxy::Registry;
 use tokio::net::TcpListener;
 
 pub use api::MetricsOptions;
+pub use api::listener::HttpLimits;
 
 /// Called once the configured proxies are listening, with their views.
 pub type OnReady = Box<dyn FnOnce(&[downtime_model::ProxyView]) + Send>;
@@ -60,6 +61,43 @@ pub struct ServeOptions {
     pub history_settings: history::HistorySettings,
     /// Drills to run on their schedules, against this server's own API.
     pub schedules: Vec<drills::schedule::Schedule>,
+    /// Timeouts and connection cap of the API listener.
+    pub api_limits: HttpLimits,
+    /// Timeouts and connection cap of the status listener (its cap is lowered at start
+    /// when the open-files limit could not hold it next to the API's and a reserve).
+    pub status_limits: HttpLimits,
+    /// Host names (or IPs) the control API answers besides loopback and its own address
+    /// (`--api-allow-host`); any other `Host` gets 403.
+    pub api_allow_hosts: Vec<String>,
+    /// Webhook targets permitted beyond the defaults (`--webhook-allow`).
+    pub webhook_allow: Vec<webhooks::AllowRule>,
+}
+
+/// Descriptors kept free beyond the two HTTP listeners' caps (history file, proxy
+/// listeners, logs) when the status listener's cap is fitted to the open-files limit.
+const FD_RESERVE: u64 = 256;
+
+/// `status` with its cap lowered, if needed, so that it, the API's cap and
+/// [`FD_RESERVE`] fit in `nofile` descriptors: the API always keeps its own room.
+fn fit_status_cap(status: HttpLimits, api: &HttpLimits, nofile: Option<u64>) -> HttpLimits {
+    let Some(nofile) = nofile else {
+        return status;
+    };
+    let room = nofile.saturating_sub(FD_RESERVE + api.max_connections as u64);
+    let room = usize::try_from(room).unwrap_or(usize::MAX).max(1);
+    if status.max_connections > room {
+        tracing::warn!(
+            asked = status.max_connections,
+            allowed = room,
+            open_files_limit = nofile,
+            "status listener connection cap lowered to keep room for the API"
+        );
+        return HttpLimits {
+            max_connections: room,
+            ..status
+        };
+    }
+    status
 }
 
 /// Why the server could not run.
@@ -98,7 +136,13 @@ pub async fn run(
     // With a history file, webhooks are kept in it (and the stored ones start now); with
     // an in-memory history they stay in memory, as they would not survive anyway.
     let hooks = webhooks::Webhooks::open(
-        webhooks::WebhookOptions::default(),
+        webhooks::WebhookOptions {
+            policy: webhooks::TargetPolicy {
+                allow: options.webhook_allow.clone(),
+                own_api: vec![listener.local_addr()?],
+            },
+            ..webhooks::WebhookOptions::default()
+        },
         stop_web.clone(),
         options.history.is_some().then(|| history.clone()),
     )
@@ -151,23 +195,42 @@ pub async fn run(
         stop_web.clone(),
     );
     let status_web = web_state.clone();
+    let guard = std::sync::Arc::new(api::guard::Guard::new(
+        Some(listener.local_addr()?),
+        &options.api_allow_hosts,
+    ));
     let state = api::AppState {
         registry: registry.clone(),
         metrics: options.metrics,
         history: history.clone(),
         webhooks: hooks,
+        guard: guard.clone(),
     };
     // The status routes have their own router without the API's browser refusal: see `web`.
     let runs = drills::schedule::Runs::default();
     let app = api::router(state)
         .merge(web::router(web_state))
-        .merge(drills::schedule::router(runs.clone()));
+        .merge(api::guard::protect(
+            drills::schedule::router(runs.clone()),
+            guard,
+        ));
     let own_api = own_api_url(listener.local_addr()?);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = serve_api_on_own_thread(listener, app, stop_rx)?;
+    let stop_api = tokio_util::sync::CancellationToken::new();
+    let server = serve_api_on_own_thread(listener, app, options.api_limits, stop_api.clone())?;
     // Served on this (the main) runtime, like the snapshots and renders of the page.
-    let status_server = status_listener
-        .map(|status| serve_status(status, web::router(status_web), stop_web.clone()));
+    let status_limits = fit_status_cap(
+        options.status_limits,
+        &options.api_limits,
+        api::listener::nofile_limit(),
+    );
+    let status_server = status_listener.map(|status| {
+        serve_status(
+            status,
+            web::router(status_web),
+            status_limits,
+            stop_web.clone(),
+        )
+    });
     let scheduler = drills::schedule::start(options.schedules, own_api, runs);
     shutdown.await;
     tracing::debug!("shutting down");
@@ -175,7 +238,7 @@ pub async fn run(
     scheduler
         .stop(options.grace.max(Duration::from_secs(15)))
         .await;
-    let _ = stop_tx.send(());
+    stop_api.cancel();
     stop_web.cancel();
     registry.shutdown(options.grace).await;
     history_tasks.stop().await;
@@ -208,18 +271,15 @@ pub async fn run(
 }
 
 /// Serves the status routes alone on `listener`, as a task of the current (main) runtime,
-/// until `stop` is cancelled. The same token ends open event streams, so the drain is not
-/// held open by them. axum's accept loop logs an accept error, backs off and goes on.
+/// until `stop` is cancelled, within `limits` (see [`api::listener`]). The same token ends
+/// open event streams, so the drain is not held open by them.
 fn serve_status(
     listener: TcpListener,
     app: axum::Router,
+    limits: HttpLimits,
     stop: tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<std::io::Result<()>> {
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-    })
+    tokio::spawn(api::listener::serve("status", listener, app, limits, stop))
 }
 
 /// `addr` with a wildcard IP (`0.0.0.0`, `[::]`) replaced by loopback of the same family: a
@@ -245,7 +305,8 @@ fn own_api_url(addr: std::net::SocketAddr) -> String {
 fn serve_api_on_own_thread(
     listener: TcpListener,
     app: axum::Router,
-    stop: tokio::sync::oneshot::Receiver<()>,
+    limits: HttpLimits,
+    stop: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<tokio::sync::oneshot::Receiver<std::io::Result<()>>> {
     let listener = listener.into_std()?;
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -258,11 +319,7 @@ fn serve_api_on_own_thread(
                 .and_then(|runtime| {
                     runtime.block_on(async move {
                         let listener = TcpListener::from_std(listener)?;
-                        axum::serve(listener, app)
-                            .with_graceful_shutdown(async move {
-                                let _ = stop.await;
-                            })
-                            .await
+                        api::listener::serve("api", listener, app, limits, stop).await
                     })
                 });
             let _ = done_tx.send(result);

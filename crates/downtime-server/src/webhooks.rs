@@ -19,11 +19,23 @@
 //! survive a restart. The delivery log is never stored: it stays in memory, bounded per
 //! hook, and starts empty after a restart.
 //!
+//! # Targets
+//! A hook may not target a link-local address (`169.254.0.0/16`, `fe80::/10`: cloud
+//! metadata services live there), an unspecified address (`0.0.0.0`, `::`) or this
+//! server's own control API, unless `--webhook-allow` ([`TargetPolicy::allow`]) permits it.
+//! `POST /webhooks` refuses such a URL with a 400 naming `url` and why (a host name is
+//! resolved for that check); every delivery checks again, after its own resolution (names
+//! go through [`PolicyResolver`], so the address checked is the address connected to: a
+//! name cannot be re-pointed between check and connect). In the delivery log a refused
+//! target reads exactly as a closed port (`could not connect to the receiver`), so the log
+//! cannot be used to map what the policy hides; the server's log says which it was.
+//!
 //! Routes (control API, so browsers are refused as on every control route):
 //! `POST /webhooks`, `GET /webhooks`, `GET /webhooks/{id}`, `DELETE /webhooks/{id}`,
 //! `GET /webhooks/{id}/deliveries`, `POST /webhooks/{id}/ping`.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -118,6 +130,195 @@ pub struct WebhookOptions {
     pub log: usize,
     /// Most hooks at once.
     pub max_hooks: usize,
+    /// Which receivers may be targeted.
+    pub policy: TargetPolicy,
+}
+
+/// What a delivery log says for any failure to connect, a refused target included.
+pub const CONNECT_FAILED: &str = "could not connect to the receiver";
+
+/// One `--webhook-allow` entry: a network (`10.0.0.0/8`, `fe80::1/128`, a bare IP) or a
+/// host name as written in hook URLs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowRule {
+    /// Addresses in `ip/prefix`.
+    Net {
+        /// The network's address.
+        ip: IpAddr,
+        /// Prefix length in bits.
+        prefix: u8,
+    },
+    /// A host name (lowercase, compared with the URL's host).
+    Host(String),
+}
+
+impl std::str::FromStr for AllowRule {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let addr = addr
+            .strip_prefix('[')
+            .and_then(|a| a.strip_suffix(']'))
+            .unwrap_or(addr);
+        if let Ok(ip) = addr.parse::<IpAddr>() {
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            let prefix = match prefix {
+                None => max,
+                Some(p) => match p.parse::<u8>() {
+                    Ok(n) if n <= max => n,
+                    _ => return Err(format!("prefix length must be 0 to {max}, got {p:?}")),
+                },
+            };
+            return Ok(AllowRule::Net { ip, prefix });
+        }
+        let name_ok = prefix.is_none()
+            && !addr.is_empty()
+            && addr.len() <= 253
+            && addr
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+        if name_ok {
+            Ok(AllowRule::Host(addr.to_ascii_lowercase()))
+        } else {
+            Err(format!(
+                "expected a CIDR (10.0.0.0/8), an IP or a host name, got {text:?}"
+            ))
+        }
+    }
+}
+
+impl AllowRule {
+    fn matches(&self, host: &str, ip: IpAddr) -> bool {
+        match self {
+            AllowRule::Host(name) => name.eq_ignore_ascii_case(host.trim_end_matches('.')),
+            AllowRule::Net { ip: net, prefix } => in_net(ip, *net, *prefix),
+        }
+    }
+}
+
+fn in_net(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
+    match (ip.to_canonical(), net.to_canonical()) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+/// Which receiver addresses hooks may target; see the module documentation.
+#[derive(Debug, Clone, Default)]
+pub struct TargetPolicy {
+    /// Targets permitted even though refused by default (`--webhook-allow`).
+    pub allow: Vec<AllowRule>,
+    /// This server's control API addresses (refused by default).
+    pub own_api: Vec<SocketAddr>,
+}
+
+impl TargetPolicy {
+    /// Why `addr` (reached through the URL host `host`) may not be targeted, if it may not.
+    pub fn refusal(&self, host: &str, addr: SocketAddr) -> Option<String> {
+        let ip = addr.ip().to_canonical();
+        if self.allow.iter().any(|r| r.matches(host, ip)) {
+            return None;
+        }
+        if ip.is_unspecified() {
+            return Some(format!("{ip} is an unspecified address"));
+        }
+        let link_local = match ip {
+            IpAddr::V4(v4) => v4.is_link_local(),
+            IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
+        };
+        if link_local {
+            return Some(format!(
+                "{ip} is a link-local address (169.254.0.0/16, fe80::/10)"
+            ));
+        }
+        let own = self.own_api.iter().any(|api| {
+            let api_ip = api.ip().to_canonical();
+            api.port() == addr.port()
+                && (api_ip == ip
+                    || ((api_ip.is_unspecified() || api_ip.is_loopback()) && ip.is_loopback()))
+        });
+        if own {
+            return Some(format!("{addr} is this server's own control API"));
+        }
+        None
+    }
+
+    /// Checks a hook URL for `POST /webhooks`: an IP host directly, a name after resolving
+    /// it (a name that does not resolve now is accepted; deliveries check again).
+    pub async fn check_url(&self, url: &str) -> Result<(), Error> {
+        let Ok(parsed) = reqwest::Url::parse(url) else {
+            return Ok(());
+        };
+        let port = parsed.port_or_known_default().unwrap_or(80);
+        let Some(host) = parsed.host_str() else {
+            return Ok(());
+        };
+        let addrs = match ip_host(host) {
+            Some(ip) => vec![SocketAddr::new(ip, port)],
+            None => {
+                let lookup = tokio::net::lookup_host((host, port));
+                match tokio::time::timeout(Duration::from_secs(2), lookup).await {
+                    Ok(Ok(addrs)) => addrs.collect(),
+                    _ => Vec::new(),
+                }
+            }
+        };
+        for addr in addrs {
+            if let Some(why) = self.refusal(host, addr) {
+                return Err(Error::invalid(
+                    "url",
+                    format!(
+                        "refused target: {why}; start the server with --webhook-allow to \
+                         permit it, got {url:?}"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Resolves hook host names for reqwest and drops the addresses the policy refuses, so that
+/// what is checked is what is connected to.
+pub struct PolicyResolver {
+    policy: Arc<TargetPolicy>,
+    port: u16,
+}
+
+impl reqwest::dns::Resolve for PolicyResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.policy.clone();
+        let port = self.port;
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let found = tokio::net::lookup_host((host.as_str(), port)).await?;
+            let allowed: Vec<SocketAddr> = found
+                .filter(|addr| match policy.refusal(&host, *addr) {
+                    None => true,
+                    Some(why) => {
+                        tracing::warn!(host = ?host, reason = ?why, "webhook target refused");
+                        false
+                    }
+                })
+                .collect();
+            if allowed.is_empty() {
+                return Err(CONNECT_FAILED.into());
+            }
+            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
 }
 
 impl Default for WebhookOptions {
@@ -130,6 +331,7 @@ impl Default for WebhookOptions {
             backoff_max: Duration::from_secs(60),
             log: 100,
             max_hooks: 100,
+            policy: TargetPolicy::default(),
         }
     }
 }
@@ -225,7 +427,7 @@ struct Inner {
     /// never held across `.await`, so `publish` never waits for the store.
     writes: tokio::sync::Mutex<()>,
     options: WebhookOptions,
-    client: reqwest::Client,
+    policy: Arc<TargetPolicy>,
     stats: WebhookStats,
     stop: CancellationToken,
 }
@@ -459,19 +661,13 @@ impl Webhooks {
     }
 
     fn build(options: WebhookOptions, stop: CancellationToken, store: Option<History>) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(options.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("downtime-webhooks/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
         Webhooks {
             inner: Arc::new(Inner {
                 hooks: Mutex::new(BTreeMap::new()),
                 store,
                 writes: tokio::sync::Mutex::new(()),
+                policy: Arc::new(options.policy.clone()),
                 options,
-                client,
                 stats: WebhookStats::default(),
                 stop,
             }),
@@ -655,6 +851,41 @@ impl Webhooks {
     }
 }
 
+impl Inner {
+    /// A client for one hook's receiver: no redirects, and names resolved through the
+    /// policy with the URL's port.
+    fn client_for(&self, port: u16) -> reqwest::Client {
+        reqwest::Client::builder()
+            .timeout(self.options.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("downtime-webhooks/", env!("CARGO_PKG_VERSION")))
+            .dns_resolver(PolicyResolver {
+                policy: self.policy.clone(),
+                port,
+            })
+            .build()
+            .unwrap_or_default()
+    }
+}
+
+/// Why a hook URL with an IP host may not be delivered to (names are checked by
+/// [`PolicyResolver`]).
+fn literal_refusal(policy: &TargetPolicy, url: &reqwest::Url) -> Option<String> {
+    let port = url.port_or_known_default().unwrap_or(80);
+    let host = url.host_str()?;
+    let ip = ip_host(host)?;
+    policy.refusal(host, SocketAddr::new(ip, port))
+}
+
+/// The IP of a URL host written as one (`10.0.0.1`, `[fe80::1]`).
+fn ip_host(host: &str) -> Option<IpAddr> {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    bare.parse().ok()
+}
+
 fn update_log(log: &Mutex<VecDeque<Delivery>>, id: &str, f: impl FnOnce(&mut Delivery)) {
     let mut log = lock(log);
     if let Some(d) = log.iter_mut().rev().find(|d| d.id == id) {
@@ -671,6 +902,12 @@ async fn worker(
     log: Arc<Mutex<VecDeque<Delivery>>>,
     cancel: CancellationToken,
 ) {
+    let parsed = reqwest::Url::parse(&url).ok();
+    let port = parsed
+        .as_ref()
+        .and_then(reqwest::Url::port_or_known_default)
+        .unwrap_or(80);
+    let client = inner.client_for(port);
     loop {
         let job = tokio::select! {
             () = cancel.cancelled() => return,
@@ -681,8 +918,13 @@ async fn worker(
         for attempt in 1..=attempts {
             let started_ms = clock::now_ms();
             let started = tokio::time::Instant::now();
-            let request = inner
-                .client
+            let refused = parsed
+                .as_ref()
+                .and_then(|u| literal_refusal(&inner.policy, u));
+            if let Some(why) = &refused {
+                tracing::warn!(url = ?url, reason = ?why, "webhook target refused");
+            }
+            let request = client
                 .post(&url)
                 .header(header::CONTENT_TYPE, "application/json")
                 .header(SIGNATURE_HEADER, &sig)
@@ -692,19 +934,28 @@ async fn worker(
                 .send();
             let outcome = tokio::select! {
                 () = cancel.cancelled() => return,
-                r = request => r,
+                r = request, if refused.is_none() => Some(r),
+                () = std::future::ready(()), if refused.is_some() => None,
             };
             let (status, error) = match outcome {
-                Ok(r) if r.status().is_success() => (Some(r.status().as_u16()), None),
-                Ok(r) => (
-                    Some(r.status().as_u16()),
-                    Some(format!("receiver answered {}", r.status())),
-                ),
-                Err(e) if e.is_timeout() => (
-                    None,
-                    Some(format!("no answer within {:?}", inner.options.timeout)),
-                ),
-                Err(e) => (None, Some(error_chain(&e))),
+                // A refused target reads as a closed port (see the module documentation).
+                None => (None, Some(CONNECT_FAILED.to_owned())),
+                Some(outcome) => match outcome {
+                    Ok(r) if r.status().is_success() => (Some(r.status().as_u16()), None),
+                    Ok(r) => (
+                        Some(r.status().as_u16()),
+                        Some(format!("receiver answered {}", r.status())),
+                    ),
+                    Err(e) if e.is_timeout() => (
+                        None,
+                        Some(format!("no answer within {:?}", inner.options.timeout)),
+                    ),
+                    Err(e) if e.is_connect() => {
+                        tracing::debug!(url = ?url, error = %error_chain(&e), "webhook delivery failed");
+                        (None, Some(CONNECT_FAILED.to_owned()))
+                    }
+                    Err(e) => (None, Some(error_chain(&e))),
+                },
             };
             let ok = error.is_none();
             let last = attempt == attempts;
@@ -774,6 +1025,9 @@ async fn create(State(hooks): State<Webhooks>, body: Bytes) -> Response {
         Ok(new) => new,
         Err(e) => return ApiError::from(e).into_response(),
     };
+    if let Err(e) = hooks.inner.policy.check_url(&new.url).await {
+        return ApiError::from(e).into_response();
+    }
     // In a task of its own: a client hanging up must not stop it between the store write
     // and starting the hook.
     let task = tokio::spawn(async move { hooks.create(new).await });

@@ -154,17 +154,24 @@ async fn browsers_are_refused_on_matched_routes() {
         );
     }
     // Nothing was reset or created by the refused requests; other agents are fine.
-    for ua in [
-        "curl/8.5.0",
-        "toxiproxy-cli/2.12.0 (linux/amd64)",
-        "mozilla/5.0",
-    ] {
+    for ua in ["curl/8.5.0", "toxiproxy-cli/2.12.0 (linux/amd64)"] {
         let r = s
             .request_with(Method::GET, "/version", None, Some(ua))
             .await;
         assert_eq!(r.status, 200, "{ua}");
     }
     assert_eq!(s.get("/version").await.status, 200, "no User-Agent at all");
+    // Unlike Toxiproxy, the check ignores case (the same exact answer).
+    for ua in ["mozilla/5.0", "MOZILLA/5.0 (X11)"] {
+        let r = s
+            .request_with(Method::GET, "/version", None, Some(ua))
+            .await;
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (403, "User agent not allowed\n"),
+            "{ua}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -1436,4 +1443,216 @@ async fn proxy_metrics_count_bytes() {
         last.contains(&format!("upstream=\"{}\"", up.addr)),
         "{last}"
     );
+}
+
+// --- issue 10: web pages cannot use the control API --------------------------------------
+
+/// A raw `GET path` to the API with the given header lines.
+async fn raw_get(s: &Server, path: &str, headers: &[&str]) -> String {
+    raw_http(s.addr(), &raw_request("GET", path, headers)).await
+}
+
+#[tokio::test]
+async fn hosts_other_than_loopback_or_allowed_names_are_refused() {
+    let s = Server::start_with(downtime_server::ServeOptions {
+        grace: Duration::from_secs(2),
+        api_allow_hosts: vec!["Downtime.Internal".to_owned()],
+        ..downtime_server::ServeOptions::default()
+    });
+    let port = s.addr().port();
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+        "127.0.0.1".to_owned(),
+        format!("downtime.internal:{port}"),
+        "DOWNTIME.INTERNAL".to_owned(),
+    ] {
+        let answer = raw_get(&s, "/version", &[&format!("Host: {host}")]).await;
+        assert_eq!(raw_status(&answer), 200, "{host}: {answer}");
+    }
+    // A DNS-rebinding page sends its own name; a create through it changes nothing.
+    for host in [
+        format!("rebind.attacker.example:{port}"),
+        format!("localhost.attacker.example:{port}"),
+        format!("10.9.8.7:{port}"),
+    ] {
+        let create = format!(
+            "POST /proxies HTTP/1.1\r\nHost: {host}\r\nContent-Length: 55\r\nConnection: close\r\n\r\n\
+             {{\"name\":\"x\",\"listen\":\"127.0.0.1:0\",\"upstream\":\"a:1\"}}"
+        );
+        for answer in [
+            raw_get(&s, "/version", &[&format!("Host: {host}")]).await,
+            raw_http(s.addr(), &create).await,
+            raw_get(&s, "/drills/runs", &[&format!("Host: {host}")]).await,
+        ] {
+            assert_eq!(raw_status(&answer), 403, "{host}: {answer}");
+            let error: Value = serde_json::from_str(raw_body(&answer)).unwrap();
+            assert_eq!(error["status"], 403);
+            let text = error["error"].as_str().unwrap();
+            assert!(
+                text.contains(&format!("{host:?}")) && text.contains("--api-allow-host"),
+                "{text}"
+            );
+        }
+    }
+    assert_eq!(s.get("/proxies").await.body, "{}", "nothing was created");
+    // Unknown paths keep Go's plain 404 whatever the host.
+    let answer = raw_get(&s, "/nope", &["Host: rebind.attacker.example"]).await;
+    assert_eq!(raw_status(&answer), 404, "{answer}");
+}
+
+#[tokio::test]
+async fn requests_from_web_pages_are_refused_on_every_control_route() {
+    let s = Server::start();
+    let host = format!("Host: 127.0.0.1:{}", s.addr().port());
+    let page_headers = [
+        "Origin: http://attacker.example",
+        "Origin: null",
+        "Sec-Fetch-Site: cross-site",
+        "Sec-Fetch-Mode: cors",
+        "sec-fetch-dest: empty",
+    ];
+    for path in ["/version", "/proxies", "/drills/runs", "/webhooks", "/halt"] {
+        for page in page_headers {
+            // An agent a browser's fetch() could set, so only the page header gives it away.
+            let answer = raw_get(&s, path, &[&host, page, "User-Agent: curl/8.5.0"]).await;
+            assert_eq!(raw_status(&answer), 403, "{path} {page}: {answer}");
+            let error: Value = serde_json::from_str(raw_body(&answer)).unwrap();
+            let name = page.split(':').next().unwrap();
+            assert!(
+                error["error"]
+                    .as_str()
+                    .unwrap()
+                    .to_ascii_lowercase()
+                    .contains(&format!("{} header", name.to_ascii_lowercase())),
+                "{error}"
+            );
+        }
+    }
+    let answer = raw_http(
+        s.addr(),
+        &raw_request("POST", "/reset", &[&host, "Sec-Fetch-Site: same-origin"]),
+    )
+    .await;
+    assert_eq!(raw_status(&answer), 403, "{answer}");
+    // Toxiproxy's own refusal keeps its exact answer, on /drills/runs too.
+    let answer = raw_get(&s, "/drills/runs", &[&host, "User-Agent: Mozilla/5.0"]).await;
+    assert_eq!(raw_status(&answer), 403, "{answer}");
+    assert_eq!(raw_body(&answer), "User agent not allowed\n");
+    // The status routes stay readable by browsers: agent, Origin, fetch metadata and all.
+    for path in [
+        "/status",
+        "/status/assets/status.css",
+        "/status/feed.atom",
+        "/api/v2/summary.json",
+    ] {
+        let answer = raw_get(
+            &s,
+            path,
+            &[
+                "Host: status.example.com",
+                "User-Agent: Mozilla/5.0 (X11; Linux x86_64)",
+                "Origin: https://other.example",
+                "Sec-Fetch-Site: cross-site",
+                "Sec-Fetch-Mode: cors",
+            ],
+        )
+        .await;
+        assert_eq!(raw_status(&answer), 200, "{path}: {answer}");
+    }
+}
+
+// --- issue 10: webhook targets ----------------------------------------------------------
+
+#[tokio::test]
+async fn webhooks_refuse_link_local_unspecified_and_own_api_targets() {
+    let s = Server::start();
+    let port = s.addr().port();
+    let refused = [
+        (
+            "http://169.254.169.254/latest/meta-data".to_owned(),
+            "link-local",
+        ),
+        ("http://[fe80::1]:8080/h".to_owned(), "link-local"),
+        ("http://0.0.0.0:9/h".to_owned(), "unspecified"),
+        ("http://[::]:9/h".to_owned(), "unspecified"),
+        (format!("http://127.0.0.1:{port}/halt"), "own control API"),
+        (format!("http://localhost:{port}/reset"), "own control API"),
+    ];
+    for (url, why) in &refused {
+        let body = json!({"url": url, "secret": "k"}).to_string();
+        let r = s.post("/webhooks", &body).await;
+        r.assert_error_like(
+            400,
+            "invalid value for url: refused target",
+            &[why, "--webhook-allow"],
+        );
+    }
+    assert_eq!(s.get("/webhooks").await.json(), json!([]));
+    // A receiver on loopback (another port) is fine.
+    let ok = json!({"url": "http://127.0.0.1:9/h", "secret": "k"}).to_string();
+    assert_eq!(s.post("/webhooks", &ok).await.status, 201);
+}
+
+#[tokio::test]
+async fn webhook_allow_permits_refused_targets() {
+    let s = Server::start_with(downtime_server::ServeOptions {
+        grace: Duration::from_secs(2),
+        webhook_allow: vec![
+            "169.254.0.0/16".parse().unwrap(),
+            "fe80::1".parse().unwrap(),
+        ],
+        ..downtime_server::ServeOptions::default()
+    });
+    for url in ["http://169.254.169.254/latest", "http://[fe80::1]:8080/h"] {
+        let body = json!({"url": url, "secret": "k"}).to_string();
+        let r = s.post("/webhooks", &body).await;
+        assert_eq!(r.status, 201, "{url}: {}", r.body);
+    }
+    let body = json!({"url": "http://[fe80::2]/h", "secret": "k"}).to_string();
+    assert_eq!(
+        s.post("/webhooks", &body).await.status,
+        400,
+        "only what was allowed"
+    );
+}
+
+// --- issue 10: files -------------------------------------------------------------------
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_history_file_and_its_sidecars_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("fresh.db");
+    let old = dir.path().join("old.db");
+    std::fs::write(&old, b"").unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+    for path in [fresh, old] {
+        let s = Server::start_with(downtime_server::ServeOptions {
+            grace: Duration::from_secs(2),
+            history: Some(path.clone()),
+            ..downtime_server::ServeOptions::default()
+        });
+        // A write, so that the WAL and its index exist.
+        let hook = json!({"url": "http://127.0.0.1:9/h", "secret": "s3cret"}).to_string();
+        assert_eq!(s.post("/webhooks", &hook).await.status, 201);
+        let mut names = vec![path.clone()];
+        for suffix in ["-wal", "-shm"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            names.push(name.into());
+        }
+        for file in &names {
+            let mode = std::fs::metadata(file)
+                .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+        }
+        // The secret is never shown back.
+        assert!(!s.get("/webhooks").await.body.contains("s3cret"));
+        s.stop_and_wait().await;
+    }
 }

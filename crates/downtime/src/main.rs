@@ -50,13 +50,56 @@ async fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("LOG_LEVEL")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(|| OneLine(std::io::stderr()))
         .init();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Drill(command) => drill::run(command).await,
         Command::Client(command) => client::run(cli.global, command).await,
+    }
+}
+
+/// Writes each log event as exactly one line: the fmt layer hands over a whole formatted
+/// event in one `write_all`, and any line break or other control character inside it (user
+/// text such as a proxy's `listen`, shown through `%` fields or messages) is escaped, so no
+/// request can start a forged log line. The event's own final newline is kept.
+struct OneLine<W>(W);
+
+impl<W: std::io::Write> std::io::Write for OneLine<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let (body, end) = match buf.strip_suffix(b"\n") {
+            Some(body) => (body, &b"\n"[..]),
+            None => (buf, &b""[..]),
+        };
+        if !body
+            .iter()
+            .any(|b| b.is_ascii_control() && *b != b'\t' && *b != 0x1b)
+        {
+            self.0.write_all(buf)?;
+            return Ok(buf.len());
+        }
+        let mut out = Vec::with_capacity(buf.len() + 16);
+        for &b in body {
+            match b {
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                // Tab is harmless; ESC is left for the colour codes of the fmt layer (which
+                // escapes ESC in field values itself).
+                b'\t' | 0x1b => out.push(b),
+                b if b.is_ascii_control() => {
+                    out.extend_from_slice(format!("\\x{b:02x}").as_bytes())
+                }
+                b => out.push(b),
+            }
+        }
+        out.extend_from_slice(end);
+        self.0.write_all(&out)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
     }
 }
 
@@ -68,6 +111,21 @@ async fn main() -> ExitCode {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn log_events_stay_on_one_line() {
+        use std::io::Write;
+        let mut line = OneLine(Vec::new());
+        line.write_all(b"WARN bad listen \"1:2\nINFO forged\r\x07\"\n")
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(line.0).unwrap(),
+            "WARN bad listen \"1:2\\nINFO forged\\r\\x07\"\n"
+        );
+        let mut plain = OneLine(Vec::new());
+        plain.write_all(b"INFO fine\tline\n").unwrap();
+        assert_eq!(plain.0, b"INFO fine\tline\n");
+    }
 
     #[test]
     fn command_definition_is_consistent() {

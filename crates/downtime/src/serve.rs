@@ -52,6 +52,41 @@ pub struct ServeArgs {
     /// without --status-listen.
     #[arg(long, value_name = "URL", value_parser = parse_status_url)]
     pub status_url: Option<String>,
+    /// Connections served at once on each HTTP listener of the server (the API's and the
+    /// status page's, each its own count); more are answered 503 with a JSON body.
+    #[arg(long, value_name = "N", default_value_t = downtime_server::api::listener::DEFAULT_MAX_CONNECTIONS,
+          value_parser = parse_max_connections)]
+    pub max_connections: usize,
+    /// Also answer control API requests whose Host is NAME (a host name or IP), besides
+    /// loopback names and the address the API is bound to. Repeatable.
+    #[arg(long, value_name = "NAME")]
+    pub api_allow_host: Vec<String>,
+    /// Let webhooks target CIDR_OR_HOST (e.g. 169.254.169.254/32 or hooks.internal), which
+    /// is refused by default: link-local and unspecified addresses and this server's own
+    /// API. Repeatable.
+    #[arg(long, value_name = "CIDR_OR_HOST")]
+    pub webhook_allow: Vec<downtime_server::webhooks::AllowRule>,
+}
+
+/// Parses `--max-connections`: 1 to 1,000,000.
+fn parse_max_connections(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+        _ => Err("expected a number of connections from 1 to 1000000".to_owned()),
+    }
+}
+
+/// Whether the API's `--host` is a loopback address or name (the only place the API is
+/// safe without authentication).
+fn is_loopback_host(host: &str) -> bool {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Parses `--status-listen`: an IP address and a port, as a listener binds them. Host names
@@ -85,6 +120,16 @@ fn parse_status_url(text: &str) -> Result<String, String> {
 /// config file (or, through clap, a bad flag such as `--status-listen`), 1 when the API, the
 /// status page's listener or a configured proxy cannot bind.
 pub async fn run(args: ServeArgs) -> ExitCode {
+    downtime_server::api::listener::raise_nofile_limit();
+    if !is_loopback_host(&args.host) {
+        // No API token yet (it comes with TLS): anyone who reaches this address can
+        // reconfigure every proxy. Said on every start.
+        tracing::warn!(
+            host = ?args.host,
+            "the control API is bound off loopback and has no authentication: anyone who \
+             can reach it can change or stop every proxy; keep it on 127.0.0.1 or firewall it"
+        );
+    }
     let proxies = match &args.config {
         Some(path) => match downtime_server::config::load(path) {
             Ok(p) => p,
@@ -152,6 +197,16 @@ pub async fn run(args: ServeArgs) -> ExitCode {
             ..downtime_server::history::HistorySettings::default()
         },
         schedules,
+        api_limits: downtime_server::HttpLimits {
+            max_connections: args.max_connections,
+            ..downtime_server::HttpLimits::default()
+        },
+        status_limits: downtime_server::HttpLimits {
+            max_connections: args.max_connections,
+            ..downtime_server::HttpLimits::default()
+        },
+        api_allow_hosts: args.api_allow_host,
+        webhook_allow: args.webhook_allow,
     };
     // Printed on stdout so scripts (and tests using --port 0) can read the bound address.
     println!("downtime API listening on http://{bound}");
@@ -264,6 +319,23 @@ mod tests {
             "http://a b/",
         ] {
             assert!(super::parse_status_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for host in [
+            "127.0.0.1",
+            "127.1.2.3",
+            "::1",
+            "[::1]",
+            "localhost",
+            "LocalHost",
+        ] {
+            assert!(super::is_loopback_host(host), "{host}");
+        }
+        for host in ["0.0.0.0", "::", "10.0.0.5", "example.com"] {
+            assert!(!super::is_loopback_host(host), "{host}");
         }
     }
 

@@ -1,13 +1,17 @@
 //! The control API, byte-compatible with Toxiproxy 2.12 so its clients work unchanged.
 //!
 //! Handlers only translate HTTP to registry calls and back. Two layers apply to matched
-//! routes only, as in Toxiproxy: browsers are refused (CSRF protection: a page in a browser
-//! must not be able to reconfigure proxies) and every answer carries a request id. Unknown
+//! routes only, as in Toxiproxy: browsers and web pages are refused ([`guard`]: a page in a
+//! browser must not be able to reconfigure proxies, through a cross-site request or DNS
+//! rebinding) and every answer carries a request id. [`listener`] serves the API and status
+//! listeners with bounded time per connection phase and a connection cap. Unknown
 //! paths get Go's plain `404 page not found`, wrong methods a bare 405.
 
 pub mod error;
+pub mod guard;
 pub(crate) mod history;
 mod incidents;
+pub mod listener;
 mod metrics;
 mod proxies;
 pub mod request_id;
@@ -36,6 +40,8 @@ pub struct AppState {
     pub history: crate::history::History,
     /// Webhook subscriptions and their deliveries.
     pub webhooks: crate::webhooks::Webhooks,
+    /// Which `Host` values the control routes answer (see [`guard`]).
+    pub guard: std::sync::Arc<guard::Guard>,
 }
 
 impl axum::extract::FromRef<AppState> for crate::webhooks::Webhooks {
@@ -88,8 +94,8 @@ pub fn router(state: AppState) -> Router {
     if state.metrics.proxy || state.metrics.runtime {
         router = router.route("/metrics", any(metrics::render));
     }
-    router
-        .route_layer(middleware::from_fn(refuse_browsers))
+    let guard = state.guard.clone();
+    guard::protect(router, guard)
         .route_layer(middleware::from_fn(request_id))
         .route_layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -139,19 +145,6 @@ fn set_plain(response: &mut Response) {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-}
-
-async fn refuse_browsers(request: Request, next: Next) -> Response {
-    let is_browser = request
-        .headers()
-        .get(header::USER_AGENT)
-        .is_some_and(|ua| ua.as_bytes().starts_with(b"Mozilla/"));
-    if is_browser {
-        let mut response = (StatusCode::FORBIDDEN, "User agent not allowed\n").into_response();
-        set_plain(&mut response);
-        return response;
-    }
-    next.run(request).await
 }
 
 async fn request_id(request: Request, next: Next) -> Response {

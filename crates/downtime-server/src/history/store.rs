@@ -23,6 +23,10 @@ use super::{HistoryError, Notice, Write};
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 pub(super) async fn open_file(path: &Path) -> Result<SqlitePool, HistoryError> {
+    protect_file(path).map_err(|e| HistoryError::Open {
+        path: path.display().to_string(),
+        source: sqlx::Error::Io(e),
+    })?;
     let options = SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(true)
@@ -39,6 +43,58 @@ pub(super) async fn open_file(path: &Path) -> Result<SqlitePool, HistoryError> {
             path: path.display().to_string(),
             source,
         })
+}
+
+/// Makes the history file readable by its owner only before SQLite opens it: it holds
+/// webhook secrets. A missing file is created `0600`; an existing one (and existing
+/// `-wal`/`-shm` sidecars) is narrowed to `0600`. SQLite creates new sidecars with the mode
+/// of the database file, so they are `0600` too. Warns when the directory is writable by
+/// everyone (anyone could then replace the file).
+#[cfg(unix)]
+fn protect_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if let Ok(meta) = std::fs::metadata(dir)
+        && meta.permissions().mode() & 0o002 != 0
+    {
+        tracing::warn!(
+            dir = ?dir.display().to_string(),
+            "the history file's directory is writable by every user: anyone could replace \
+             the file; keep it in a directory only you can write"
+        );
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    let mut sidecars = vec![path.to_path_buf()];
+    for suffix in ["-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        sidecars.push(name.into());
+    }
+    for file in sidecars {
+        let Ok(meta) = std::fs::metadata(&file) else {
+            continue;
+        };
+        if meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+            tracing::info!(file = ?file.display().to_string(), "history file made readable by its owner only (0600)");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn protect_file(_path: &Path) -> std::io::Result<()> {
+    Ok(())
 }
 
 pub(super) async fn open_memory() -> Result<SqlitePool, HistoryError> {

@@ -601,3 +601,51 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Sends `request` (raw HTTP/1.1, sent as written) to `addr` and returns everything the
+/// server sent until it closed the connection (bounded by [`LONG`]).
+pub async fn raw_http(addr: SocketAddr, request: &str) -> String {
+    let mut stream = connect(addr).await;
+    tokio::time::timeout(LONG, stream.write_all(request.as_bytes()))
+        .await
+        .expect("write timed out")
+        .expect("write");
+    let (bytes, end) = read_to_end(&mut stream, LONG).await;
+    assert_ne!(end, End::TimedOut, "no close after {request:?}");
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// A `Connection: close` request with the given extra header lines (each `Name: value`).
+pub fn raw_request(method: &str, path: &str, headers: &[&str]) -> String {
+    let mut text = format!("{method} {path} HTTP/1.1\r\n");
+    for h in headers {
+        text.push_str(h);
+        text.push_str("\r\n");
+    }
+    text.push_str("Content-Length: 0\r\nConnection: close\r\n\r\n");
+    text
+}
+
+/// The status code of a raw answer (`HTTP/1.1 403 Forbidden` → 403; 0 when unparsable).
+pub fn raw_status(answer: &str) -> u16 {
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The body of a raw answer (after the blank line).
+pub fn raw_body(answer: &str) -> &str {
+    answer.split_once("\r\n\r\n").map_or("", |(_, body)| body)
+}
+
+impl Server {
+    /// The API's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.base
+            .strip_prefix("http://")
+            .and_then(|a| a.parse().ok())
+            .expect("api address")
+    }
+}
