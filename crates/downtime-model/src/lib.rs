@@ -4,6 +4,7 @@
 //! - [`proxy`]: a proxy's configuration and the JSON a client sends to create or change one;
 //! - [`toxic`]: toxic kinds, their attributes, and the JSON of a toxic;
 //! - [`http_fault`]: the HTTP faults an HTTP proxy applies per request;
+//! - [`http_options`]: how an HTTP proxy forwards (headers, upstream version, limits);
 //! - [`drill`]: drill files (outage scenarios), checked with every problem's line;
 //! - [`error`]: every refusal with the status code and text Toxiproxy clients expect.
 //!
@@ -13,6 +14,7 @@
 pub mod drill;
 pub mod error;
 pub mod http_fault;
+pub mod http_options;
 pub mod proxy;
 pub mod toxic;
 

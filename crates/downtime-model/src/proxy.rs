@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+use crate::http_options::{HttpOptions, HttpOptionsRequest};
 use crate::toxic::{Toxic, ToxicRequest};
 
 /// The stored configuration of a proxy, without its live state.
@@ -20,6 +21,9 @@ pub struct ProxyConfig {
     /// see the objects they know.
     #[serde(skip_serializing_if = "Protocol::is_tcp")]
     pub protocol: Protocol,
+    /// How an HTTP proxy forwards; `None` for TCP proxies (and then not rendered).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpOptions>,
 }
 
 /// What a proxy speaks.
@@ -29,7 +33,8 @@ pub enum Protocol {
     /// Bytes: TCP toxics only.
     #[default]
     Tcp,
-    /// HTTP/1.1: TCP toxics plus HTTP faults; the upstream is optional (stand-in mode).
+    /// HTTP/1.1 and HTTP/2: TCP toxics plus HTTP faults; the upstream is optional
+    /// (stand-in mode).
     Http,
 }
 
@@ -59,6 +64,15 @@ pub struct ProxyView {
     pub config: ProxyConfig,
     /// Upstream-direction toxics then downstream ones, each in insertion order.
     pub toxics: Vec<Toxic>,
+}
+
+/// Checks the upstream of a proxy speaking `protocol`: `host:port`, or empty for an HTTP
+/// proxy (a stand-in).
+pub fn check_upstream_for(protocol: Protocol, upstream: &str) -> Result<(), Error> {
+    if upstream.is_empty() && protocol == Protocol::Http {
+        return Ok(());
+    }
+    check_upstream("upstream", upstream)
 }
 
 /// Checks that `upstream` looks like `host:port` with a numeric port.
@@ -94,6 +108,9 @@ pub struct ProxyRequest {
     /// `tcp` (default) or `http`.
     #[serde(default)]
     pub protocol: Option<String>,
+    /// HTTP options (HTTP proxies only).
+    #[serde(default)]
+    pub http: Option<HttpOptionsRequest>,
 }
 
 impl ProxyRequest {
@@ -116,6 +133,18 @@ impl ProxyRequest {
             // An HTTP proxy without upstream is a stand-in answering from its faults.
             None if protocol == Protocol::Http => String::new(),
             None => return Err(missing("upstream")),
+        };
+        let http = match (protocol, self.http) {
+            (Protocol::Http, options) => {
+                Some(options.unwrap_or_default().apply(HttpOptions::default())?)
+            }
+            (Protocol::Tcp, Some(_)) => {
+                return Err(Error::invalid(
+                    "http",
+                    "HTTP options need \"protocol\": \"http\"",
+                ));
+            }
+            (Protocol::Tcp, None) => None,
         };
         let mut toxics: Vec<Toxic> = Vec::new();
         for (i, request) in self.toxics.unwrap_or_default().into_iter().enumerate() {
@@ -146,6 +175,7 @@ impl ProxyRequest {
                 upstream,
                 enabled: self.enabled.unwrap_or(true),
                 protocol,
+                http,
             },
             toxics,
         ))

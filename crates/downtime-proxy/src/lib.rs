@@ -6,6 +6,7 @@
 //! - `listener`: binding and the accept loop, one task per proxy;
 //! - `tcp`: one task per connection, two links (client→upstream, upstream→client);
 //! - [`toxics`]: what toxics do to a link's chunks, as pure, time-driven state machines;
+//! - `toxic_io`: the TCP toxics of a connection as an I/O layer, beneath hyper;
 //! - [`http`]: HTTP proxies: hyper per connection, HTTP faults per request, the journal;
 //! - `precise`: sub-millisecond sleeps for latency toxics and faults.
 //!
@@ -17,8 +18,10 @@ mod listener;
 mod precise;
 pub mod registry;
 mod tcp;
+mod toxic_io;
 pub mod toxics;
 
 pub use registry::{PopulateError, ProxyCounters, Registry, ToxicExpired};
+pub use http::HttpCounters;
 pub use tcp::ProxyStats;
 pub use tcp::pipe::DirectionStats;

@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::http::{self, HttpShared};
 use crate::tcp::{self, ConnContext, ProxyStats};
+use crate::toxic_io::ToxicIo;
 use crate::toxics::Chain;
 
 /// Resolves a listen string as Toxiproxy does: empty or `:PORT` means every interface.
@@ -100,18 +101,8 @@ pub(crate) struct AcceptContext {
     pub(crate) stats: Arc<ProxyStats>,
     pub(crate) sequence: Arc<AtomicU64>,
     pub(crate) seed: u64,
-    /// For HTTP proxies: the shared HTTP state and the loopback address of the internal
-    /// HTTP listener that connections with TCP toxics are relayed to.
-    pub(crate) http: Option<(Arc<HttpShared>, Arc<str>)>,
-}
-
-/// Whether a chain has a toxic that may act on a new connection.
-fn has_live_toxics(chain: &watch::Receiver<Arc<Chain>>) -> bool {
-    chain
-        .borrow()
-        .entries
-        .iter()
-        .any(|e| e.toxic.toxicity > 0.0)
+    /// For HTTP proxies: the state every connection shares.
+    pub(crate) http: Option<Arc<HttpShared>>,
 }
 
 /// Accepts clients until `cancel` fires; each connection runs in its own tracked task.
@@ -132,32 +123,34 @@ pub(crate) async fn accept_loop(
         match accepted {
             Ok((client, peer)) => {
                 let n = ctx.sequence.fetch_add(1, Ordering::Relaxed);
-                let mut upstream = ctx.upstream.clone();
-                let mut relay_for = None;
-                if let Some((shared, hop)) = &ctx.http {
-                    if has_live_toxics(&ctx.up_chain) || has_live_toxics(&ctx.down_chain) {
-                        // TCP toxics apply on the way to the internal HTTP listener.
-                        upstream = hop.clone();
-                        relay_for = Some((shared.clone(), peer));
-                    } else {
-                        ctx.stats.connections_total.fetch_add(1, Ordering::Relaxed);
-                        tracker.spawn(http::serve_connection(
-                            client,
-                            peer,
-                            shared.clone(),
-                            cancel.clone(),
-                        ));
-                        continue;
-                    }
+                let seed = mix(ctx.seed ^ ctx.name_hash, n);
+                if let Some(shared) = &ctx.http {
+                    // One stack, no hop: the TCP toxics sit beneath hyper on this socket.
+                    let _ = client.set_nodelay(true);
+                    let stats = ctx.stats.clone();
+                    stats.connections_total.fetch_add(1, Ordering::Relaxed);
+                    stats.connections_active.fetch_add(1, Ordering::Relaxed);
+                    let io = ToxicIo::new(
+                        client,
+                        ctx.up_chain.clone(),
+                        ctx.down_chain.clone(),
+                        stats.clone(),
+                        seed,
+                    );
+                    let shared = shared.clone();
+                    tracker.spawn(async move {
+                        http::serve_connection(io, peer, shared).await;
+                        stats.connections_active.fetch_sub(1, Ordering::Relaxed);
+                    });
+                    continue;
                 }
                 let conn = ConnContext {
-                    upstream,
+                    upstream: ctx.upstream.clone(),
                     up_chain: ctx.up_chain.clone(),
                     down_chain: ctx.down_chain.clone(),
                     stats: ctx.stats.clone(),
-                    seed: mix(ctx.seed ^ ctx.name_hash, n),
+                    seed,
                     cancel: cancel.clone(),
-                    relay_for,
                 };
                 tracker.spawn(tcp::serve(client, conn));
             }
@@ -178,41 +171,4 @@ pub(crate) fn mix(a: u64, b: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
-}
-
-/// Accepts relayed connections on the internal HTTP listener of an HTTP proxy.
-pub(crate) async fn http_accept_loop(
-    listener: std::net::TcpListener,
-    shared: Arc<HttpShared>,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-) {
-    let Some(listener) = register(listener) else {
-        return;
-    };
-    loop {
-        let accepted = tokio::select! {
-            () = cancel.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((client, peer)) => {
-                // The relay recorded its client before connecting (`http::dial_relay`).
-                let peer = shared.client_of(peer);
-                tracker.spawn(http::serve_connection(
-                    client,
-                    peer,
-                    shared.clone(),
-                    cancel.clone(),
-                ));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed; retrying");
-                tokio::select! {
-                    () = cancel.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_millis(50)) => {}
-                }
-            }
-        }
-    }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use downtime_model::proxy::check_upstream;
+use downtime_model::proxy::check_upstream_for;
 use downtime_model::{
     Error, Protocol, ProxyConfig, ProxyPatch, ProxyView, Stream, Toxic, ToxicPatch, ToxicRequest,
 };
@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::http::journal::{Journal, JournalEntry};
-use crate::http::{self as http_proxy, HttpShared};
+use crate::http::{HttpCounters, HttpShared, UpstreamClients};
 use crate::listener::{self, AcceptContext};
 use crate::tcp::ProxyStats;
 use crate::toxics::{Chain, ChainEntry};
@@ -65,6 +65,8 @@ struct Proxy {
     journal: Arc<Journal>,
     running: Option<Running>,
     stats: Arc<ProxyStats>,
+    /// Requests by status and fault (HTTP proxies), kept across restarts like `stats`.
+    http_counters: Arc<HttpCounters>,
     sequence: Arc<AtomicU64>,
 }
 
@@ -97,6 +99,8 @@ pub struct ProxyCounters {
     pub upstream: String,
     /// Live counters.
     pub stats: Arc<ProxyStats>,
+    /// Requests by status and by fault, for HTTP proxies.
+    pub http: Option<Arc<HttpCounters>>,
 }
 
 impl Proxy {
@@ -113,6 +117,7 @@ impl Proxy {
             journal: Arc::new(Journal::default()),
             running: None,
             stats: Arc::new(ProxyStats::default()),
+            http_counters: Arc::default(),
             sequence: Arc::new(AtomicU64::new(0)),
         };
         proxy.publish(Stream::Upstream);
@@ -197,31 +202,22 @@ impl Proxy {
                 Ok(p) => p.clone(),
                 Err(poisoned) => poisoned.into_inner().clone(),
             };
-            let shared = Arc::new(HttpShared {
+            Some(Arc::new(HttpShared {
                 name: self.config.name.as_str().into(),
                 upstream: (!self.config.upstream.is_empty())
                     .then(|| self.config.upstream.as_str().into()),
+                options: self.config.http.unwrap_or_default(),
                 faults: self.http_tx.subscribe(),
-                client: http_proxy::upstream_client(),
+                clients: UpstreamClients::new(),
                 journal: self.journal.clone(),
                 rng: std::sync::Mutex::new(SmallRng::seed_from_u64(listener::mix(
                     inner.seed ^ name_hash,
                     u64::MAX,
                 ))),
                 status_page,
-                relayed: std::sync::Mutex::default(),
-            });
-            let hop = listener::bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))?;
-            let hop_addr = hop
-                .local_addr()
-                .map_err(|e| Error::Listen(format!("internal http listener: {e}")))?;
-            inner.data_plane.spawn(listener::http_accept_loop(
-                hop,
-                shared.clone(),
-                cancel.clone(),
-                inner.tracker.clone(),
-            ));
-            Some((shared, Arc::<str>::from(hop_addr.to_string())))
+                counters: self.http_counters.clone(),
+                cancel: cancel.clone(),
+            }))
         } else {
             None
         };
@@ -438,7 +434,7 @@ impl Registry {
             .upstream
             .filter(|u| !u.is_empty())
             .unwrap_or_else(|| proxy.config.upstream.clone());
-        check_upstream("upstream", &upstream)?;
+        check_upstream_for(proxy.config.protocol, &upstream)?;
         let enabled = patch.enabled.unwrap_or(proxy.config.enabled);
         let new_addr = listener::resolve_listen(&listen).await?;
         let listen_changed = match listener::resolve_listen(&proxy.config.listen).await {
@@ -590,6 +586,7 @@ impl Registry {
                 listen: p.config.listen.clone(),
                 upstream: p.config.upstream.clone(),
                 stats: p.stats.clone(),
+                http: (p.config.protocol == Protocol::Http).then(|| p.http_counters.clone()),
             })
             .collect()
     }

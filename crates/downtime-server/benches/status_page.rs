@@ -50,6 +50,7 @@ async fn setup() -> Source {
             upstream: "127.0.0.1:9".to_owned(),
             enabled: true,
             protocol: Protocol::Tcp,
+            http: None,
         };
         let toxics = if n % 5 == 0 {
             vec![latency("slow")]

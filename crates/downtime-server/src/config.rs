@@ -43,6 +43,8 @@ struct TomlProxy {
     #[serde(default)]
     protocol: Option<String>,
     #[serde(default)]
+    http: Option<downtime_model::http_options::HttpOptionsRequest>,
+    #[serde(default)]
     toxics: Vec<TomlToxic>,
 }
 
@@ -167,6 +169,7 @@ fn toml_to_request(p: TomlProxy) -> Result<ProxyRequest, String> {
         enabled: p.enabled,
         toxics: Some(toxics),
         protocol: p.protocol,
+        http: p.http,
     })
 }
 

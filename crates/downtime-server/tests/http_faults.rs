@@ -1687,7 +1687,7 @@ async fn keep_alive_connection_sees_faults_switched_on_and_off() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn host_is_rewritten_and_hop_by_hop_headers_are_removed() {
+async fn host_is_kept_forwarded_headers_added_and_hop_by_hop_headers_removed() {
     let s = Server::start();
     let up = upstream().await;
     let base = s.forwarding("hop", up.addr).await;
@@ -1712,7 +1712,15 @@ async fn host_is_rewritten_and_hop_by_hop_headers_are_removed() {
             .map(|(_, v)| v.as_str())
             .collect::<Vec<_>>()
     };
-    assert_eq!(get("host"), [up.addr.to_string()], "{seen}");
+    assert_eq!(get("host"), ["app.example.com"], "{seen}");
+    assert_eq!(get("x-forwarded-for"), ["127.0.0.1"], "{seen}");
+    assert_eq!(get("x-forwarded-proto"), ["http"], "{seen}");
+    assert_eq!(get("x-forwarded-host"), ["app.example.com"], "{seen}");
+    assert_eq!(
+        get("forwarded"),
+        ["for=127.0.0.1;proto=http;host=\"app.example.com\""],
+        "{seen}"
+    );
     for gone in [
         "connection",
         "x-drop-me",

@@ -237,3 +237,170 @@ impl Body for IdleWatch {
         self.inner.size_hint()
     }
 }
+
+impl Cut {
+    /// The journal's name for this cut (`abort`, `h15`).
+    pub fn reason(&self) -> &'static str {
+        if self.0.contains("H15") {
+            "h15"
+        } else {
+            "abort"
+        }
+    }
+}
+
+/// Completes a journal entry when its response body ends: the duration to the last byte,
+/// the bytes sent, and why it was cut short if it was (an error, or hyper dropping the body
+/// because the client went away).
+pub struct Recorded {
+    inner: ResponseBody,
+    journal: std::sync::Arc<super::journal::Journal>,
+    seq: u64,
+    started: Instant,
+    bytes_out: u64,
+    /// Request body bytes, counted by [`Counted`] as the upstream reads them.
+    bytes_in: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    done: bool,
+}
+
+impl Recorded {
+    /// Wraps `inner`, completing entry `seq` of `journal` when it ends.
+    pub fn new(
+        inner: ResponseBody,
+        journal: std::sync::Arc<super::journal::Journal>,
+        seq: u64,
+        started: Instant,
+        bytes_in: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> Self {
+        Recorded {
+            inner,
+            journal,
+            seq,
+            started,
+            bytes_out: 0,
+            bytes_in,
+            done: false,
+        }
+    }
+
+    fn complete(&mut self, cut: Option<&'static str>) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let duration = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let (bytes_out, bytes_in) = (
+            self.bytes_out,
+            self.bytes_in.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        self.journal.update(self.seq, |e| {
+            e.duration_ms = duration;
+            e.bytes_out = bytes_out;
+            e.bytes_in = bytes_in;
+            e.cut = cut;
+        });
+    }
+}
+
+impl Body for Recorded {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes_out = self.bytes_out.saturating_add(data.len() as u64);
+                }
+                if self.inner.is_end_stream() {
+                    self.complete(None);
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let reason = e
+                    .downcast_ref::<Cut>()
+                    .map_or("upstream_error", Cut::reason);
+                self.complete(Some(reason));
+            }
+            Poll::Ready(None) => self.complete(None),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Recorded {
+    fn drop(&mut self) {
+        let whole = self.inner.is_end_stream();
+        self.complete((!whole).then_some("client_gone"));
+    }
+}
+
+/// The request body on its way to the upstream: counts its bytes, and remembers whether it
+/// failed on the client's side (bad chunked framing, a client gone mid-body), so that the
+/// answer blames the client (400) instead of the upstream (502).
+pub struct Counted {
+    inner: hyper::body::Incoming,
+    bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Counted {
+    /// Wraps a request body; the counters are shared with the journal and the forwarder.
+    pub fn new(
+        inner: hyper::body::Incoming,
+        bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+        failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> Self {
+        Counted {
+            inner,
+            bytes,
+            failed,
+        }
+    }
+}
+
+impl Body for Counted {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes
+                        .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                self.failed
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -26,8 +26,19 @@ pub struct JournalEntry {
     pub status: u16,
     /// Name of the fault that answered or altered the request, if any.
     pub fault: Option<String>,
-    /// Milliseconds from arrival to the response head.
+    /// Milliseconds from arrival to the last byte of the response body (to the cut, for a
+    /// response cut short; to the head while the body is still streaming).
     pub duration_ms: u64,
+    /// Milliseconds from arrival to the response head.
+    pub headers_ms: u64,
+    /// Request body bytes read from the client.
+    pub bytes_in: u64,
+    /// Response body bytes handed to the client.
+    pub bytes_out: u64,
+    /// Why the response ended early: `client_gone`, `abort`, `h15`, `upstream_error`, or
+    /// absent for a response that was sent whole (or is still streaming).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cut: Option<&'static str>,
 }
 
 /// A bounded, lock-protected ring of entries (the lock is held for a push or a copy only).
@@ -37,26 +48,43 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Appends an entry, numbering it and dropping the oldest past capacity.
-    pub fn push(&self, mut entry: JournalEntry) {
-        let mut guard = match self.entries.lock() {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, VecDeque<JournalEntry>)> {
+        match self.entries.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
-        };
+        }
+    }
+
+    /// Appends an entry, numbering it and dropping the oldest past capacity; returns its
+    /// sequence number, with which [`Journal::update`] completes it later.
+    pub fn push(&self, mut entry: JournalEntry) -> u64 {
+        let mut guard = self.lock();
         guard.0 = guard.0.saturating_add(1);
         entry.seq = guard.0;
         if guard.1.len() >= JOURNAL_CAPACITY {
             guard.1.pop_front();
         }
         guard.1.push_back(entry);
+        guard.0
+    }
+
+    /// Changes entry `seq` if it is still remembered (a body ended, or was cut).
+    pub fn update(&self, seq: u64, change: impl FnOnce(&mut JournalEntry)) {
+        let mut guard = self.lock();
+        let Some(first) = guard.1.front().map(|e| e.seq) else {
+            return;
+        };
+        let Some(index) = seq.checked_sub(first).and_then(|i| usize::try_from(i).ok()) else {
+            return;
+        };
+        if let Some(entry) = guard.1.get_mut(index) {
+            change(entry);
+        }
     }
 
     /// The last `limit` entries, oldest first.
     pub fn last(&self, limit: usize) -> Vec<JournalEntry> {
-        let guard = match self.entries.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let guard = self.lock();
         let skip = guard.1.len().saturating_sub(limit);
         guard.1.iter().skip(skip).cloned().collect()
     }

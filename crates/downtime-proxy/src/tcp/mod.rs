@@ -37,9 +37,6 @@ pub(crate) struct ConnContext {
     pub(crate) stats: Arc<ProxyStats>,
     pub(crate) seed: u64,
     pub(crate) cancel: CancellationToken,
-    /// Set when `upstream` is an HTTP proxy's internal listener: its shared state and the
-    /// real client's address, recorded for the internal accept (see `http::dial_relay`).
-    pub(crate) relay_for: Option<(Arc<crate::http::HttpShared>, std::net::SocketAddr)>,
 }
 
 struct ActiveGuard<'a>(&'a AtomicU64);
@@ -55,18 +52,9 @@ impl Drop for ActiveGuard<'_> {
 pub(crate) async fn serve(client: TcpStream, mut ctx: ConnContext) {
     ctx.stats.connections_total.fetch_add(1, Ordering::Relaxed);
     let _ = client.set_nodelay(true);
-    let dial = async {
-        match &ctx.relay_for {
-            Some((shared, client)) => crate::http::dial_relay(shared, &ctx.upstream, *client)
-                .await
-                .map(|(stream, guard)| (stream, Some(guard))),
-            None => TcpStream::connect(&*ctx.upstream).await.map(|s| (s, None)),
-        }
-    };
-    // The relay guard lives as long as the connection.
-    let (upstream, _relay) = tokio::select! {
+    let upstream = tokio::select! {
         () = ctx.cancel.cancelled() => return,
-        dialed = dial => match dialed {
+        dialed = TcpStream::connect(&*ctx.upstream) => match dialed {
             Ok(dialed) => dialed,
             Err(e) => {
                 tracing::debug!(upstream = %ctx.upstream, error = %e, "upstream dial failed");

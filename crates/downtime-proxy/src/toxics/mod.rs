@@ -140,6 +140,11 @@ impl LinkToxics {
         self.queue.is_empty() && self.stages.iter().all(|s| !s.active)
     }
 
+    /// Whether nothing is scheduled (no bytes, end or close): a flush is complete.
+    pub fn queue_is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
     /// Bytes scheduled but not yet written; the link stops reading past a bound.
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes

@@ -201,6 +201,7 @@ mod tests {
                 upstream: "127.0.0.1:1".into(),
                 enabled,
                 protocol: Protocol::Http,
+                http: Some(Default::default()),
             },
             toxics,
         }
