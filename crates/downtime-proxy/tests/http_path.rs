@@ -639,3 +639,101 @@ async fn a_stand_in_can_be_disabled_enabled_and_given_an_upstream() {
         .unwrap();
     assert_eq!(r.status(), 200, "was {addr}");
 }
+
+/// The Python with grpcio: the compat suites' virtualenv (tests/compat/install.sh), else
+/// the system's. `None` (the test skips) unless CI asks for every real client.
+fn grpc_python() -> Option<std::path::PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let venv = root.join("tests/compat/python/.venv/bin/python");
+    let python = if venv.exists() {
+        venv
+    } else {
+        "python3".into()
+    };
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import grpc"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return Some(python);
+    }
+    assert!(
+        std::env::var_os("DOWNTIME_REQUIRE_COMPAT").is_none(),
+        "grpcio is required (run tests/compat/install.sh)"
+    );
+    eprintln!("skipping: grpcio is not installed (tests/compat/install.sh)");
+    None
+}
+
+fn grpc_call(python: &std::path::Path, target: SocketAddr) -> Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/grpc/echo.py");
+    let out = std::process::Command::new(python)
+        .args([script, "call", &target.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_unary_and_streaming_calls_pass_and_a_status_fault_is_a_grpc_error() {
+    let Some(python) = grpc_python() else { return };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/grpc/echo.py");
+    let mut server = std::process::Command::new(&python)
+        .args([script, "serve"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+        &mut port,
+    )
+    .unwrap();
+    let up: SocketAddr = format!("127.0.0.1:{}", port.trim()).parse().unwrap();
+    let registry = Registry::new(Some(7));
+    let addr = http_proxy(&registry, "grpc", Some(up), json!({})).await;
+
+    let py = python.clone();
+    let passed = tokio::task::spawn_blocking(move || grpc_call(&py, addr))
+        .await
+        .unwrap();
+    assert_eq!(passed["say"], "echo: hello", "{passed}");
+    assert_eq!(
+        passed["count"],
+        json!(["0", "1", "2", "3", "4"]),
+        "{passed}"
+    );
+
+    // With a TCP toxic beneath, and then a status fault on the service's path.
+    add(
+        &registry,
+        "grpc",
+        json!({"type": "latency", "attributes": {"latency": 20}}),
+    )
+    .await;
+    let py = python.clone();
+    let slowed = tokio::task::spawn_blocking(move || grpc_call(&py, addr))
+        .await
+        .unwrap();
+    assert_eq!(slowed["say"], "echo: hello", "{slowed}");
+    add(
+        &registry,
+        "grpc",
+        json!({"name": "down", "type": "status", "attributes": {"status": 503}, "match": {"path": "/echo.Echo/*"}}),
+    )
+    .await;
+    let py = python.clone();
+    let failed = tokio::task::spawn_blocking(move || grpc_call(&py, addr))
+        .await
+        .unwrap();
+    assert_eq!(failed["error"]["code"], "UNAVAILABLE", "{failed}");
+    drop(server.stdin.take());
+    let _ = server.kill();
+    let _ = server.wait();
+}

@@ -73,6 +73,10 @@ impl Server {
                 let options = ServeOptions {
                     seed,
                     grace: Duration::from_secs(1),
+                    metrics: downtime_server::MetricsOptions {
+                        proxy: true,
+                        runtime: false,
+                    },
                     ..ServeOptions::default()
                 };
                 let shutdown = async move {
@@ -2301,4 +2305,117 @@ async fn rate_limit_comes_before_answers_whatever_the_insertion_order() {
             (429, Some("0".to_owned())),
         ]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_http_bytes_connections_and_requests_by_status_and_fault() {
+    let s = Server::start();
+    let base = s.standin("metered").await;
+    let c = fresh_client();
+    assert_eq!(get_status(&c, &format!("{base}/a")).await, 503);
+    s.fault(
+        "metered",
+        json!({"name": "teapot", "type": "status", "attributes": {"status": 418}}),
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(get_status(&c, &format!("{base}/b")).await, 418);
+    }
+    let (status, text) = s.call("GET", "/metrics", None).await;
+    assert_eq!(status, 200);
+    let line = |needle: &[&str]| {
+        text.lines()
+            .find(|l| !l.starts_with('#') && needle.iter().all(|n| l.contains(n)))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+    };
+    assert_eq!(
+        line(&[
+            "downtime_http_requests_total",
+            "proxy=\"metered\"",
+            "status=\"503\""
+        ]),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        line(&[
+            "downtime_http_requests_total",
+            "proxy=\"metered\"",
+            "status=\"418\""
+        ]),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        line(&["downtime_http_faulted_requests_total", "fault=\"teapot\""]),
+        Some(3.0),
+        "{text}"
+    );
+    let sent = line(&[
+        "toxiproxy_proxy_sent_bytes_total",
+        "direction=\"downstream\"",
+        "proxy=\"metered\"",
+    ]);
+    assert!(sent.is_some_and(|b| b > 0.0), "{text}");
+    assert!(
+        line(&["downtime_proxy_connections_total", "proxy=\"metered\""]).is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journal_times_the_whole_body_and_counts_bytes_and_cuts() {
+    let s = Server::start();
+    let up = upstream().await;
+    let base = s.forwarding("timed", up.addr).await;
+    s.fault(
+        "timed",
+        json!({"name": "slow", "type": "slow_body", "attributes": {"rate": 1000}}),
+    )
+    .await;
+    let body = fresh_client()
+        .post(format!("{base}/big"))
+        .body(vec![b'x'; 1234])
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let journal = s.journal("timed", None).await;
+    let entry = journal.last().unwrap();
+    assert_eq!(entry["bytes_out"], body.len() as u64, "{entry}");
+    assert_eq!(entry["bytes_in"], 1234, "{entry}");
+    assert!(entry.get("cut").is_none(), "{entry}");
+    // 1 MiB at 1000 KB/s takes about a second; the head came at once.
+    let (headers, whole) = (
+        entry["headers_ms"].as_u64().unwrap(),
+        entry["duration_ms"].as_u64().unwrap(),
+    );
+    assert!(whole > headers + 500, "{entry}");
+
+    // A client that goes away mid-body is journaled as such.
+    s.remove("timed", "slow").await;
+    s.fault(
+        "timed",
+        json!({"name": "slower", "type": "slow_body", "attributes": {"rate": 10}}),
+    )
+    .await;
+    let mut raw = Raw::connect(&base).await;
+    raw.send(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(raw);
+    let cut = eventually_journal(&s, "timed", |e| e["cut"] == "client_gone").await;
+    assert!(cut, "{:?}", s.journal("timed", None).await);
+}
+
+async fn eventually_journal(s: &Server, proxy: &str, check: impl Fn(&Value) -> bool) -> bool {
+    let deadline = Instant::now() + LIMIT;
+    while Instant::now() < deadline {
+        if s.journal(proxy, None).await.iter().any(&check) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }

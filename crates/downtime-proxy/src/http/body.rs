@@ -260,17 +260,21 @@ pub struct Recorded {
     bytes_out: u64,
     /// Request body bytes, counted by [`Counted`] as the upstream reads them.
     bytes_in: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The body's announced length: hyper stops polling once it has sent that much, so
+    /// reaching it means the body was sent whole.
+    expected: Option<u64>,
     done: bool,
 }
 
 impl Recorded {
-    /// Wraps `inner`, completing entry `seq` of `journal` when it ends.
+    /// Wraps `inner`, completing entry `seq` of `journal` when it ends; `expected` is the
+    /// length announced in the head (0 for answers without a body, such as to `HEAD`).
     pub fn new(
         inner: ResponseBody,
         journal: std::sync::Arc<super::journal::Journal>,
-        seq: u64,
-        started: Instant,
+        (seq, started): (u64, Instant),
         bytes_in: std::sync::Arc<std::sync::atomic::AtomicU64>,
+        expected: Option<u64>,
     ) -> Self {
         Recorded {
             inner,
@@ -279,8 +283,13 @@ impl Recorded {
             started,
             bytes_out: 0,
             bytes_in,
+            expected,
             done: false,
         }
+    }
+
+    fn whole(&self) -> bool {
+        self.inner.is_end_stream() || self.expected.is_some_and(|n| self.bytes_out >= n)
     }
 
     fn complete(&mut self, cut: Option<&'static str>) {
@@ -315,7 +324,7 @@ impl Body for Recorded {
                 if let Some(data) = frame.data_ref() {
                     self.bytes_out = self.bytes_out.saturating_add(data.len() as u64);
                 }
-                if self.inner.is_end_stream() {
+                if self.whole() {
                     self.complete(None);
                 }
             }
@@ -342,7 +351,7 @@ impl Body for Recorded {
 
 impl Drop for Recorded {
     fn drop(&mut self) {
-        let whole = self.inner.is_end_stream();
+        let whole = self.whole();
         self.complete((!whole).then_some("client_gone"));
     }
 }

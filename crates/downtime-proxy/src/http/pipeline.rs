@@ -60,14 +60,28 @@ impl Ongoing {
         entry.headers_ms = millis(started.elapsed());
         entry.duration_ms = entry.headers_ms;
         shared.counters.record(entry.status, fault);
+        let status = response.status();
+        let expected = if entry.method == "HEAD"
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            Some(0)
+        } else {
+            response
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .or_else(|| http_body::Body::size_hint(response.body()).exact())
+        };
         let seq = shared.journal.push(entry);
         let body = std::mem::replace(response.body_mut(), full(Bytes::new()));
         *response.body_mut() = ResponseBody::new(Recorded::new(
             body,
             shared.journal.clone(),
-            seq,
-            started,
+            (seq, started),
             bytes_in,
+            expected,
         ));
         response
     }

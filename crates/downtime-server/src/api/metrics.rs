@@ -96,6 +96,41 @@ impl Collector for ProxyCollector {
             let v = i64::try_from(v).unwrap_or(i64::MAX);
             ConstGauge::new(v).encode(active.encode_family(&labels(p, None))?)?;
         }
+        self.http_requests(&mut encoder)
+    }
+}
+
+impl ProxyCollector {
+    /// Requests of HTTP proxies by status, and by the fault that answered or altered them.
+    fn http_requests(&self, encoder: &mut DescriptorEncoder) -> std::fmt::Result {
+        let mut by_status = encoder.encode_descriptor(
+            "downtime_http_requests",
+            "Requests answered by each HTTP proxy, by status (0: cut without an answer).",
+            None,
+            MetricType::Counter,
+        )?;
+        for p in &self.0 {
+            let Some(http) = &p.http else { continue };
+            for (status, n) in http.by_status() {
+                let mut l = labels(p, None);
+                l.push(("status".into(), status.to_string().into()));
+                ConstCounter::new(n).encode(by_status.encode_family(&l)?)?;
+            }
+        }
+        let mut by_fault = encoder.encode_descriptor(
+            "downtime_http_faulted_requests",
+            "Requests of each HTTP proxy answered or altered by a fault, by fault name.",
+            None,
+            MetricType::Counter,
+        )?;
+        for p in &self.0 {
+            let Some(http) = &p.http else { continue };
+            for (fault, n) in http.by_fault() {
+                let mut l = labels(p, None);
+                l.push(("fault".into(), fault.into()));
+                ConstCounter::new(n).encode(by_fault.encode_family(&l)?)?;
+            }
+        }
         Ok(())
     }
 }
