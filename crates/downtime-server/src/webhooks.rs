@@ -1196,6 +1196,81 @@ mod tests {
         stop.cancel();
     }
 
+    #[tokio::test]
+    async fn a_refused_target_reads_as_a_closed_port_in_the_delivery_log() {
+        let closed = {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            l.local_addr().unwrap()
+        };
+        // Stands for this server's API: it listens, so only the policy keeps hooks off it.
+        let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api_addr = api.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let options = WebhookOptions {
+            attempts: 1,
+            timeout: Duration::from_secs(3),
+            policy: TargetPolicy {
+                allow: Vec::new(),
+                own_api: vec![api_addr],
+            },
+            ..WebhookOptions::default()
+        };
+        let hooks = Webhooks::open(options, stop.clone(), None).await.unwrap();
+        let mut ids = Vec::new();
+        for url in [
+            format!("http://127.0.0.1:{}/h", closed.port()),
+            "http://169.254.1.1:9/h".to_owned(),
+            format!("http://127.0.0.1:{}/halt", api_addr.port()),
+            format!("http://localhost:{}/halt", api_addr.port()),
+        ] {
+            // Straight to `create`: as if the target had changed since the API's check.
+            let body = json!({"url": url, "secret": "k", "events": ["ping"]}).to_string();
+            let info = hooks
+                .create(parse_new(body.as_bytes()).unwrap())
+                .await
+                .unwrap();
+            ids.push((url, info.id));
+        }
+        hooks.publish(EventKind::Ping, json!({}));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        for (url, id) in &ids {
+            let log = lock(&hooks.inner.hooks)[id].log.clone();
+            let attempt = loop {
+                let done = lock(&log)
+                    .back()
+                    .and_then(|d| (d.state == "failed").then(|| d.attempts[0].clone()));
+                if let Some(a) = done {
+                    break a;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "{url}: no attempt");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            assert_eq!(
+                (attempt.status, attempt.error.as_deref()),
+                (None, Some(CONNECT_FAILED)),
+                "{url}"
+            );
+        }
+        let reached = tokio::time::timeout(Duration::from_millis(300), api.accept()).await;
+        assert!(reached.is_err(), "a hook reached the API address");
+        stop.cancel();
+    }
+
+    #[test]
+    fn allow_rules_parse_and_match() {
+        let net: AllowRule = "10.0.0.0/8".parse().unwrap();
+        assert!(net.matches("x", "10.200.0.1".parse().unwrap()));
+        assert!(!net.matches("x", "11.0.0.1".parse().unwrap()));
+        let one: AllowRule = "fe80::1".parse().unwrap();
+        assert!(one.matches("x", "fe80::1".parse().unwrap()));
+        assert!(!one.matches("x", "fe80::2".parse().unwrap()));
+        let host: AllowRule = "Hooks.Internal".parse().unwrap();
+        assert!(host.matches("hooks.internal", "169.254.0.1".parse().unwrap()));
+        for bad in ["10.0.0.0/33", "a b", "", "x/8"] {
+            assert!(bad.parse::<AllowRule>().is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn signature_matches_a_known_vector() {
         // RFC 4231 test case 2.

@@ -1525,7 +1525,7 @@ async fn requests_from_web_pages_are_refused_on_every_control_route() {
                     .as_str()
                     .unwrap()
                     .to_ascii_lowercase()
-                    .contains(&format!("{} header", name.to_ascii_lowercase())),
+                    .contains(&format!("the header {}", name.to_ascii_lowercase())),
                 "{error}"
             );
         }

@@ -16,6 +16,7 @@ use downtime_server::ServeOptions;
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::{LONG, Resp, Server};
+use tokio::io::AsyncWriteExt;
 
 const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)";
 
@@ -266,5 +267,189 @@ async fn shutdown_stops_the_status_listener_and_its_event_streams() {
     assert!(
         tokio::net::TcpStream::connect(status_addr).await.is_err(),
         "the status listener still accepts after shutdown"
+    );
+}
+
+// --- issue 10: bounded time and connections per listener -----------------------------
+
+/// Limits with a short header timeout, for tests that wait for it.
+fn quick(max_connections: usize) -> downtime_server::HttpLimits {
+    downtime_server::HttpLimits {
+        header_read_timeout: Duration::from_secs(1),
+        body_timeout: Duration::from_secs(1),
+        max_connections,
+    }
+}
+
+/// Enough open files for `n` client connections and the server's side of them.
+fn room_for(n: u64) {
+    let _ = rlimit::increase_nofile_limit(2 * n + 1024);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_flood_on_the_status_listener_leaves_the_api_answering() {
+    const IDLE: usize = 1_000;
+    const CAP: usize = 200;
+    room_for(IDLE as u64);
+    let status = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let status_addr = status.local_addr().unwrap();
+    let server = Server::start_with(ServeOptions {
+        grace: Duration::from_secs(2),
+        status_listener: Some(status),
+        status_limits: quick(CAP),
+        ..ServeOptions::default()
+    });
+    // A thousand connections that never send a byte, opened 50 at a time.
+    let mut idle = Vec::with_capacity(IDLE);
+    for _ in 0..IDLE / 50 {
+        let batch: Vec<_> = (0..50)
+            .map(|_| tokio::spawn(tokio::net::TcpStream::connect(status_addr)))
+            .collect();
+        for c in batch {
+            idle.push(c.await.unwrap().unwrap());
+        }
+    }
+    // The API answers at once, and so does a page view within the cap.
+    let started = std::time::Instant::now();
+    let r = server.get("/version").await;
+    assert_eq!(r.status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "/version took {:?} during the flood",
+        started.elapsed()
+    );
+    // Every idle connection is closed: over the cap with a 503 (or at once), the others
+    // after the 1 s header timeout. Bounded at 10x the timeout.
+    let mut refused = 0;
+    let mut tasks = tokio::task::JoinSet::new();
+    for mut stream in idle {
+        tasks
+            .spawn(async move { support::read_to_end(&mut stream, Duration::from_secs(10)).await });
+    }
+    while let Some(result) = tasks.join_next().await {
+        let (bytes, end) = result.unwrap();
+        assert_ne!(
+            end,
+            support::End::TimedOut,
+            "an idle connection stayed open"
+        );
+        let text = String::from_utf8_lossy(&bytes);
+        if text.starts_with("HTTP/1.1 503") {
+            assert!(
+                text.to_ascii_lowercase().contains("connection: close"),
+                "{text}"
+            );
+            let body: Value = serde_json::from_str(support::raw_body(&text).trim()).unwrap();
+            assert_eq!(body["status"], 503, "{body}");
+            refused += 1;
+        } else {
+            // Closed by the header timeout: hyper answers nothing or a 408.
+            assert!(
+                text.is_empty() || text.starts_with("HTTP/1.1 408"),
+                "{text}"
+            );
+        }
+    }
+    assert!(refused > 0, "no connection over the cap was answered 503");
+    assert_eq!(server.get("/version").await.status, 200);
+    let page = fetch(status_addr, Method::GET, "/status", None, Some(BROWSER)).await;
+    assert_eq!(page.status, 200, "the status listener serves again");
+}
+
+#[tokio::test]
+async fn over_the_cap_a_request_gets_a_json_503_and_connection_close() {
+    let status = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let status_addr = status.local_addr().unwrap();
+    let _server = Server::start_with(ServeOptions {
+        grace: Duration::from_secs(2),
+        status_listener: Some(status),
+        status_limits: downtime_server::HttpLimits {
+            max_connections: 2,
+            ..downtime_server::HttpLimits::default()
+        },
+        ..ServeOptions::default()
+    });
+    let _a = support::connect(status_addr).await;
+    let _b = support::connect(status_addr).await;
+    // Give the server a moment to count the two before the third arrives.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let answer = support::raw_http(
+        status_addr,
+        &support::raw_request("GET", "/api/v2/status.json", &["Host: x"]),
+    )
+    .await;
+    assert_eq!(support::raw_status(&answer), 503, "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("\r\nconnection: close\r\n"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("content-type: application/json"),
+        "{answer}"
+    );
+    let body: Value = serde_json::from_str(support::raw_body(&answer).trim()).unwrap();
+    assert_eq!(body["status"], 503);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("too many connections"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn idle_slow_and_kept_alive_connections_are_closed_after_the_header_timeout() {
+    let server = Server::start_with(ServeOptions {
+        grace: Duration::from_secs(2),
+        api_limits: quick(100),
+        ..ServeOptions::default()
+    });
+    let addr = server.addr();
+    // 1 s timeouts; each close must come within 5 s.
+    let bound = Duration::from_secs(5);
+    let mut silent = support::connect(addr).await;
+    let mut trickle = support::connect(addr).await;
+    trickle
+        .write_all(b"GET /version HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    let mut kept = support::connect(addr).await;
+    kept.write_all(b"GET /version HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut slow_body = support::connect(addr).await;
+    slow_body
+        .write_all(
+            b"POST /proxies HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{\"name\":",
+        )
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    for (what, stream) in [
+        ("silent", &mut silent),
+        ("trickled head", &mut trickle),
+        ("kept alive", &mut kept),
+        ("stalled body", &mut slow_body),
+    ] {
+        let (bytes, end) = support::read_to_end(stream, bound).await;
+        assert_ne!(end, support::End::TimedOut, "{what} connection still open");
+        let text = String::from_utf8_lossy(&bytes);
+        match what {
+            "kept alive" => assert!(text.starts_with("HTTP/1.1 200"), "{text}"),
+            "stalled body" => assert!(
+                text.is_empty() || text.starts_with("HTTP/1.1 4"),
+                "a stalled body must not be served: {text}"
+            ),
+            _ => {}
+        }
+    }
+    assert!(started.elapsed() < bound * 2);
+    assert_eq!(
+        server.get("/proxies").await.body,
+        "{}",
+        "the stalled create did nothing"
     );
 }

@@ -127,7 +127,8 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         tracing::warn!(
             host = ?args.host,
             "the control API is bound off loopback and has no authentication: anyone who \
-             can reach it can change or stop every proxy; keep it on 127.0.0.1 or firewall it"
+             can reach it can change or stop every proxy; keep it on 127.0.0.1 or firewall it \
+             (clients naming it by another host need --api-allow-host NAME)"
         );
     }
     let proxies = match &args.config {

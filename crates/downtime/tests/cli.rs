@@ -632,3 +632,120 @@ fn a_bad_toxiproxy_url_does_not_stop_serve() {
     let server = Server::start_with_env(&[("TOXIPROXY_URL", "ftp://not-a-server")]);
     assert_eq!(server.run(&["ls", "--json"]).ok().json(), json!({}));
 }
+
+// --- issue 10: serve off loopback, log lines, new flags --------------------------------
+
+/// `downtime serve --host 0.0.0.0 --port 0` with info logs into a file; returns the child,
+/// its port and the log path. Killed by its handle by the caller.
+fn serve_on_all_interfaces(name: &str) -> (std::process::Child, u16, std::path::PathBuf) {
+    let log = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("cli-{name}-{}.log", std::process::id()));
+    let file = std::fs::File::create(&log).unwrap();
+    let mut child = cli()
+        .env("LOG_LEVEL", "info")
+        .env("NO_COLOR", "1")
+        .args([
+            "serve", "--host", "0.0.0.0", "--port", "0", "--db", ":memory:",
+        ])
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let port = text.lines().find_map(|l| {
+            l.strip_prefix("downtime API listening on http://0.0.0.0:")
+                .and_then(|p| p.trim().parse::<u16>().ok())
+        });
+        if let Some(port) = port.filter(|&p| support::version_answers(p)) {
+            return (child, port, log);
+        }
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serve did not start:\n{text}");
+        }
+        thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// One raw request to 127.0.0.1:`port`; the whole answer.
+fn raw(port: u16, request: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+#[test]
+fn serve_off_loopback_warns_and_user_text_never_starts_a_log_line() {
+    let (mut child, port, log) = serve_on_all_interfaces("off-loopback");
+    let post = |path: &str, body: &str| {
+        raw(
+            port,
+            &format!(
+                "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+    };
+    let created = post(
+        "/proxies",
+        r#"{"name":"p","listen":"127.0.0.1:0","upstream":"127.0.0.1:9"}"#,
+    );
+    assert!(created.starts_with("HTTP/1.1 201"), "{created}");
+    // A toxic whose name holds a forged log line; its expiry is logged with the name.
+    let toxic = json!({
+        "type": "latency", "name": "evil\nFORGED  INFO downtime: all good", "ttl": 200,
+        "attributes": {"latency": 1},
+    });
+    let added = post("/proxies/p/toxics", &toxic.to_string());
+    assert!(added.starts_with("HTTP/1.1 200"), "{added}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap();
+        if text.contains("toxic expired") || Instant::now() > deadline {
+            break text;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&log);
+    assert!(
+        text.contains("bound off loopback and has no authentication"),
+        "{text}"
+    );
+    assert!(text.contains("open-files limit"), "{text}");
+    assert!(text.contains("toxic expired"), "{text}");
+    assert!(
+        !text.lines().any(|l| l.starts_with("FORGED")),
+        "a log line was forged:\n{text}"
+    );
+    assert!(text.contains("evil\\nFORGED"), "{text}");
+}
+
+#[test]
+fn new_serve_flags_are_checked() {
+    for (flag, value) in [
+        ("--max-connections", "0"),
+        ("--max-connections", "many"),
+        ("--webhook-allow", "10.0.0.0/99"),
+        ("--webhook-allow", "not a host"),
+    ] {
+        let out = Run::from(
+            cli()
+                .args(["serve", "--port", "0", "--db", ":memory:", flag, value])
+                .output()
+                .unwrap(),
+        )
+        .fails(2);
+        assert!(out.stderr.contains(flag), "{flag} {value}: {}", out.stderr);
+    }
+}

@@ -171,7 +171,8 @@ pub async fn check(State(guard): State<Arc<Guard>>, request: Request, next: Next
             StatusCode::FORBIDDEN,
             &format!(
                 "requests from web pages are not allowed on the control API (the request \
-                 has a {name} header); the status page routes (/status, /api/v2/) are"
+                 carries the header {name}); only the status routes (/status, /api/v2/) \
+                 answer web pages"
             ),
         );
     }
