@@ -1510,8 +1510,9 @@ async fn requests_from_web_pages_are_refused_on_every_control_route() {
         "Origin: http://attacker.example",
         "Origin: null",
         "Sec-Fetch-Site: cross-site",
-        "Sec-Fetch-Mode: cors",
+        "Sec-Fetch-Site: same-origin",
         "sec-fetch-dest: empty",
+        "Sec-Fetch-User: ?1",
     ];
     for path in ["/version", "/proxies", "/drills/runs", "/webhooks", "/halt"] {
         for page in page_headers {
@@ -1536,6 +1537,19 @@ async fn requests_from_web_pages_are_refused_on_every_control_route() {
     )
     .await;
     assert_eq!(raw_status(&answer), 403, "{answer}");
+    // Node's built-in fetch sends `sec-fetch-mode: cors` and nothing else of the kind: an
+    // API client, served (a browser's request always has Sec-Fetch-Site too).
+    let node = [
+        host.as_str(),
+        "accept: */*",
+        "accept-language: *",
+        "sec-fetch-mode: cors",
+        "user-agent: node",
+    ];
+    let answer = raw_get(&s, "/version", &node).await;
+    assert_eq!(raw_status(&answer), 200, "{answer}");
+    let answer = raw_http(s.addr(), &raw_request("POST", "/reset", &node)).await;
+    assert_eq!(raw_status(&answer), 204, "{answer}");
     // Toxiproxy's own refusal keeps its exact answer, on /drills/runs too.
     let answer = raw_get(&s, "/drills/runs", &[&host, "User-Agent: Mozilla/5.0"]).await;
     assert_eq!(raw_status(&answer), 403, "{answer}");

@@ -14,9 +14,12 @@
 //!    (`localhost`, `*.localhost`, `127.0.0.0/8`, `::1`), the address the API is bound to,
 //!    or a name given with `--api-allow-host` gets a 403 JSON error naming the host and the
 //!    flag: a rebinding page always sends its own name;
-//! 3. a request carrying `Origin` or any `Sec-Fetch-*` header gets a 403 JSON error:
-//!    browsers add them to requests made by pages (and cannot be told not to), while no
-//!    API client sends them.
+//! 3. a request carrying `Origin` or a `Sec-Fetch-*` header gets a 403 JSON error:
+//!    browsers add them to requests made by pages (and cannot be told not to), while API
+//!    clients do not. The one exception is `Sec-Fetch-Mode` on its own: Node's built-in
+//!    `fetch` sends `sec-fetch-mode: cors` on every request (and no `Origin`, no
+//!    `Sec-Fetch-Site`), while a browser never sends `Sec-Fetch-Mode` without
+//!    `Sec-Fetch-Site`, so refusing on the others loses nothing and keeps Node clients.
 //!
 //! A request without `Host` (HTTP/1.0 tools) passes the host check: browsers always send
 //! one.
@@ -129,10 +132,13 @@ fn browser_header(headers: &HeaderMap) -> Option<&str> {
     if headers.contains_key(header::ORIGIN) {
         return Some("Origin");
     }
+    // `Sec-Fetch-Mode` alone is what Node's built-in `fetch` (undici) sends on every
+    // request, so it is not a browser's mark; a browser's request always carries
+    // `Sec-Fetch-Site` with it.
     headers
         .keys()
         .map(|k| k.as_str())
-        .find(|k| k.starts_with("sec-fetch-"))
+        .find(|k| k.starts_with("sec-fetch-") && *k != "sec-fetch-mode")
 }
 
 /// The middleware: see the module documentation.
