@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
 use crate::Error;
-use crate::http_fault::{HttpAction, HttpMatch};
+use crate::http_fault::{Distribution, HttpAction, HttpMatch};
 
 /// Which direction of a connection a toxic applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -184,7 +184,10 @@ impl ToxicKind {
     /// Builds the kind named `type_name` from its JSON attributes.
     pub fn parse(type_name: &str, attributes: Option<&Value>) -> Result<Self, Error> {
         if let Some(parsed) = HttpAction::parse(type_name, attributes.unwrap_or(&Value::Null)) {
-            return parsed.map(ToxicKind::Http);
+            let action = parsed?;
+            check_required(&action, attributes)?;
+            check_http(&action)?;
+            return Ok(ToxicKind::Http(action));
         }
         let mut kind = ToxicKind::with_defaults(type_name).ok_or(Error::InvalidToxicType)?;
         if let Some(attributes) = attributes {
@@ -198,12 +201,16 @@ impl ToxicKind {
         matches!(self, ToxicKind::Http(_))
     }
 
-    /// Merges a JSON `attributes` object into this kind: known keys are replaced, unknown keys
-    /// ignored (as Toxiproxy does), and each value must be a non-negative integer. HTTP
-    /// faults check their attributes strictly instead.
+    /// Merges a JSON `attributes` object into this kind: known keys are replaced, absent ones
+    /// keep their value, and each value must be a non-negative integer (`null` keeps the
+    /// value). An unknown key is refused, naming it and the valid ones: Toxiproxy ignores
+    /// it, so a typo (`latncy`) silently made a toxic that does nothing. HTTP faults check
+    /// their attributes strictly through their own types.
     pub fn merge_attributes(&mut self, attributes: &Value) -> Result<(), Error> {
         if let ToxicKind::Http(action) = self {
-            *action = action.merged(attributes)?;
+            let merged = action.merged(attributes)?;
+            check_http(&merged)?;
+            *action = merged;
             return Ok(());
         }
         let map = match attributes {
@@ -215,8 +222,11 @@ impl ToxicKind {
                 )));
             }
         };
+        let (type_name, names) = (self.type_name(), self.attribute_names());
         for (key, value) in map {
-            let Some(slot) = self.slot(key) else { continue };
+            let Some(slot) = self.slot(key) else {
+                return Err(unknown_attribute(type_name, names, key));
+            };
             match value {
                 Value::Null => {}
                 Value::Number(n) => {
@@ -243,6 +253,49 @@ impl ToxicKind {
         }
         Ok(())
     }
+}
+
+/// The refusal of attribute `key`, which `type_name` does not have.
+fn unknown_attribute(type_name: &str, names: &[&str], key: &str) -> Error {
+    let valid = if names.is_empty() {
+        format!("{type_name} takes no attributes")
+    } else {
+        format!("valid attributes of {type_name}: {}", names.join(", "))
+    };
+    Error::BadBody(format!(
+        "attributes.{key}: unknown attribute {key:?}; {valid}"
+    ))
+}
+
+/// Values an HTTP fault cannot do without even though its type gives them a default:
+/// `http_latency` without a `latency` would delay nothing.
+fn check_required(action: &HttpAction, attributes: Option<&Value>) -> Result<(), Error> {
+    let given = |name: &str| {
+        attributes
+            .and_then(|a| a.get(name))
+            .is_some_and(|v| !v.is_null())
+    };
+    if matches!(action, HttpAction::Latency(_)) && !given("latency") {
+        return Err(Error::MissingField("attributes.latency"));
+    }
+    Ok(())
+}
+
+/// Combinations of HTTP fault settings that would be accepted and then ignored.
+fn check_http(action: &HttpAction) -> Result<(), Error> {
+    if let HttpAction::Latency(l) = action
+        && l.jitter > 0
+        && l.distribution == Distribution::Fixed
+    {
+        return Err(Error::invalid(
+            "attributes.jitter",
+            format!(
+                "{} ms of jitter has no effect with distribution fixed; set distribution to uniform or normal, or jitter to 0",
+                l.jitter
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A toxic attached to one direction of a proxy.
@@ -591,10 +644,9 @@ mod tests {
     #[test]
     fn patch_merges_and_keeps_unchanged() {
         let t = create(json!({"type": "latency", "attributes": {"latency": 10, "jitter": 2}, "toxicity": 0.25})).unwrap();
-        let p: ToxicPatch = serde_json::from_value(
-            json!({"attributes": {"latency": 99, "other": 1}, "type": "ignored"}),
-        )
-        .unwrap();
+        let p: ToxicPatch =
+            serde_json::from_value(json!({"attributes": {"latency": 99}, "type": "ignored"}))
+                .unwrap();
         let next = p.apply(&t).unwrap();
         assert_eq!(
             next.kind,
@@ -607,6 +659,72 @@ mod tests {
         let bad: ToxicPatch =
             serde_json::from_value(json!({"attributes": {"latency": -1}})).unwrap();
         assert!(bad.apply(&t).is_err());
+    }
+
+    #[test]
+    fn unknown_attributes_are_refused_naming_them_and_the_valid_ones() {
+        let err = create(json!({"type": "latency", "attributes": {"latncy": 100}})).unwrap_err();
+        assert_eq!(err.status(), 400);
+        assert_eq!(
+            err.to_string(),
+            "bad request body: attributes.latncy: unknown attribute \"latncy\"; valid attributes of latency: latency, jitter"
+        );
+        let err = create(json!({"type": "noop", "attributes": {"x": 1}})).unwrap_err();
+        assert!(
+            err.to_string().ends_with("noop takes no attributes"),
+            "{err}"
+        );
+        // On update too, and the toxic is left untouched.
+        let t = create(json!({"type": "bandwidth", "attributes": {"rate": 10}})).unwrap();
+        let p: ToxicPatch = serde_json::from_value(json!({"attributes": {"rat": 5}})).unwrap();
+        let err = p.apply(&t).unwrap_err().to_string();
+        assert!(
+            err.contains("attributes.rat") && err.contains("rate"),
+            "{err}"
+        );
+        // What the stock clients send: an empty object, every attribute, nulls.
+        assert!(create(json!({"type": "slicer", "attributes": {}})).is_ok());
+        assert!(
+            create(json!({"type": "latency", "attributes": {"latency": 1, "jitter": null}}))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn http_latency_needs_a_latency_and_jitter_needs_a_distribution() {
+        let err = create(
+            json!({"type": "http_latency", "attributes": {"jitter": 5, "distribution": "uniform"}}),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "missing required field: attributes.latency"
+        );
+        assert_eq!(err.status(), 400);
+        assert!(create(json!({"type": "http_latency"})).is_err());
+        assert!(create(json!({"type": "http_latency", "attributes": {"latency": 0}})).is_ok());
+        let err =
+            create(json!({"type": "http_latency", "attributes": {"latency": 100, "jitter": 100}}))
+                .unwrap_err()
+                .to_string();
+        assert_eq!(
+            err,
+            "invalid value for attributes.jitter: 100 ms of jitter has no effect with distribution fixed; set distribution to uniform or normal, or jitter to 0"
+        );
+        let t = create(json!({"type": "http_latency", "attributes": {"latency": 100, "jitter": 100, "distribution": "normal"}}))
+            .unwrap();
+        let p: ToxicPatch =
+            serde_json::from_value(json!({"attributes": {"distribution": "fixed"}})).unwrap();
+        assert!(
+            p.apply(&t)
+                .unwrap_err()
+                .to_string()
+                .contains("attributes.jitter")
+        );
+        let p: ToxicPatch =
+            serde_json::from_value(json!({"attributes": {"distribution": "fixed", "jitter": 0}}))
+                .unwrap();
+        assert!(p.apply(&t).is_ok());
     }
 
     #[test]
@@ -630,6 +748,83 @@ mod tests {
             let t = create(json!({"type": ty, "attributes": attrs})).unwrap();
             for (i, name) in kind.attribute_names().iter().enumerate() {
                 assert_eq!(t.kind.attribute(name), (i + 7) as u64);
+            }
+        }
+    }
+
+    const TYPES: &[&str] = &[
+        "latency",
+        "bandwidth",
+        "slow_close",
+        "timeout",
+        "reset_peer",
+        "slicer",
+        "limit_data",
+        "noop",
+    ];
+    const NAMES: &[&str] = &[
+        "latency",
+        "jitter",
+        "rate",
+        "delay",
+        "timeout",
+        "average_size",
+        "size_variation",
+        "bytes",
+        "latncy",
+        "",
+        "Latency",
+    ];
+
+    fn any_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(Value::Null),
+            any::<u64>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| json!(f)),
+            "[a-z0-9]{0,4}".prop_map(Value::from),
+            any::<bool>().prop_map(Value::from),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Any attributes object: accepted exactly when every key is one of the type's and
+        /// every value is null or an integer in 0..=i64::MAX; then the values are set and the
+        /// rest keep their defaults. Refusals are 400s naming an offending key.
+        #[test]
+        fn attribute_parser(
+            ty in proptest::sample::select(TYPES),
+            attrs in proptest::collection::btree_map(proptest::sample::select(NAMES), any_value(), 0..4),
+        ) {
+            let object: serde_json::Map<String, Value> =
+                attrs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
+            let kind = ToxicKind::with_defaults(ty).unwrap();
+            let valid_value = |v: &Value| {
+                v.is_null() || v.as_u64().is_some_and(|n| i64::try_from(n).is_ok())
+            };
+            let bad: Vec<&str> = attrs
+                .iter()
+                .filter(|(k, v)| !kind.attribute_names().contains(k) || !valid_value(v))
+                .map(|(k, _)| *k)
+                .collect();
+            let result = ToxicKind::parse(ty, Some(&Value::Object(object)));
+            match result {
+                Ok(parsed) => {
+                    proptest::prop_assert!(bad.is_empty(), "accepted {bad:?}");
+                    for name in kind.attribute_names() {
+                        let want = attrs.get(name).and_then(Value::as_u64).unwrap_or(0);
+                        proptest::prop_assert_eq!(parsed.attribute(name), want);
+                    }
+                }
+                Err(e) => {
+                    proptest::prop_assert_eq!(e.status(), 400);
+                    let text = e.to_string();
+                    proptest::prop_assert!(
+                        bad.iter().any(|k| text.contains(&format!("attributes.{k}"))),
+                        "{text} names none of {bad:?}"
+                    );
+                }
             }
         }
     }
