@@ -467,6 +467,97 @@ async fn slicer_keeps_data_intact() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slicer_paces_a_continuous_stream() {
+    // 500 KB at 10,000-byte slices every 20 ms: 50 slices, ~1 s. Each read chunk's slices
+    // used to be timed from its own arrival, so the stream went out in ~60 ms.
+    let s = Server::start();
+    let payload = pattern(500_000, 31);
+    let up = sending_upstream(payload.clone()).await;
+    let addr = s
+        .proxy_with_toxics(
+            "paced",
+            up.addr,
+            json!([{"type": "slicer",
+                    "attributes": {"average_size": 10_000, "size_variation": 0, "delay": 20_000}}]),
+        )
+        .await;
+    let started = Instant::now();
+    let mut c = connect(addr).await;
+    let (data, end) = read_to_end(&mut c, Duration::from_secs(20)).await;
+    let took = started.elapsed();
+    assert_eq!(end, End::Eof, "after {} bytes", data.len());
+    assert!(
+        data == payload,
+        "sliced stream corrupted ({} bytes)",
+        data.len()
+    );
+    within("500 KB through the slicer", took, ms(800), ms(5000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_toxic_that_becomes_inactive_releases_the_bytes_it_held() {
+    let s = Server::start();
+    let up = echo_upstream().await;
+    let addr = s.proxy("held", up.addr).await;
+    let mut c = connect(addr).await;
+    round_trip(&mut c, b"warm", LONG).await;
+    s.toxic(
+        "held",
+        json!({"type": "timeout", "name": "t", "attributes": {"timeout": 0}}),
+    )
+    .await;
+    // 300 KB echoed back into the timeout toxic, which holds it.
+    let payload = pattern(300_000, 41);
+    c.write_all(&payload).await.unwrap();
+    assert_silent(&mut c, ms(400)).await;
+    // An update whose re-roll makes it inactive gives every byte back, in order.
+    s.update_toxic("held", "t", json!({"toxicity": 0})).await;
+    let back = read_n(&mut c, payload.len(), LONG).await;
+    assert!(back == payload, "held bytes lost or reordered");
+    // And the connection goes on.
+    assert_eq!(round_trip(&mut c, b"after", LONG).await.0, b"after");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misspelt_attributes_and_missing_values_are_refused() {
+    let s = Server::start();
+    let up = echo_upstream().await;
+    s.proxy("typo", up.addr).await;
+    s.post(
+        "/proxies/typo/toxics",
+        r#"{"type": "latency", "attributes": {"latncy": 100}}"#,
+    )
+    .await
+    .assert_error(
+        400,
+        "bad request body: attributes.latncy: unknown attribute \"latncy\"; valid attributes of latency: latency, jitter",
+    );
+    assert_eq!(s.get("/proxies/typo/toxics").await.body, "[]");
+    // The stock clients' shapes still pass: every attribute, or none.
+    s.toxic(
+        "typo",
+        json!({"type": "slicer", "name": "all", "attributes": {"average_size": 1, "size_variation": 0, "delay": 0}}),
+    )
+    .await;
+    s.toxic(
+        "typo",
+        json!({"type": "noop", "name": "none", "attributes": {}}),
+    )
+    .await;
+    let r = s
+        .post(
+            "/proxies/typo/toxics/all",
+            r#"{"attributes": {"avg_size": 5}}"#,
+        )
+        .await;
+    r.assert_error_like(
+        400,
+        "bad request body: attributes.avg_size",
+        &["average_size"],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limit_data_passes_exactly_n_bytes_then_closes() {
     let s = Server::start();
     let payload = pattern(1000, 5);

@@ -19,11 +19,11 @@ use crate::toxics::{Chain, ChangeOutcome, CloseKind, Item, LinkToxics};
 /// Largest read, like Toxiproxy's chunks when toxics apply; bigger for plain copies.
 const TOXIC_CHUNK: usize = 32 * 1024;
 const COPY_BUFFER: usize = 64 * 1024;
-/// A link stops reading while this many bytes wait for their time (backpressure). Enough
-/// to pipeline a 1 MiB response behind a latency toxic; 1,000 such links hold 2 GiB at most.
-const MAX_QUEUED: usize = 2 * 1024 * 1024;
-/// Reads smaller than this are copied out of the read buffer so queued chunks stay small.
-const COPY_SMALL: usize = 4 * 1024;
+/// Reads that fill less than half of the read buffer are copied out of it, so a queued
+/// chunk never keeps more than twice its size alive. The queue is charged the buffer each
+/// chunk keeps (`LinkToxics::on_chunk_in`) and the link reads while
+/// `LinkToxics::accepts_more` (2 MiB and 1,024 entries per direction).
+const COPY_BELOW: usize = TOXIC_CHUNK / 2;
 
 /// How one direction ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,7 +104,7 @@ impl Link<'_> {
                     Item::Close { kind, .. } => return Ok(LinkEnd::Close(kind)),
                 }
             }
-            let can_read = !source_done && self.toxics.queued_bytes() < MAX_QUEUED;
+            let can_read = !source_done && self.toxics.accepts_more();
             let deadline = self.toxics.next_deadline();
             tokio::select! {
                 biased;
@@ -162,12 +162,14 @@ impl Link<'_> {
             Ok(0) => Ok(true),
             Ok(n) => {
                 self.stats.received.fetch_add(n as u64, Ordering::Relaxed);
-                let chunk = if n < COPY_SMALL {
-                    Bytes::copy_from_slice(&buf)
+                if n < COPY_BELOW {
+                    self.toxics
+                        .on_chunk(Bytes::copy_from_slice(&buf), Instant::now());
                 } else {
-                    buf.freeze()
-                };
-                self.toxics.on_chunk(chunk, Instant::now());
+                    let capacity = buf.capacity();
+                    self.toxics
+                        .on_chunk_in(buf.freeze(), capacity, Instant::now());
+                }
                 Ok(false)
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),

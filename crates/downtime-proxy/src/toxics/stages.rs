@@ -20,7 +20,7 @@ pub(crate) struct Stage {
     /// Result of the toxicity roll: an inactive stage passes everything through.
     pub(crate) active: bool,
     kind: ToxicKind,
-    /// Bandwidth: when the pacer is free to send the next slice.
+    /// Bandwidth, slicer: when the pacer is free to send the next slice.
     next_free: Option<Instant>,
     /// limit_data: bytes already let through.
     passed: u64,
@@ -28,6 +28,8 @@ pub(crate) struct Stage {
     deadline: Option<Instant>,
     /// reset_peer: whether the reset is already scheduled.
     fired: bool,
+    /// timeout: bytes were dropped because the hold was full (releasing would leave a gap).
+    lost: bool,
 }
 
 impl Stage {
@@ -41,6 +43,7 @@ impl Stage {
             passed: 0,
             deadline: None,
             fired: false,
+            lost: false,
         };
         stage.arm(now);
         stage
@@ -67,6 +70,66 @@ impl Stage {
         {
             self.deadline = Some(saturating_at(now, Duration::from_millis(*timeout)));
         }
+    }
+
+    /// Whether this stage keeps the bytes reaching it in the queue ([`super::Entry::Waiting`])
+    /// instead of transforming them at once: an active slicer or timeout.
+    pub(crate) fn waits(&self) -> bool {
+        self.active
+            && matches!(
+                self.kind,
+                ToxicKind::Slicer { .. } | ToxicKind::Timeout { .. }
+            )
+    }
+
+    /// Whether the bytes waiting here are held (a timeout toxic), not cut.
+    pub(crate) fn holds(&self) -> bool {
+        matches!(self.kind, ToxicKind::Timeout { .. })
+    }
+
+    /// A chunk reached this stage at `now`: a timeout toxic restarts its inactivity timer.
+    pub(crate) fn touch(&mut self, now: Instant) {
+        if let (true, ToxicKind::Timeout { timeout }) = (self.active, &self.kind)
+            && *timeout > 0
+        {
+            self.deadline = Some(saturating_at(now, Duration::from_millis(*timeout)));
+        }
+    }
+
+    /// A timeout toxic had to drop bytes it could not hold.
+    pub(crate) fn lose_bytes(&mut self) {
+        self.lost = true;
+    }
+
+    /// Whether this timeout toxic dropped bytes.
+    pub(crate) fn lost_bytes(&self) -> bool {
+        self.lost
+    }
+
+    /// The next slice of a chunk that reached this slicer at `at` with `remaining` bytes
+    /// left: when it leaves and how long it is. Slices are serialized across chunks, as
+    /// Toxiproxy's slicer sends one slice and sleeps `delay` before the next, whichever
+    /// chunk it belongs to.
+    pub(crate) fn next_slice(
+        &mut self,
+        at: Instant,
+        remaining: usize,
+        rng: &mut SmallRng,
+    ) -> (Instant, usize) {
+        let ToxicKind::Slicer {
+            average_size,
+            size_variation,
+            delay,
+        } = self.kind
+        else {
+            return (at, remaining);
+        };
+        let due = self.next_free.map_or(at, |free| free.max(at));
+        self.next_free = Some(saturating_at(due, Duration::from_micros(delay)));
+        (
+            due,
+            slice_size(average_size, size_variation, remaining, rng),
+        )
     }
 
     /// The inactivity deadline of an active timeout toxic.
@@ -102,24 +165,18 @@ impl Stage {
         closes: &mut Vec<Scheduled>,
     ) -> Vec<(Instant, Bytes)> {
         match self.kind {
-            ToxicKind::Noop | ToxicKind::SlowClose { .. } | ToxicKind::Http(_) => pieces,
+            // Slicer and timeout toxics wait (`waits`): the link cuts or holds their bytes.
+            ToxicKind::Noop
+            | ToxicKind::SlowClose { .. }
+            | ToxicKind::Http(_)
+            | ToxicKind::Slicer { .. }
+            | ToxicKind::Timeout { .. } => pieces,
             ToxicKind::Latency { latency, jitter } => pieces
                 .into_iter()
                 .map(|(at, b)| (saturating_at(at, latency_delay(latency, jitter, rng)), b))
                 .collect(),
             ToxicKind::Bandwidth { rate } => self.pace(pieces, rate),
-            ToxicKind::Slicer {
-                average_size,
-                size_variation,
-                delay,
-            } => slice(pieces, average_size, size_variation, delay, rng),
             ToxicKind::LimitData { bytes } => self.limit(pieces, bytes, closes),
-            ToxicKind::Timeout { timeout } => {
-                if timeout > 0 {
-                    self.deadline = Some(saturating_at(now, Duration::from_millis(timeout)));
-                }
-                Vec::new()
-            }
             ToxicKind::ResetPeer { timeout } => {
                 if !self.fired {
                     self.fired = true;
@@ -209,31 +266,14 @@ pub(crate) fn latency_delay(latency: u64, jitter: u64, rng: &mut SmallRng) -> Du
     Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
 }
 
-/// Cuts each piece into parts of `average ± variation` bytes (at least one byte), the n-th
-/// part due `n × delay_us` after the piece.
-fn slice(
-    pieces: Vec<(Instant, Bytes)>,
-    average: u64,
-    variation: u64,
-    delay_us: u64,
-    rng: &mut SmallRng,
-) -> Vec<(Instant, Bytes)> {
-    let mut out = Vec::new();
-    let step = Duration::from_micros(delay_us);
-    for (at, mut b) in pieces {
-        let mut due = at;
-        while !b.is_empty() {
-            let low = average.saturating_sub(variation).max(1);
-            let high = average.saturating_add(variation).max(low);
-            let size = if high > low {
-                rng.random_range(low..=high)
-            } else {
-                low
-            };
-            let size = usize::try_from(size).unwrap_or(usize::MAX).min(b.len());
-            out.push((due, b.split_to(size)));
-            due = saturating_at(due, step);
-        }
-    }
-    out
+/// A slice length of `average ± variation` bytes (at least one), at most `remaining`.
+fn slice_size(average: u64, variation: u64, remaining: usize, rng: &mut SmallRng) -> usize {
+    let low = average.saturating_sub(variation).max(1);
+    let high = average.saturating_add(variation).max(low);
+    let size = if high > low {
+        rng.random_range(low..=high)
+    } else {
+        low
+    };
+    usize::try_from(size).unwrap_or(usize::MAX).min(remaining)
 }
