@@ -1,0 +1,546 @@
+//! The registry of proxies: the one handle through which the control plane changes the data
+//! plane.
+//!
+//! Control operations are serialised by an async mutex that only control operations take;
+//! connection tasks never touch it. A toxic change is a snapshot swap on a `watch` channel
+//! per direction, which links pick up at their next chunk boundary, so adding or removing a
+//! toxic costs the same with zero or ten thousand live connections and never waits for one.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use downtime_model::proxy::check_upstream_for;
+use downtime_model::{
+    Error, Protocol, ProxyConfig, ProxyPatch, ProxyView, Toxic, ToxicPatch, ToxicRequest,
+};
+use rand::RngExt;
+use tokio::sync::{Mutex, broadcast};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::http::HttpCounters;
+use crate::http::journal::JournalEntry;
+use crate::listener;
+use crate::tcp::ProxyStats;
+use crate::toxics::ChainEntry;
+
+mod proxy;
+use proxy::Proxy;
+
+/// Cheap-to-clone handle on every proxy of the process.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    seed: u64,
+    /// The runtime connections run on; the API may run on another one, so nothing the
+    /// data plane does can delay an API answer.
+    data_plane: tokio::runtime::Handle,
+    status_page: std::sync::RwLock<Arc<str>>,
+    proxies: Mutex<BTreeMap<String, Proxy>>,
+    generation: AtomicU64,
+    halts: AtomicU64,
+    /// Told of every toxic removed by its time to live (the history store subscribes).
+    expired: broadcast::Sender<ToxicExpired>,
+    root: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// A failed populate: the error, and the proxies it had kept untouched before failing
+/// (everything it created or replaced was rolled back).
+#[derive(Debug)]
+pub struct PopulateError {
+    /// What failed.
+    pub error: Error,
+    /// Proxies kept untouched before the failure; nothing else changed.
+    pub proxies: Vec<ProxyView>,
+}
+
+/// A toxic removed because its time to live ran out.
+#[derive(Debug, Clone)]
+pub struct ToxicExpired {
+    /// The proxy it was on.
+    pub proxy: String,
+    /// The toxic as it was.
+    pub toxic: Toxic,
+}
+
+/// A proxy's identity and counters, for the metrics endpoint.
+#[derive(Debug, Clone)]
+pub struct ProxyCounters {
+    /// Proxy name.
+    pub name: String,
+    /// Current listen address.
+    pub listen: String,
+    /// Upstream address.
+    pub upstream: String,
+    /// Live counters.
+    pub stats: Arc<ProxyStats>,
+    /// Requests by status and by fault, for HTTP proxies.
+    pub http: Option<Arc<HttpCounters>>,
+}
+
+impl Registry {
+    /// An empty registry; `seed` makes every random choice reproducible. Connections run on
+    /// the runtime this is called from.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn new(seed: Option<u64>) -> Self {
+        let seed = seed.unwrap_or_else(|| rand::rng().random());
+        Registry {
+            inner: Arc::new(Inner {
+                seed,
+                data_plane: tokio::runtime::Handle::current(),
+                status_page: std::sync::RwLock::new(Arc::from("")),
+                proxies: Mutex::new(BTreeMap::new()),
+                generation: AtomicU64::new(1),
+                halts: AtomicU64::new(0),
+                expired: broadcast::channel(1024).0,
+                root: CancellationToken::new(),
+                tracker: TaskTracker::new(),
+            }),
+        }
+    }
+
+    /// Sets the link that maintenance answers point to (the status page), for proxies
+    /// started from now on.
+    pub fn set_status_page(&self, url: &str) {
+        match self.inner.status_page.write() {
+            Ok(mut p) => *p = Arc::from(url),
+            Err(poisoned) => *poisoned.into_inner() = Arc::from(url),
+        }
+    }
+
+    fn entry(&self, toxic: Toxic) -> ChainEntry {
+        ChainEntry {
+            toxic,
+            generation: self.next_generation(),
+            state: Default::default(),
+        }
+    }
+
+    fn entries(&self, toxics: Vec<Toxic>) -> Vec<ChainEntry> {
+        toxics.into_iter().map(|t| self.entry(t)).collect()
+    }
+
+    /// Arms the expiry of a toxic with a time to live, replacing its previous timer. The
+    /// timer runs on the data-plane runtime, never on the API's.
+    fn schedule_expiry(&self, proxy: &mut Proxy, entry: &ChainEntry) {
+        proxy.cancel_timer(&entry.toxic.name);
+        let Some(ttl) = entry.toxic.bounds.ttl else {
+            return;
+        };
+        let registry = self.clone();
+        let (name, toxic, generation) = (
+            proxy.config.name.clone(),
+            entry.toxic.name.clone(),
+            entry.generation,
+        );
+        let token = self.inner.root.clone();
+        let timer = self.inner.data_plane.spawn(async move {
+            tokio::select! {
+                () = token.cancelled() => {}
+                () = tokio::time::sleep(Duration::from_millis(ttl)) => {
+                    registry.expire(&name, &toxic, generation).await;
+                }
+            }
+        });
+        proxy
+            .ttl_timers
+            .insert(entry.toxic.name.clone(), timer.abort_handle());
+    }
+
+    /// Removes `toxic` of `proxy` if it is still the version whose time ran out.
+    async fn expire(&self, proxy: &str, toxic: &str, generation: u64) {
+        let mut proxies = self.inner.proxies.lock().await;
+        let Some(p) = proxies.get_mut(proxy) else {
+            return;
+        };
+        let Some(i) = p
+            .toxics
+            .iter()
+            .position(|e| e.toxic.name == toxic && e.generation == generation)
+        else {
+            return;
+        };
+        // This task is the timer: forget it without aborting ourselves.
+        p.ttl_timers.remove(toxic);
+        let removed = p.toxics.remove(i);
+        p.publish(removed.toxic.stream);
+        tracing::info!(proxy = %proxy, toxic = %toxic, "toxic expired");
+        // Nobody listening is fine; a slow listener sees `Lagged`.
+        let _ = self.inner.expired.send(ToxicExpired {
+            proxy: proxy.to_owned(),
+            toxic: removed.toxic,
+        });
+    }
+
+    /// Subscribes to toxics removed by their time to live (for the history store); never
+    /// slows expiry down: a receiver that falls behind gets `Lagged` with the count lost.
+    pub fn subscribe_expired(&self) -> broadcast::Receiver<ToxicExpired> {
+        self.inner.expired.subscribe()
+    }
+
+    /// The last `limit` requests an HTTP proxy served, oldest first.
+    pub async fn journal(&self, proxy: &str, limit: usize) -> Result<Vec<JournalEntry>, Error> {
+        let proxies = self.inner.proxies.lock().await;
+        let proxy = proxies.get(proxy).ok_or(Error::ProxyNotFound)?;
+        Ok(proxy.journal.last(limit))
+    }
+
+    fn next_generation(&self) -> u64 {
+        self.inner
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Creates a proxy with its toxics in one step: connections never see it without them.
+    pub async fn create(
+        &self,
+        config: ProxyConfig,
+        toxics: Vec<Toxic>,
+    ) -> Result<ProxyView, Error> {
+        let mut proxies = self.inner.proxies.lock().await;
+        if proxies.contains_key(&config.name) {
+            return Err(Error::ProxyExists);
+        }
+        let mut proxy = self.build(config, toxics).await?;
+        self.arm_all(&mut proxy);
+        let view = proxy.view();
+        proxies.insert(view.config.name.clone(), proxy);
+        Ok(view)
+    }
+
+    fn arm_all(&self, proxy: &mut Proxy) {
+        for e in proxy.toxics.clone() {
+            self.schedule_expiry(proxy, &e);
+        }
+    }
+
+    async fn build(&self, config: ProxyConfig, toxics: Vec<Toxic>) -> Result<Proxy, Error> {
+        let enabled = config.enabled;
+        let mut proxy = Proxy::new(config, self.entries(toxics));
+        if enabled {
+            proxy.start(&self.inner).await?;
+        }
+        Ok(proxy)
+    }
+
+    /// Creates or replaces proxies in order; an unchanged proxy is kept untouched. All or
+    /// nothing: if one fails, the proxies created so far are removed and the ones replaced
+    /// are put back as they were (restarted if they were running).
+    pub async fn populate(
+        &self,
+        items: Vec<(ProxyConfig, Vec<Toxic>)>,
+    ) -> Result<Vec<ProxyView>, PopulateError> {
+        let registry = self.clone();
+        // Detached, so a client that hangs up cannot leave the change half done.
+        let task = tokio::spawn(async move { registry.populate_now(items).await });
+        match task.await {
+            Ok(result) => result,
+            Err(e) => Err(PopulateError {
+                error: Error::Listen(format!("populate did not finish: {e}")),
+                proxies: Vec::new(),
+            }),
+        }
+    }
+
+    async fn populate_now(
+        &self,
+        items: Vec<(ProxyConfig, Vec<Toxic>)>,
+    ) -> Result<Vec<ProxyView>, PopulateError> {
+        let mut proxies = self.inner.proxies.lock().await;
+        let mut done = Vec::with_capacity(items.len());
+        let mut created: Vec<String> = Vec::new();
+        let mut kept: Vec<ProxyView> = Vec::new();
+        let mut replaced: Vec<(Proxy, bool)> = Vec::new();
+        let mut failure = None;
+        for (config, toxics) in items {
+            if let Some(existing) = proxies.get_mut(&config.name) {
+                if same_address(&existing.config.listen, &config.listen).await
+                    && existing.config.upstream == config.upstream
+                {
+                    done.push(existing.view());
+                    kept.push(existing.view());
+                    continue;
+                }
+                let was_running = existing.running.is_some();
+                existing.stop().await;
+                if let Some(old) = proxies.remove(&config.name) {
+                    replaced.push((old, was_running));
+                }
+            }
+            match self.build(config, toxics).await {
+                Ok(mut proxy) => {
+                    self.arm_all(&mut proxy);
+                    done.push(proxy.view());
+                    created.push(proxy.config.name.clone());
+                    proxies.insert(proxy.config.name.clone(), proxy);
+                }
+                Err(error) => {
+                    failure = Some(error);
+                    break;
+                }
+            }
+        }
+        let Some(error) = failure else {
+            return Ok(done);
+        };
+        for name in created {
+            if let Some(mut proxy) = proxies.remove(&name) {
+                proxy.stop().await;
+            }
+        }
+        for (mut old, was_running) in replaced {
+            if was_running && let Err(e) = old.start(&self.inner).await {
+                tracing::error!(proxy = %old.config.name, error = %e, "could not restart a proxy after a failed populate");
+            }
+            proxies.insert(old.config.name.clone(), old);
+        }
+        Err(PopulateError {
+            error,
+            proxies: kept,
+        })
+    }
+
+    /// Every proxy with its toxics, sorted by name.
+    pub async fn list(&self) -> Vec<ProxyView> {
+        let proxies = self.inner.proxies.lock().await;
+        proxies.values().map(Proxy::view).collect()
+    }
+
+    /// One proxy with its toxics.
+    pub async fn get(&self, name: &str) -> Result<ProxyView, Error> {
+        let proxies = self.inner.proxies.lock().await;
+        proxies
+            .get(name)
+            .map(Proxy::view)
+            .ok_or(Error::ProxyNotFound)
+    }
+
+    /// Applies a partial update. A changed address restarts the proxy (dropping its
+    /// connections); if the new address cannot be bound, the old configuration is restored.
+    /// Runs detached from the caller: a client that hangs up mid-update cannot leave the
+    /// proxy stopped while its view says enabled.
+    pub async fn update(&self, name: &str, patch: ProxyPatch) -> Result<ProxyView, Error> {
+        let registry = self.clone();
+        let name = name.to_owned();
+        detached(async move { registry.update_now(&name, patch).await }).await
+    }
+
+    async fn update_now(&self, name: &str, patch: ProxyPatch) -> Result<ProxyView, Error> {
+        // Host names resolve before the lock is taken: a slow DNS answer holds up no one.
+        let resolved = match &patch.listen {
+            Some(listen) => Some(listener::resolve_listen(listen).await?),
+            None => None,
+        };
+        let mut proxies = self.inner.proxies.lock().await;
+        let proxy = proxies.get_mut(name).ok_or(Error::ProxyNotFound)?;
+        let listen = patch.listen.unwrap_or_else(|| proxy.config.listen.clone());
+        let upstream = patch
+            .upstream
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| proxy.config.upstream.clone());
+        check_upstream_for(proxy.config.protocol, &upstream)?;
+        let enabled = patch.enabled.unwrap_or(proxy.config.enabled);
+        let new_addr = match resolved {
+            Some(addr) => addr,
+            None => listener::resolve_listen(&listen).await?,
+        };
+        let listen_changed = match listener::resolve_listen(&proxy.config.listen).await {
+            Ok(current) => current != new_addr || new_addr.port() == 0,
+            Err(_) => true,
+        };
+        if listen_changed || upstream != proxy.config.upstream {
+            let previous = proxy.config.clone();
+            let was_running = proxy.running.is_some();
+            proxy.stop().await;
+            proxy.config.listen = listen;
+            proxy.config.upstream = upstream;
+            if enabled && let Err(e) = proxy.start(&self.inner).await {
+                proxy.config = previous;
+                if was_running {
+                    let _ = proxy.start(&self.inner).await;
+                }
+                return Err(e);
+            }
+        }
+        if enabled {
+            proxy.start(&self.inner).await?;
+        } else {
+            proxy.stop().await;
+        }
+        proxy.config.enabled = enabled;
+        Ok(proxy.view())
+    }
+
+    /// Stops a proxy, closes its connections and forgets it (detached from the caller).
+    pub async fn delete(&self, name: &str) -> Result<(), Error> {
+        let registry = self.clone();
+        let name = name.to_owned();
+        detached(async move {
+            let mut proxies = registry.inner.proxies.lock().await;
+            let mut proxy = proxies.remove(&name).ok_or(Error::ProxyNotFound)?;
+            proxy.stop().await;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Re-enables every proxy and removes every toxic.
+    pub async fn reset(&self) -> Result<(), Error> {
+        let mut proxies = self.inner.proxies.lock().await;
+        for proxy in proxies.values_mut() {
+            proxy.start(&self.inner).await?;
+            proxy.config.enabled = true;
+            proxy.clear_toxics();
+        }
+        Ok(())
+    }
+
+    /// Removes every toxic and HTTP fault of every proxy at once (proxies stay as they are)
+    /// and counts the halt, so running drills see it and stop. Returns the number removed.
+    pub async fn halt(&self) -> usize {
+        let mut proxies = self.inner.proxies.lock().await;
+        let mut removed = 0;
+        for proxy in proxies.values_mut() {
+            removed += proxy.clear_toxics();
+        }
+        self.inner
+            .halts
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        removed
+    }
+
+    /// How many halts happened since start; drill runners poll it.
+    pub fn halts(&self) -> u64 {
+        self.inner.halts.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The toxics of a proxy, upstream first.
+    pub async fn toxics(&self, proxy: &str) -> Result<Vec<Toxic>, Error> {
+        Ok(self.get(proxy).await?.toxics)
+    }
+
+    /// One toxic of a proxy.
+    pub async fn toxic(&self, proxy: &str, toxic: &str) -> Result<Toxic, Error> {
+        let proxies = self.inner.proxies.lock().await;
+        let proxy = proxies.get(proxy).ok_or(Error::ProxyNotFound)?;
+        let i = proxy.find(toxic)?;
+        Ok(proxy.toxics[i].toxic.clone())
+    }
+
+    /// Validates and appends a toxic; live connections pick it up at once.
+    pub async fn add_toxic(&self, proxy: &str, request: ToxicRequest) -> Result<Toxic, Error> {
+        let mut proxies = self.inner.proxies.lock().await;
+        let proxy = proxies.get_mut(proxy).ok_or(Error::ProxyNotFound)?;
+        let toxic = request.into_toxic(|n| proxy.toxics.iter().any(|e| e.toxic.name == n))?;
+        if toxic.kind.is_http() && proxy.config.protocol != Protocol::Http {
+            return Err(Error::invalid(
+                "type",
+                format!(
+                    "{} is an HTTP fault and proxy {} is a tcp proxy (create it with \"protocol\": \"http\")",
+                    toxic.kind.type_name(),
+                    proxy.config.name
+                ),
+            ));
+        }
+        let stream = toxic.stream;
+        let entry = self.entry(toxic.clone());
+        self.schedule_expiry(proxy, &entry);
+        proxy.toxics.push(entry);
+        proxy.publish(stream);
+        Ok(toxic)
+    }
+
+    /// Merges new attributes/toxicity into a toxic; nothing changes if they are invalid.
+    pub async fn update_toxic(
+        &self,
+        proxy: &str,
+        toxic: &str,
+        patch: ToxicPatch,
+    ) -> Result<Toxic, Error> {
+        let mut proxies = self.inner.proxies.lock().await;
+        let proxy = proxies.get_mut(proxy).ok_or(Error::ProxyNotFound)?;
+        let i = proxy.find(toxic)?;
+        let next = patch.apply(&proxy.toxics[i].toxic)?;
+        let mut entry = self.entry(next.clone());
+        if !next.kind.is_http() || next.kind == proxy.toxics[i].toxic.kind {
+            // Keep first_n counters and rate-limit buckets across a change of bounds only.
+            entry.state = proxy.toxics[i].state.clone();
+        }
+        // The time to live counts from this update; the old timer is aborted.
+        self.schedule_expiry(proxy, &entry);
+        proxy.toxics[i] = entry;
+        proxy.publish(next.stream);
+        Ok(next)
+    }
+
+    /// Removes a toxic; held-back data is flushed, never lost.
+    pub async fn remove_toxic(&self, proxy: &str, toxic: &str) -> Result<(), Error> {
+        let mut proxies = self.inner.proxies.lock().await;
+        let proxy = proxies.get_mut(proxy).ok_or(Error::ProxyNotFound)?;
+        let i = proxy.find(toxic)?;
+        proxy.cancel_timer(toxic);
+        let removed = proxy.toxics.remove(i);
+        proxy.publish(removed.toxic.stream);
+        Ok(())
+    }
+
+    /// Counters of every proxy, for metrics.
+    pub async fn counters(&self) -> Vec<ProxyCounters> {
+        let proxies = self.inner.proxies.lock().await;
+        proxies
+            .values()
+            .map(|p| ProxyCounters {
+                name: p.config.name.clone(),
+                listen: p.config.listen.clone(),
+                upstream: p.config.upstream.clone(),
+                stats: p.stats.clone(),
+                http: (p.config.protocol == Protocol::Http).then(|| p.http_counters.clone()),
+            })
+            .collect()
+    }
+
+    /// Stops every proxy and waits up to `grace` for connections to finish closing.
+    pub async fn shutdown(&self, grace: Duration) {
+        {
+            let mut proxies = self.inner.proxies.lock().await;
+            for proxy in proxies.values_mut() {
+                proxy.stop().await;
+            }
+        }
+        self.inner.root.cancel();
+        self.inner.tracker.close();
+        let _ = tokio::time::timeout(grace, self.inner.tracker.wait()).await;
+    }
+}
+
+/// Runs a control operation as its own task and waits for it, so that the caller going
+/// away (an API client hanging up) cannot stop it half-way.
+async fn detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, Error>> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::spawn(work)
+        .await
+        .unwrap_or_else(|e| Err(Error::Listen(format!("control operation failed: {e}"))))
+}
+
+/// Whether two listen strings name the same socket address (`localhost:80` = `127.0.0.1:80`).
+async fn same_address(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    match (
+        listener::resolve_listen(a).await,
+        listener::resolve_listen(b).await,
+    ) {
+        (Ok(x), Ok(y)) => x == y && x.port() != 0,
+        _ => false,
+    }
+}

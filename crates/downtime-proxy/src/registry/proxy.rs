@@ -1,0 +1,224 @@
+//! One proxy as the registry holds it: its configuration, toxics, the channels its links
+//! watch, and the listener task while it runs.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use downtime_model::{Error, Protocol, ProxyConfig, ProxyView, Stream};
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use tokio::sync::watch;
+use tokio::task::{AbortHandle, JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+use super::Inner;
+use crate::http::journal::Journal;
+use crate::http::{HttpCounters, HttpShared, UpstreamClients};
+use crate::listener::{self, AcceptContext};
+use crate::tcp::ProxyStats;
+use crate::toxics::{Chain, ChainEntry};
+
+pub(super) struct Running {
+    pub(super) cancel: CancellationToken,
+    pub(super) accept: JoinHandle<()>,
+}
+
+/// A proxy and everything the registry keeps for it.
+pub(super) struct Proxy {
+    pub(super) config: ProxyConfig,
+    pub(super) toxics: Vec<ChainEntry>,
+    pub(super) up_tx: watch::Sender<Arc<Chain>>,
+    pub(super) down_tx: watch::Sender<Arc<Chain>>,
+    /// HTTP faults (HTTP proxies only).
+    pub(super) http_tx: watch::Sender<Arc<Chain>>,
+    pub(super) journal: Arc<Journal>,
+    pub(super) running: Option<Running>,
+    pub(super) stats: Arc<ProxyStats>,
+    /// Requests by status and fault (HTTP proxies), kept across restarts like `stats`.
+    pub(super) http_counters: Arc<HttpCounters>,
+    pub(super) sequence: Arc<AtomicU64>,
+    /// One expiry timer per toxic with a time to live, aborted when the toxic is updated
+    /// or removed, so repeated updates never pile up timers.
+    pub(super) ttl_timers: HashMap<String, AbortHandle>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cancel_timers();
+    }
+}
+
+impl Proxy {
+    pub(super) fn new(config: ProxyConfig, toxics: Vec<ChainEntry>) -> Self {
+        let (up_tx, _) = watch::channel(Arc::new(Chain::default()));
+        let (down_tx, _) = watch::channel(Arc::new(Chain::default()));
+        let (http_tx, _) = watch::channel(Arc::new(Chain::default()));
+        let proxy = Proxy {
+            config,
+            toxics,
+            up_tx,
+            down_tx,
+            http_tx,
+            journal: Arc::new(Journal::default()),
+            running: None,
+            stats: Arc::new(ProxyStats::default()),
+            http_counters: Arc::default(),
+            ttl_timers: Default::default(),
+            sequence: Arc::new(AtomicU64::new(0)),
+        };
+        proxy.publish(Stream::Upstream);
+        proxy.publish(Stream::Downstream);
+        proxy
+    }
+
+    pub(super) fn view(&self) -> ProxyView {
+        let of = |s: Stream| {
+            self.toxics
+                .iter()
+                .filter(move |e| e.toxic.stream == s)
+                .map(|e| e.toxic.clone())
+        };
+        ProxyView {
+            config: self.config.clone(),
+            toxics: of(Stream::Upstream).chain(of(Stream::Downstream)).collect(),
+        }
+    }
+
+    /// Hands links of `stream` a new snapshot of the chain; returns without waiting for them.
+    /// HTTP faults go to their own channel, read by HTTP connections per request.
+    pub(super) fn publish(&self, stream: Stream) {
+        let http = Chain {
+            entries: self
+                .toxics
+                .iter()
+                .filter(|e| e.toxic.kind.is_http())
+                .cloned()
+                .collect(),
+        };
+        self.http_tx.send_if_modified(|current| {
+            let same = current.entries.len() == http.entries.len()
+                && current
+                    .entries
+                    .iter()
+                    .zip(&http.entries)
+                    .all(|(a, b)| a.generation == b.generation);
+            if !same {
+                *current = Arc::new(http);
+            }
+            !same
+        });
+        let chain = Chain {
+            entries: self
+                .toxics
+                .iter()
+                .filter(|e| e.toxic.stream == stream && !e.toxic.kind.is_http())
+                .cloned()
+                .collect(),
+        };
+        let tx = match stream {
+            Stream::Upstream => &self.up_tx,
+            Stream::Downstream => &self.down_tx,
+        };
+        tx.send_replace(Arc::new(chain));
+    }
+
+    /// Aborts the expiry timer of `toxic`, if it has one.
+    pub(super) fn cancel_timer(&mut self, toxic: &str) {
+        if let Some(timer) = self.ttl_timers.remove(toxic) {
+            timer.abort();
+        }
+    }
+
+    /// Aborts every expiry timer (all toxics removed, or the proxy gone).
+    pub(super) fn cancel_timers(&mut self) {
+        for (_, timer) in self.ttl_timers.drain() {
+            timer.abort();
+        }
+    }
+
+    /// Removes every toxic and its timer, and tells the links.
+    pub(super) fn clear_toxics(&mut self) -> usize {
+        let removed = self.toxics.len();
+        self.cancel_timers();
+        self.toxics.clear();
+        self.publish(Stream::Upstream);
+        self.publish(Stream::Downstream);
+        removed
+    }
+
+    pub(super) fn find(&self, toxic: &str) -> Result<usize, Error> {
+        self.toxics
+            .iter()
+            .position(|e| e.toxic.name == toxic)
+            .ok_or(Error::ToxicNotFound)
+    }
+
+    pub(super) async fn start(&mut self, inner: &Inner) -> Result<(), Error> {
+        if self.running.is_some() {
+            return Ok(());
+        }
+        let addr = listener::resolve_listen(&self.config.listen).await?;
+        let bound = listener::bind(addr)?;
+        let local = bound
+            .local_addr()
+            .map_err(|e| Error::Listen(format!("listen tcp {addr}: {e}")))?;
+        self.config.listen = local.to_string();
+        let cancel = inner.root.child_token();
+        let mut hasher = std::hash::DefaultHasher::new();
+        self.config.name.hash(&mut hasher);
+        let name_hash = hasher.finish();
+        let http = if self.config.protocol == Protocol::Http {
+            let status_page = match inner.status_page.read() {
+                Ok(p) => p.clone(),
+                Err(poisoned) => poisoned.into_inner().clone(),
+            };
+            Some(Arc::new(HttpShared {
+                name: self.config.name.as_str().into(),
+                upstream: (!self.config.upstream.is_empty())
+                    .then(|| self.config.upstream.as_str().into()),
+                options: self.config.http.unwrap_or_default(),
+                faults: self.http_tx.subscribe(),
+                clients: UpstreamClients::new(),
+                journal: self.journal.clone(),
+                rng: std::sync::Mutex::new(SmallRng::seed_from_u64(listener::mix(
+                    inner.seed ^ name_hash,
+                    u64::MAX,
+                ))),
+                status_page,
+                counters: self.http_counters.clone(),
+                cancel: cancel.clone(),
+            }))
+        } else {
+            None
+        };
+        let ctx = AcceptContext {
+            name_hash,
+            http,
+            upstream: self.config.upstream.as_str().into(),
+            up_chain: self.up_tx.subscribe(),
+            down_chain: self.down_tx.subscribe(),
+            stats: self.stats.clone(),
+            sequence: self.sequence.clone(),
+            seed: inner.seed,
+        };
+        let accept = inner.data_plane.spawn(listener::accept_loop(
+            bound,
+            ctx,
+            cancel.clone(),
+            inner.tracker.clone(),
+        ));
+        self.running = Some(Running { cancel, accept });
+        Ok(())
+    }
+
+    /// Closes the listener and every connection. Waits only for the accept loop, which
+    /// returns as soon as it sees the cancellation, so the port is free when this returns.
+    pub(super) async fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.cancel.cancel();
+            let _ = running.accept.await;
+        }
+    }
+}

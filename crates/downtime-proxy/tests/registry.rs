@@ -1,0 +1,148 @@
+//! The registry on real sockets: changes that fail change nothing, and timers stay bounded.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use downtime_model::{ProxyConfig, ProxyRequest, Toxic, ToxicPatch, ToxicRequest};
+use downtime_proxy::Registry;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+fn proxy(v: Value) -> (ProxyConfig, Vec<Toxic>) {
+    serde_json::from_value::<ProxyRequest>(v)
+        .unwrap()
+        .validate(None)
+        .unwrap()
+}
+
+async fn echo() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+async fn echoes(addr: &str) -> bool {
+    let Ok(mut s) = TcpStream::connect(addr).await else {
+        return false;
+    };
+    if s.write_all(b"ping").await.is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 4];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf)).await,
+        Ok(Ok(_))
+    ) && &buf == b"ping"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_populate_puts_back_every_proxy_it_replaced_and_removes_what_it_created() {
+    let registry = Registry::new(Some(1));
+    let up = echo().await;
+    let other = echo().await;
+    let old = registry
+        .create(
+            proxy(json!({"name": "db", "listen": "127.0.0.1:0", "upstream": up.to_string()})).0,
+            vec![],
+        )
+        .await
+        .unwrap();
+    let old_listen = old.config.listen.clone();
+    assert!(echoes(&old_listen).await);
+    // A port in use for the second item: the populate fails after replacing `db`.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_addr = busy.local_addr().unwrap().to_string();
+    let items = vec![
+        proxy(json!({"name": "db", "listen": "127.0.0.1:0", "upstream": other.to_string()})),
+        proxy(json!({"name": "new", "listen": "127.0.0.1:0", "upstream": up.to_string()})),
+        proxy(json!({"name": "cache", "listen": busy_addr, "upstream": up.to_string()})),
+    ];
+    let err = registry.populate(items).await.unwrap_err();
+    assert!(
+        err.error.to_string().contains("address already in use"),
+        "{}",
+        err.error
+    );
+    let names: Vec<String> = registry
+        .list()
+        .await
+        .into_iter()
+        .map(|p| p.config.name)
+        .collect();
+    assert_eq!(names, ["db"], "only the original proxy remains");
+    let db = registry.get("db").await.unwrap();
+    assert_eq!(db.config.upstream, up.to_string());
+    assert_eq!(db.config.listen, old_listen);
+    assert!(
+        echoes(&old_listen).await,
+        "the replaced proxy runs again on its port"
+    );
+
+    // A bad listen for the existing name, and a bad toxic, change nothing either.
+    let items = vec![proxy(
+        json!({"name": "db", "listen": "127.0.0.1:99999x", "upstream": up.to_string()}),
+    )];
+    assert!(registry.populate(items).await.is_err());
+    assert_eq!(
+        registry.get("db").await.unwrap().config.upstream,
+        up.to_string()
+    );
+    assert!(echoes(&old_listen).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttl_updates_keep_one_timer_per_toxic_and_the_last_ttl_wins() {
+    let registry = Registry::new(Some(1));
+    let up = echo().await;
+    registry
+        .create(
+            proxy(json!({"name": "t", "listen": "127.0.0.1:0", "upstream": up.to_string()})).0,
+            vec![],
+        )
+        .await
+        .unwrap();
+    let request: ToxicRequest = serde_json::from_value(
+        json!({"name": "slow", "type": "latency", "attributes": {"latency": 1}, "ttl": 60_000}),
+    )
+    .unwrap();
+    registry.add_toxic("t", request).await.unwrap();
+    let tasks_before = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    for _ in 0..1000 {
+        let patch: ToxicPatch = serde_json::from_value(json!({"ttl": 60_000})).unwrap();
+        registry.update_toxic("t", "slow", patch).await.unwrap();
+    }
+    let tasks_after = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    // Aborted timers end at their next poll; allow a small margin for those in flight.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let settled = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    assert!(
+        settled <= tasks_before + 2,
+        "before {tasks_before}, right after {tasks_after}, settled {settled}"
+    );
+    // The last update's short ttl wins.
+    let patch: ToxicPatch = serde_json::from_value(json!({"ttl": 200})).unwrap();
+    registry.update_toxic("t", "slow", patch).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(registry.toxics("t").await.unwrap().is_empty());
+}
