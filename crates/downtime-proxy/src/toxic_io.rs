@@ -31,9 +31,7 @@ use crate::toxics::{Chain, ChangeOutcome, CloseKind, Item, LinkToxics};
 /// Largest read taken into the toxic pipeline at once (as TCP links do).
 const TOXIC_CHUNK: usize = 32 * 1024;
 /// Reads smaller than this are copied out so queued chunks keep no oversized buffer.
-const COPY_SMALL: usize = 4 * 1024;
-/// A side stops taking bytes while this many wait for their time (backpressure).
-const MAX_QUEUED: usize = 2 * 1024 * 1024;
+const COPY_SMALL: usize = 16 * 1024;
 
 type ChangeFuture = ReusableBoxFuture<'static, watch::Receiver<Arc<Chain>>>;
 /// A precise sleep until an instant, boxed so a side can keep it across polls.
@@ -273,7 +271,7 @@ impl ToxicIo {
         if self.write.ended {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
-        if self.write.toxics.queued_bytes() >= MAX_QUEUED {
+        if !self.write.toxics.accepts_more() {
             // Wait for the queue to drain: the deadline of its front item, or a change.
             loop {
                 if !self.write.watch_changes(cx) {
@@ -281,7 +279,7 @@ impl ToxicIo {
                 }
                 self.write.adopt_changes(&self.reset)?;
                 ready!(self.drive_writes(cx))?;
-                if self.write.toxics.queued_bytes() < MAX_QUEUED {
+                if self.write.toxics.accepts_more() {
                     break;
                 }
             }
@@ -374,7 +372,7 @@ impl AsyncRead for ToxicIo {
                 Some(Item::Close { kind, .. }) => return Poll::Ready(Err(this.fail(kind))),
                 None => {}
             }
-            if !this.read.source_done && this.read.toxics.queued_bytes() < MAX_QUEUED {
+            if !this.read.source_done && this.read.toxics.accepts_more() {
                 let mut chunk = BytesMut::with_capacity(TOXIC_CHUNK);
                 match tokio_util::io::poll_read_buf(Pin::new(&mut this.socket), cx, &mut chunk) {
                     Poll::Ready(Ok(0)) => {
@@ -384,12 +382,16 @@ impl AsyncRead for ToxicIo {
                     }
                     Poll::Ready(Ok(n)) => {
                         count(&this.stats.upstream.received, n);
-                        let chunk = if n < COPY_SMALL {
-                            Bytes::copy_from_slice(&chunk)
+                        // The queue is charged what the buffer holds, not what it carries.
+                        let (chunk, capacity) = if n < COPY_SMALL {
+                            (Bytes::copy_from_slice(&chunk), n)
                         } else {
-                            chunk.freeze()
+                            let capacity = chunk.capacity();
+                            (chunk.freeze(), capacity)
                         };
-                        this.read.toxics.on_chunk(chunk, Instant::now());
+                        this.read
+                            .toxics
+                            .on_chunk_in(chunk, capacity, Instant::now());
                         continue;
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
