@@ -21,7 +21,7 @@ mod tcp;
 mod toxic_io;
 pub mod toxics;
 
-pub use registry::{PopulateError, ProxyCounters, Registry, ToxicExpired};
 pub use http::HttpCounters;
+pub use registry::{PopulateError, ProxyCounters, Registry, ToxicExpired};
 pub use tcp::ProxyStats;
 pub use tcp::pipe::DirectionStats;
