@@ -180,6 +180,41 @@ impl std::fmt::Display for Problem {
     }
 }
 
+/// The largest values a drill file accepts (documented in `docs/drills.md`).
+///
+/// Every duration of a drill becomes a deadline (`start + baseline + step.at + ...`) and every
+/// count a loop or an allocation, so each is bounded here, at `drill check`, and the runner's
+/// arithmetic on a valid plan cannot overflow: the whole planned length is at most
+/// `MAX_PHASE × 4` (baseline, step start, step duration, recovery), about four days.
+pub mod limits {
+    use std::time::Duration;
+
+    /// `baseline`, `recovery`, a step's `at` and `duration`, `stop.window`: 24 h.
+    pub const MAX_PHASE: Duration = Duration::from_secs(86_400);
+    /// A probe's `interval`, `timeout` and `expect.latency`, `verdict` `p95`/`p99`: 1 h.
+    pub const MAX_PROBE: Duration = Duration::from_secs(3_600);
+    /// Number of `[[probe]]` tables.
+    pub const MAX_PROBES: usize = 100;
+    /// Number of `[[step]]` tables.
+    pub const MAX_STEPS: usize = 1_000;
+    /// Number of `[[step.fault]]` tables in one step.
+    pub const MAX_FAULTS_PER_STEP: usize = 100;
+    /// A fault's `first_n` and `every_nth`.
+    pub const MAX_COUNT: u64 = 1_000_000_000_000;
+}
+
+/// `d` as text for messages: `24h`, `1h`, `90s`, `250ms`.
+fn show(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(3_600_000) && ms > 0 {
+        format!("{}h", ms / 3_600_000)
+    } else if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
 /// Parses a duration such as `250ms`, `2s`, `1.5s`, `3m` or `1h` (a bare number is seconds).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
@@ -266,14 +301,37 @@ impl<'t> Walker<'t> {
         }
     }
 
-    fn duration(&mut self, table: &Table<'_>, path: &str, key: &str) -> Option<Duration> {
+    /// A duration of at most `max`; a bare integer is seconds.
+    fn duration(
+        &mut self,
+        table: &Table<'_>,
+        path: &str,
+        key: &str,
+        max: Duration,
+    ) -> Option<Duration> {
         let v = get(table, key)?;
         let parsed = match v.get_ref() {
-            DeValue::String(s) => parse_duration(s),
-            DeValue::Integer(i) => match i.as_str().parse::<i64>() {
-                Ok(n) if n >= 0 => Ok(Duration::from_secs(n.unsigned_abs())),
-                _ => Err(format!("duration must not be negative, got {}", i.as_str())),
-            },
+            DeValue::String(s) => parse_duration(s).and_then(|d| {
+                if d <= max {
+                    Ok(d)
+                } else {
+                    Err(format!("must be at most {}, got {s:?}", show(max)))
+                }
+            }),
+            DeValue::Integer(i) => {
+                let text = i.as_str().replace('_', "");
+                match text.parse::<i64>() {
+                    Ok(n) if n < 0 => Err(format!("duration must not be negative, got {text}")),
+                    Ok(n) if n.unsigned_abs() <= max.as_secs() => {
+                        Ok(Duration::from_secs(n.unsigned_abs()))
+                    }
+                    _ => Err(format!(
+                        "must be at most {} ({} seconds), got {text}",
+                        show(max),
+                        max.as_secs()
+                    )),
+                }
+            }
             other => Err(format!(
                 "expected a duration like \"500ms\", got {}",
                 other.type_str()
@@ -338,6 +396,32 @@ impl<'t> Walker<'t> {
                 self.problem(v.span().start, join(path, key), e);
                 None
             }
+        }
+    }
+
+    /// An integer of at most [`limits::MAX_COUNT`].
+    fn count(&mut self, table: &Table<'_>, path: &str, key: &str) -> Option<u64> {
+        let n = self.integer(table, path, key)?;
+        if n > limits::MAX_COUNT {
+            let at = get(table, key).map_or(0, |v| v.span().start);
+            self.problem(
+                at,
+                join(path, key),
+                format!("must be at most {}, got {n}", limits::MAX_COUNT),
+            );
+            return None;
+        }
+        Some(n)
+    }
+
+    /// Reports more than `max` tables of an array.
+    fn at_most(&mut self, items: usize, max: usize, at: usize, key: String, what: &str) {
+        if items > max {
+            self.problem(
+                at,
+                key,
+                format!("at most {max} {what}, got {items}"),
+            );
         }
     }
 
@@ -468,8 +552,8 @@ fn thresholds(w: &mut Walker<'_>, table: &Table<'_>, path: &str) -> Thresholds {
     w.known_keys(table, path, &["availability", "p95", "p99"]);
     Thresholds {
         availability: w.percent(table, path, "availability"),
-        p95: w.duration(table, path, "p95"),
-        p99: w.duration(table, path, "p99"),
+        p95: w.duration(table, path, "p95", limits::MAX_PROBE),
+        p99: w.duration(table, path, "p99", limits::MAX_PROBE),
     }
 }
 
@@ -547,14 +631,14 @@ fn probe(w: &mut Walker<'_>, table: &Table<'_>, path: &str, at: usize) -> Option
     let headers = w.string_map(table, path, "headers");
     let body = w.str(table, path, "body");
     let interval = w
-        .duration(table, path, "interval")
+        .duration(table, path, "interval", limits::MAX_PROBE)
         .unwrap_or(Duration::from_millis(500));
     if interval.is_zero() {
         let off = get(table, "interval").map_or(at, |v| v.span().start);
         w.problem(off, join(path, "interval"), "must be greater than 0");
     }
     let timeout = w
-        .duration(table, path, "timeout")
+        .duration(table, path, "timeout", limits::MAX_PROBE)
         .unwrap_or(Duration::from_secs(2));
     let mut expect = Expect {
         status: vec![(200, 299)],
@@ -565,7 +649,7 @@ fn probe(w: &mut Walker<'_>, table: &Table<'_>, path: &str, at: usize) -> Option
         w.known_keys(e, &p, &["status", "body_contains", "json", "latency"]);
         expect.status = status_ranges(w, e, &p);
         expect.body_contains = w.str(e, &p, "body_contains");
-        expect.latency = w.duration(e, &p, "latency");
+        expect.latency = w.duration(e, &p, "latency", limits::MAX_PROBE);
         if let Some(j) = w.table(e, &p, "json") {
             for (k, v) in j.iter() {
                 let pointer = k.get_ref().to_string();
@@ -643,8 +727,8 @@ fn fault(w: &mut Walker<'_>, table: &Table<'_>, path: &str, at: usize) -> Option
         toxicity: toxicity.map(|t| t as f32),
         attributes: get(table, "attributes").map(|v| to_json(v.get_ref())),
         matcher: None,
-        first_n: w.integer(table, path, "first_n"),
-        every_nth: w.integer(table, path, "every_nth"),
+        first_n: w.count(table, path, "first_n"),
+        every_nth: w.count(table, path, "every_nth"),
         ttl: None,
     };
     let mut request = request;
@@ -724,10 +808,10 @@ impl DrillPlan {
         };
         let seed = w.integer(root, "", "seed").unwrap_or(1);
         let baseline = w
-            .duration(root, "", "baseline")
+            .duration(root, "", "baseline", limits::MAX_PHASE)
             .unwrap_or(Duration::from_secs(5));
         let recovery = w
-            .duration(root, "", "recovery")
+            .duration(root, "", "recovery", limits::MAX_PHASE)
             .unwrap_or(Duration::from_secs(5));
 
         let mut proxies = Vec::new();
@@ -751,7 +835,16 @@ impl DrillPlan {
         }
 
         let mut probes = Vec::new();
-        for (i, (at, t)) in w.tables(root, "", "probe").into_iter().enumerate() {
+        let probe_tables = w.tables(root, "", "probe");
+        let first = probe_tables.first().map_or(0, |(at, _)| *at);
+        w.at_most(
+            probe_tables.len(),
+            limits::MAX_PROBES,
+            first,
+            "probe".to_owned(),
+            "probes per drill file",
+        );
+        for (i, (at, t)) in probe_tables.into_iter().enumerate() {
             if let Some(p) = probe(&mut w, t, &format!("probe[{i}]"), at) {
                 probes.push(p);
             }
@@ -766,7 +859,16 @@ impl DrillPlan {
 
         let mut steps: Vec<Step> = Vec::new();
         let mut step_lines = Vec::new();
-        for (i, (at, t)) in w.tables(root, "", "step").into_iter().enumerate() {
+        let step_tables = w.tables(root, "", "step");
+        let first = step_tables.first().map_or(0, |(at, _)| *at);
+        w.at_most(
+            step_tables.len(),
+            limits::MAX_STEPS,
+            first,
+            "step".to_owned(),
+            "steps per drill file",
+        );
+        for (i, (at, t)) in step_tables.into_iter().enumerate() {
             let path = format!("step[{i}]");
             w.known_keys(t, &path, &["name", "at", "duration", "fault", "ramp"]);
             let name = w
@@ -779,8 +881,10 @@ impl DrillPlan {
                     format!("step name {name:?} is used twice"),
                 );
             }
-            let start = w.duration(t, &path, "at").unwrap_or(Duration::ZERO);
-            let duration = w.duration(t, &path, "duration");
+            let start = w
+                .duration(t, &path, "at", limits::MAX_PHASE)
+                .unwrap_or(Duration::ZERO);
+            let duration = w.duration(t, &path, "duration", limits::MAX_PHASE);
             if get(t, "duration").is_none() {
                 w.problem(
                     at,
@@ -789,7 +893,15 @@ impl DrillPlan {
                 );
             }
             let mut faults = Vec::new();
-            for (j, (fat, ft)) in w.tables(t, &path, "fault").into_iter().enumerate() {
+            let fault_tables = w.tables(t, &path, "fault");
+            w.at_most(
+                fault_tables.len(),
+                limits::MAX_FAULTS_PER_STEP,
+                at,
+                join(&path, "fault"),
+                "faults in one step",
+            );
+            for (j, (fat, ft)) in fault_tables.into_iter().enumerate() {
                 if let Some(f) = fault(&mut w, ft, &format!("{path}.fault[{j}]"), fat) {
                     faults.push(f);
                 }
@@ -920,7 +1032,7 @@ impl DrillPlan {
             w.known_keys(t, "stop", &["window", "availability_below"]);
             Some(StopCondition {
                 window: w
-                    .duration(t, "stop", "window")
+                    .duration(t, "stop", "window", limits::MAX_PHASE)
                     .unwrap_or(Duration::from_secs(10)),
                 availability_below: w.percent(t, "stop", "availability_below")?,
             })

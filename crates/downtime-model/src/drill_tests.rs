@@ -1,4 +1,5 @@
 use super::*;
+use proptest::prelude::Strategy as _;
 
 const GOOD: &str = r#"
 name = "checkout survives payments maintenance"
@@ -191,4 +192,165 @@ type = "nope"
         !all.contains("invalid toxic type"),
         "one problem per mistake: {all}"
     );
+}
+
+/// A drill with one probe and one step, and `extra` appended at the top level.
+fn minimal(top: &str, step: &str, probe: &str) -> String {
+    format!(
+        r#"{top}
+[[probe]]
+url = "http://127.0.0.1:1/"
+{probe}
+
+[[step]]
+{step}
+[[step.fault]]
+proxy = "p"
+type = "latency"
+"#
+    )
+}
+
+/// Issue 10: `baseline = 9223372036854775807` used to parse, then the runner's
+/// `start + baseline` panicked (a scheduled drill would have left its proxy locked).
+#[test]
+fn issue_10_a_huge_baseline_is_refused_naming_the_field_and_the_maximum() {
+    let text = minimal("baseline = 9223372036854775807", "duration = \"1s\"", "");
+    let problems = DrillPlan::parse(&text).unwrap_err();
+    let all: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    let all = all.join("\n");
+    assert!(
+        all.contains("line 1: baseline: must be at most 24h (86400 seconds)"),
+        "{all}"
+    );
+    assert_eq!(problems.len(), 1, "{all}");
+    // At the maximum it is fine, and the plan's arithmetic holds.
+    let ok = minimal("baseline = 86400", "duration = \"24h\"", "");
+    let plan = DrillPlan::parse(&ok).unwrap();
+    assert_eq!(plan.total(), Duration::from_secs(2 * 86_400 + 5));
+}
+
+#[test]
+fn every_duration_and_count_has_a_maximum() {
+    for (top, step, probe, field) in [
+        ("recovery = \"25h\"", "duration = \"1s\"", "", "recovery"),
+        ("", "duration = \"1s\"\nat = 86401", "", "step[0].at"),
+        ("", "duration = \"1e9s\"", "", "step[0].duration"),
+        (
+            "",
+            "duration = \"1s\"",
+            "interval = \"2h\"",
+            "probe[0].interval",
+        ),
+        (
+            "",
+            "duration = \"1s\"",
+            "timeout = 99999999",
+            "probe[0].timeout",
+        ),
+        (
+            "",
+            "duration = \"1s\"",
+            "expect = { latency = \"61m\" }",
+            "probe[0].expect.latency",
+        ),
+        (
+            "[verdict]\nfaults = { p95 = \"2h\" }",
+            "duration = \"1s\"",
+            "",
+            "verdict.faults.p95",
+        ),
+        (
+            "[stop]\nwindow = \"8d\"\navailability_below = 1",
+            "duration = \"1s\"",
+            "",
+            "stop.window",
+        ),
+    ] {
+        // Top-level tables must come last in TOML: put them after the steps.
+        let text = if top.starts_with('[') {
+            format!("{}\n{top}\n", minimal("", step, probe))
+        } else {
+            minimal(top, step, probe)
+        };
+        let problems = DrillPlan::parse(&text).unwrap_err();
+        let all: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert!(
+            problems.iter().any(|p| p.key == field),
+            "{field}: {}",
+            all.join("\n")
+        );
+    }
+    let text = minimal(
+        "",
+        "duration = \"1s\"\n[[step.fault]]\nproxy = \"p\"\ntype = \"status\"\nfirst_n = 1000000000001",
+        "",
+    );
+    let problems = DrillPlan::parse(&text).unwrap_err();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.key == "step[0].fault[0].first_n" && p.message.contains("at most")),
+        "{problems:?}"
+    );
+    let many: String = (0..=limits::MAX_PROBES)
+        .map(|i| format!("[[probe]]\nurl = \"http://127.0.0.1:{}/\"\n", i + 1))
+        .collect();
+    let problems = DrillPlan::parse(&many).unwrap_err();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.key == "probe" && p.message.contains("at most 100")),
+        "{problems:?}"
+    );
+}
+
+proptest::proptest! {
+    /// Any integer or string duration either is refused naming its field, or yields a plan
+    /// whose deadlines (`start + baseline + fault window + recovery`, probe ticks) cannot
+    /// overflow even a century into a clock.
+    #[test]
+    fn any_duration_validates_to_safe_deadlines_or_is_refused_by_name(
+        value in proptest::prop_oneof![
+            proptest::prelude::any::<i64>().prop_map(|n| n.to_string()),
+            (0u64..200_000).prop_map(|n| n.to_string()),
+            (0u64..200_000, 0usize..4).prop_map(|(n, u)| format!("\"{n}{}\"", ["ms", "s", "m", "h"][u])),
+            proptest::prelude::any::<f64>().prop_map(|f| format!("\"{f}s\"")),
+        ],
+        which in 0usize..6,
+    ) {
+        let (top, step, probe, field) = match which {
+            0 => (format!("baseline = {value}"), "duration = \"1s\"".to_owned(), String::new(), "baseline"),
+            1 => (format!("recovery = {value}"), "duration = \"1s\"".to_owned(), String::new(), "recovery"),
+            2 => (String::new(), format!("duration = \"1s\"\nat = {value}"), String::new(), "step[0].at"),
+            3 => (String::new(), format!("duration = {value}"), String::new(), "step[0].duration"),
+            4 => (String::new(), "duration = \"1s\"".to_owned(), format!("interval = {value}"), "probe[0].interval"),
+            _ => (String::new(), "duration = \"1s\"".to_owned(), format!("timeout = {value}"), "probe[0].timeout"),
+        };
+        let text = minimal(&top, &step, &probe);
+        match DrillPlan::parse(&text) {
+            Err(problems) => {
+                proptest::prop_assert!(
+                    problems.iter().any(|p| p.key == field),
+                    "{:?}", problems
+                );
+            }
+            Ok(plan) => {
+                let century = Duration::from_secs(100 * 365 * 86_400);
+                let total = plan
+                    .baseline
+                    .checked_add(plan.fault_window())
+                    .and_then(|d| d.checked_add(plan.recovery));
+                proptest::prop_assert!(total.is_some());
+                let total = total.unwrap();
+                proptest::prop_assert!(total <= limits::MAX_PHASE * 4);
+                proptest::prop_assert!(century.checked_add(total).is_some());
+                for p in &plan.probes {
+                    proptest::prop_assert!(p.interval <= limits::MAX_PROBE);
+                    proptest::prop_assert!(p.timeout <= limits::MAX_PROBE);
+                    proptest::prop_assert!(century.checked_add(total + p.timeout).is_some());
+                }
+            }
+        }
+    }
 }

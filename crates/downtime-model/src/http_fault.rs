@@ -271,6 +271,37 @@ fn decode<T: serde::de::DeserializeOwned>(attributes: &Value) -> Result<T, Error
     })
 }
 
+/// The largest value each numeric attribute accepts (documented in `docs/compatibility.md`).
+///
+/// Every attribute that becomes a `Duration`, a deadline or a rate is checked against one of
+/// these when the fault is created or updated, so the data plane's arithmetic on them
+/// (`Instant + Duration`, ms → ns, KB/s → B/s) cannot overflow, and a mistyped huge value is
+/// refused with 400 naming the field instead of meaning "at once" or "never".
+pub mod limits {
+    /// `http_latency`'s `latency` and `jitter`, `rate_limit`'s `period_ms`: 24 h in ms.
+    pub const MAX_DELAY_MS: u64 = 86_400_000;
+    /// `router_timeout`'s `timeout` and `idle`: 24 h in seconds.
+    pub const MAX_ROUTER_SECS: u64 = 86_400;
+    /// `maintenance`'s `retry_after`: 7 days in seconds.
+    pub const MAX_RETRY_AFTER_SECS: u64 = 604_800;
+    /// `rate_limit`'s `limit` and `burst`: one billion requests.
+    pub const MAX_REQUESTS: u64 = 1_000_000_000;
+    /// `slow_body`'s `rate`: 10,000,000 KB/s (10 GB/s).
+    pub const MAX_BODY_RATE: u64 = 10_000_000;
+}
+
+/// Refuses `value` outside `min..=max`, naming the field, the range and the unit.
+fn check_range(field: &str, value: u64, min: u64, max: u64, unit: &str) -> Result<(), Error> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            field,
+            format!("must be within {min}..{max} ({unit}), got {value}"),
+        ))
+    }
+}
+
 fn check_status(field: &str, status: u16) -> Result<(), Error> {
     match status {
         200..=599 => Ok(()),
@@ -338,6 +369,15 @@ impl HttpAction {
             "maintenance" => decode::<Maintenance>(attributes).and_then(|m| {
                 check_status("attributes.status", m.status)?;
                 check_headers("attributes.headers", &m.headers)?;
+                if let Some(secs) = m.retry_after {
+                    check_range(
+                        "attributes.retry_after",
+                        secs,
+                        0,
+                        limits::MAX_RETRY_AFTER_SECS,
+                        "seconds",
+                    )?;
+                }
                 Ok(HttpAction::Maintenance(m))
             }),
             "status" => decode::<StatusReply>(attributes).and_then(|s| {
@@ -345,51 +385,69 @@ impl HttpAction {
                 check_headers("attributes.headers", &s.headers)?;
                 Ok(HttpAction::Status(s))
             }),
-            "http_latency" => decode(attributes).map(HttpAction::Latency),
+            "http_latency" => decode::<RequestLatency>(attributes).and_then(|l| {
+                check_range(
+                    "attributes.latency",
+                    l.latency,
+                    0,
+                    limits::MAX_DELAY_MS,
+                    "ms",
+                )?;
+                check_range("attributes.jitter", l.jitter, 0, limits::MAX_DELAY_MS, "ms")?;
+                Ok(HttpAction::Latency(l))
+            }),
             "abort" => decode(attributes).map(HttpAction::Abort),
             "rate_limit" => decode::<RateLimit>(attributes).and_then(|r| {
-                if r.limit == 0 {
-                    return Err(Error::invalid(
-                        "attributes.limit",
-                        "must be at least 1, got 0",
-                    ));
-                }
-                if r.period_ms == 0 {
-                    return Err(Error::invalid(
-                        "attributes.period_ms",
-                        "must be at least 1, got 0",
-                    ));
-                }
+                check_range(
+                    "attributes.limit",
+                    r.limit,
+                    1,
+                    limits::MAX_REQUESTS,
+                    "requests",
+                )?;
+                check_range(
+                    "attributes.period_ms",
+                    r.period_ms,
+                    1,
+                    limits::MAX_DELAY_MS,
+                    "ms",
+                )?;
                 if let Some(name) = r.key_header.as_deref().filter(|h| !is_token(h)) {
                     return Err(Error::invalid(
                         "attributes.key_header",
                         format!("invalid header name {name:?}"),
                     ));
                 }
-                if r.burst == Some(0) {
-                    return Err(Error::invalid(
+                if let Some(burst) = r.burst {
+                    check_range(
                         "attributes.burst",
-                        "must be at least 1, got 0",
-                    ));
+                        burst,
+                        1,
+                        limits::MAX_REQUESTS,
+                        "requests",
+                    )?;
                 }
                 Ok(HttpAction::RateLimit(r))
             }),
             "router_timeout" => decode::<RouterTimeout>(attributes).and_then(|r| {
-                if r.timeout == 0 || r.idle == 0 {
-                    return Err(Error::invalid(
-                        "attributes.timeout",
-                        "timeout and idle must be at least 1 second",
-                    ));
-                }
+                check_range(
+                    "attributes.timeout",
+                    r.timeout,
+                    1,
+                    limits::MAX_ROUTER_SECS,
+                    "seconds",
+                )?;
+                check_range(
+                    "attributes.idle",
+                    r.idle,
+                    1,
+                    limits::MAX_ROUTER_SECS,
+                    "seconds",
+                )?;
                 Ok(HttpAction::RouterTimeout(r))
             }),
             "slow_body" => decode::<SlowBody>(attributes).and_then(|s| {
-                if s.rate == 0 {
-                    return Err(Error::invalid(
-                        "attributes.rate",
-                        "must be at least 1 KB/s, got 0",
-                    ));
-                }
+                check_range("attributes.rate", s.rate, 1, limits::MAX_BODY_RATE, "KB/s")?;
                 Ok(HttpAction::SlowBody(s))
             }),
             _ => return None,
@@ -517,6 +575,133 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("stauts"), "{err}");
         assert!(HttpAction::parse("latency", &json!({})).is_none());
+    }
+
+    /// Issue 10: `idle = 18446744073709551615` used to be accepted, and the deadline
+    /// `now + idle` overflowed into "cut the body at once".
+    #[test]
+    fn issue_10_router_timeout_huge_idle_is_refused_naming_the_field_and_the_maximum() {
+        let err = HttpAction::parse("router_timeout", &json!({"idle": u64::MAX}))
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.status(), 400);
+        let text = err.to_string();
+        assert!(
+            text.contains("attributes.idle") && text.contains("86400"),
+            "{text}"
+        );
+        let err = HttpAction::parse("router_timeout", &json!({"idle": 0}))
+            .unwrap()
+            .unwrap_err();
+        assert!(err.to_string().contains("attributes.idle"), "{err}");
+        assert!(
+            HttpAction::parse("router_timeout", &json!({"idle": 86_400}))
+                .unwrap()
+                .is_ok()
+        );
+        // The other numbers have their maximum too.
+        for (kind, attrs, field) in [
+            (
+                "http_latency",
+                json!({"latency": 86_400_001u64}),
+                "attributes.latency",
+            ),
+            (
+                "http_latency",
+                json!({"jitter": u64::MAX}),
+                "attributes.jitter",
+            ),
+            (
+                "rate_limit",
+                json!({"limit": 1, "period_ms": u64::MAX}),
+                "attributes.period_ms",
+            ),
+            ("rate_limit", json!({"limit": u64::MAX}), "attributes.limit"),
+            (
+                "rate_limit",
+                json!({"limit": 1, "burst": u64::MAX}),
+                "attributes.burst",
+            ),
+            (
+                "router_timeout",
+                json!({"timeout": u64::MAX}),
+                "attributes.timeout",
+            ),
+            ("slow_body", json!({"rate": u64::MAX}), "attributes.rate"),
+            (
+                "maintenance",
+                json!({"retry_after": u64::MAX}),
+                "attributes.retry_after",
+            ),
+        ] {
+            let err = HttpAction::parse(kind, &attrs).unwrap().unwrap_err();
+            assert_eq!(err.status(), 400, "{kind} {attrs}");
+            assert!(err.to_string().contains(field), "{kind} {attrs}: {err}");
+        }
+    }
+
+    /// Roughly a century of uptime: a monotonic clock reading no process will exceed.
+    const CENTURY: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
+
+    /// A deadline `delay` after a clock reading of a century cannot overflow, and the delay
+    /// fits in nanoseconds as a u64 (what timers store).
+    fn deadline_fits(delay: std::time::Duration) -> bool {
+        CENTURY.checked_add(delay).is_some() && u64::try_from(delay.as_nanos()).is_ok()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_number_validates_to_safe_arithmetic_or_is_refused_by_name(
+            value in proptest::prop_oneof![
+                proptest::prelude::any::<u64>(),
+                0u64..100_000_000,
+                proptest::prelude::Just(u64::MAX),
+            ],
+            which in 0usize..9,
+        ) {
+            let (kind, attrs, field) = match which {
+                0 => ("http_latency", json!({"latency": value}), "attributes.latency"),
+                1 => ("http_latency", json!({"jitter": value, "distribution": "normal"}), "attributes.jitter"),
+                2 => ("rate_limit", json!({"limit": value}), "attributes.limit"),
+                3 => ("rate_limit", json!({"limit": 1, "period_ms": value}), "attributes.period_ms"),
+                4 => ("rate_limit", json!({"limit": 1, "burst": value}), "attributes.burst"),
+                5 => ("router_timeout", json!({"timeout": value}), "attributes.timeout"),
+                6 => ("router_timeout", json!({"idle": value}), "attributes.idle"),
+                7 => ("slow_body", json!({"rate": value}), "attributes.rate"),
+                _ => ("maintenance", json!({"retry_after": value}), "attributes.retry_after"),
+            };
+            match HttpAction::parse(kind, &attrs).unwrap() {
+                Err(e) => {
+                    proptest::prop_assert_eq!(e.status(), 400);
+                    proptest::prop_assert!(e.to_string().contains(field), "{}", e);
+                }
+                Ok(HttpAction::Latency(l)) => {
+                    let worst = std::time::Duration::from_millis(l.latency)
+                        .checked_add(std::time::Duration::from_millis(l.jitter).checked_mul(10).unwrap());
+                    proptest::prop_assert!(worst.is_some_and(deadline_fits));
+                }
+                Ok(HttpAction::RateLimit(r)) => {
+                    proptest::prop_assert!(deadline_fits(std::time::Duration::from_millis(r.period_ms)));
+                    let per_ms = r.limit as f64 / r.period_ms as f64;
+                    proptest::prop_assert!(per_ms.is_finite() && per_ms > 0.0);
+                    proptest::prop_assert!(r.burst.unwrap_or(r.limit) <= limits::MAX_REQUESTS);
+                }
+                Ok(HttpAction::RouterTimeout(r)) => {
+                    proptest::prop_assert!(deadline_fits(std::time::Duration::from_secs(r.timeout)));
+                    proptest::prop_assert!(deadline_fits(std::time::Duration::from_secs(r.idle)));
+                }
+                Ok(HttpAction::SlowBody(s)) => {
+                    // Bytes per second, and bytes per 100 ms tick times a 64 KiB chunk.
+                    let bytes = s.rate.checked_mul(1000);
+                    proptest::prop_assert!(bytes.and_then(|b| b.checked_mul(65_536)).is_some());
+                }
+                Ok(HttpAction::Maintenance(m)) => {
+                    let secs = m.retry_after.unwrap_or(0);
+                    proptest::prop_assert!(deadline_fits(std::time::Duration::from_secs(secs)));
+                }
+                Ok(other) => proptest::prop_assert!(false, "{:?}", other),
+            }
+        }
     }
 
     #[test]

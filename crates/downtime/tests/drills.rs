@@ -1158,3 +1158,39 @@ fn setup_errors_exit_2_and_undo_what_was_set_up() {
         ran.stderr
     );
 }
+
+/// Issue 10: a drill whose baseline overflows every clock parsed, then panicked in the runner
+/// (a scheduled one would have left its proxy locked). `drill check` now refuses it with
+/// exit 2, naming the field and the maximum.
+#[test]
+fn issue_10_drill_check_refuses_a_huge_baseline_naming_the_field_and_the_maximum() {
+    let dir = scratch("huge-baseline");
+    std::fs::write(
+        dir.join("drill.toml"),
+        r#"baseline = 9223372036854775807
+
+[[probe]]
+url = "http://127.0.0.1:1/"
+
+[[step]]
+duration = "1s"
+[[step.fault]]
+proxy = "api"
+type = "maintenance"
+"#,
+    )
+    .unwrap();
+    let check = downtime()
+        .current_dir(&dir)
+        .args(["drill", "check", "drill.toml"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "drill.toml:1: baseline: must be at most 24h (86400 seconds), got 9223372036854775807"
+        ),
+        "{stderr}"
+    );
+}
