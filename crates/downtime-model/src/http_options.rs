@@ -21,6 +21,15 @@ pub const DEFAULT_MAX_HEADERS: u32 = 200;
 /// Largest accepted `max_headers`.
 pub const MAX_HEADERS_LIMIT: u32 = 1000;
 
+/// Default time a client has to send a whole request head, from accept and again after
+/// each answer (so it is also the idle keep-alive timeout), like nginx's
+/// `client_header_timeout` order.
+pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
+/// Default time a request body may go without a byte before the request gets a 408.
+pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 30_000;
+/// Largest accepted header and body timeout (10 minutes).
+pub const MAX_TIMEOUT_MS: u64 = 600_000;
+
 /// Which `Host` the upstream sees.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -63,6 +72,10 @@ pub struct HttpOptions {
     pub max_head_bytes: u32,
     /// Most header lines accepted (431 beyond).
     pub max_headers: u32,
+    /// Milliseconds a client has to send a request head (connection closed after).
+    pub header_timeout_ms: u64,
+    /// Milliseconds a request body may go without a byte (408 after).
+    pub body_timeout_ms: u64,
 }
 
 impl Default for HttpOptions {
@@ -75,6 +88,8 @@ impl Default for HttpOptions {
             max_uri_bytes: DEFAULT_MAX_URI_BYTES,
             max_head_bytes: DEFAULT_MAX_HEAD_BYTES,
             max_headers: DEFAULT_MAX_HEADERS,
+            header_timeout_ms: DEFAULT_HEADER_TIMEOUT_MS,
+            body_timeout_ms: DEFAULT_BODY_TIMEOUT_MS,
         }
     }
 }
@@ -104,6 +119,12 @@ pub struct HttpOptionsRequest {
     /// At most [`MAX_HEADERS_LIMIT`].
     #[serde(default)]
     pub max_headers: Option<u32>,
+    /// 100 ms to [`MAX_TIMEOUT_MS`].
+    #[serde(default)]
+    pub header_timeout_ms: Option<u64>,
+    /// 100 ms to [`MAX_TIMEOUT_MS`].
+    #[serde(default)]
+    pub body_timeout_ms: Option<u64>,
 }
 
 impl HttpOptionsRequest {
@@ -119,7 +140,27 @@ impl HttpOptionsRequest {
             }
             Ok(v)
         };
+        let timeout = |field: &str, value: Option<u64>, current: u64| {
+            let v = value.unwrap_or(current);
+            if !(100..=MAX_TIMEOUT_MS).contains(&v) {
+                return Err(Error::invalid(
+                    format!("http.{field}"),
+                    format!("expected 100 to {MAX_TIMEOUT_MS} (ms), got {v}"),
+                ));
+            }
+            Ok(v)
+        };
         Ok(HttpOptions {
+            header_timeout_ms: timeout(
+                "header_timeout_ms",
+                self.header_timeout_ms,
+                base.header_timeout_ms,
+            )?,
+            body_timeout_ms: timeout(
+                "body_timeout_ms",
+                self.body_timeout_ms,
+                base.body_timeout_ms,
+            )?,
             host: self.host.unwrap_or(base.host),
             forwarded: self.forwarded.unwrap_or(base.forwarded),
             rewrite_location: self.rewrite_location.unwrap_or(base.rewrite_location),

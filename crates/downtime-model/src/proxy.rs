@@ -24,6 +24,23 @@ pub struct ProxyConfig {
     /// How an HTTP proxy forwards; `None` for TCP proxies (and then not rendered).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpOptions>,
+    /// Most client connections open at once; `None` means [`DEFAULT_MAX_CONNECTIONS`]
+    /// (rendered only when set). Past it a TCP proxy stops accepting (clients wait in the
+    /// backlog) and an HTTP proxy answers 503.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+}
+
+/// Connections a proxy keeps open at once unless told otherwise.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 16_384;
+/// Largest accepted `max_connections`.
+pub const MAX_CONNECTIONS_LIMIT: u32 = 1_000_000;
+
+impl ProxyConfig {
+    /// The connection cap in effect.
+    pub fn connection_cap(&self) -> u32 {
+        self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS)
+    }
 }
 
 /// What a proxy speaks.
@@ -111,6 +128,9 @@ pub struct ProxyRequest {
     /// HTTP options (HTTP proxies only).
     #[serde(default)]
     pub http: Option<HttpOptionsRequest>,
+    /// Most client connections at once (1 to [`MAX_CONNECTIONS_LIMIT`]).
+    #[serde(default)]
+    pub max_connections: Option<u32>,
 }
 
 impl ProxyRequest {
@@ -146,6 +166,14 @@ impl ProxyRequest {
             }
             (Protocol::Tcp, None) => None,
         };
+        if let Some(n) = self.max_connections
+            && !(1..=MAX_CONNECTIONS_LIMIT).contains(&n)
+        {
+            return Err(Error::invalid(
+                "max_connections",
+                format!("expected 1 to {MAX_CONNECTIONS_LIMIT}, got {n}"),
+            ));
+        }
         let mut toxics: Vec<Toxic> = Vec::new();
         for (i, request) in self.toxics.unwrap_or_default().into_iter().enumerate() {
             let toxic = request
@@ -176,6 +204,7 @@ impl ProxyRequest {
                 enabled: self.enabled.unwrap_or(true),
                 protocol,
                 http,
+                max_connections: self.max_connections,
             },
             toxics,
         ))

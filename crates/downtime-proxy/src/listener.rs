@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use downtime_model::Error;
-use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::watch;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -103,6 +104,36 @@ pub(crate) struct AcceptContext {
     pub(crate) seed: u64,
     /// For HTTP proxies: the state every connection shares.
     pub(crate) http: Option<Arc<HttpShared>>,
+    /// One permit per connection the proxy may hold open (its `max_connections`).
+    pub(crate) slots: Arc<Semaphore>,
+    /// Bounds the tasks that answer 503 over the cap, so a flood cannot pile them up.
+    pub(crate) refusals: Arc<Semaphore>,
+}
+
+/// Refusals of an HTTP proxy being written at once, past which extra connections are just
+/// closed.
+pub(crate) const MAX_REFUSALS: usize = 64;
+
+/// The body of an HTTP proxy's answer at its connection cap.
+const OVERLOADED_BODY: &str = "{\"id\": \"overloaded\", \"message\": \"this downtime proxy is at its max_connections; try again when a connection closes\"}";
+
+/// Answers 503 and closes, giving a slow client at most a second.
+async fn refuse_overloaded(mut client: TcpStream) {
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{OVERLOADED_BODY}",
+        OVERLOADED_BODY.len()
+    );
+    let write = async {
+        client.write_all(answer.as_bytes()).await?;
+        client.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+}
+
+/// The pause after a failed accept: doubles from 10 ms up to 1 s while accepts keep
+/// failing (for example out of descriptors), so the loop never spins.
+fn backoff(failures: u32) -> Duration {
+    Duration::from_millis(10u64.saturating_mul(1 << failures.min(7)).min(1000))
 }
 
 /// Accepts clients until `cancel` fires; each connection runs in its own tracked task.
@@ -115,16 +146,40 @@ pub(crate) async fn accept_loop(
     let Some(listener) = register(listener) else {
         return;
     };
+    let mut failures = 0u32;
     loop {
+        // A TCP proxy at its cap stops accepting: new clients wait in the backlog.
+        let tcp_slot = if ctx.http.is_none() {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                permit = ctx.slots.clone().acquire_owned() => match permit {
+                    Ok(p) => Some(p),
+                    Err(_) => return,
+                },
+            }
+        } else {
+            None
+        };
         let accepted = tokio::select! {
             () = cancel.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         match accepted {
             Ok((client, peer)) => {
+                failures = 0;
                 let n = ctx.sequence.fetch_add(1, Ordering::Relaxed);
                 let seed = mix(ctx.seed ^ ctx.name_hash, n);
                 if let Some(shared) = &ctx.http {
+                    let Ok(slot) = ctx.slots.clone().try_acquire_owned() else {
+                        ctx.stats.refused.fetch_add(1, Ordering::Relaxed);
+                        if let Ok(permit) = ctx.refusals.clone().try_acquire_owned() {
+                            tracker.spawn(async move {
+                                refuse_overloaded(client).await;
+                                drop(permit);
+                            });
+                        }
+                        continue;
+                    };
                     // One stack, no hop: the TCP toxics sit beneath hyper on this socket.
                     let _ = client.set_nodelay(true);
                     let stats = ctx.stats.clone();
@@ -141,6 +196,7 @@ pub(crate) async fn accept_loop(
                     tracker.spawn(async move {
                         http::serve_connection(io, peer, shared).await;
                         stats.connections_active.fetch_sub(1, Ordering::Relaxed);
+                        drop(slot);
                     });
                     continue;
                 }
@@ -152,13 +208,19 @@ pub(crate) async fn accept_loop(
                     seed,
                     cancel: cancel.clone(),
                 };
-                tracker.spawn(tcp::serve(client, conn));
+                tracker.spawn(async move {
+                    tcp::serve(client, conn).await;
+                    drop(tcp_slot);
+                });
             }
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed; retrying");
+                ctx.stats.accept_errors.fetch_add(1, Ordering::Relaxed);
+                failures = failures.saturating_add(1);
+                let pause = backoff(failures);
+                tracing::warn!(error = %e, pause_ms = pause.as_millis() as u64, "accept failed; retrying");
                 tokio::select! {
                     () = cancel.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    () = tokio::time::sleep(pause) => {}
                 }
             }
         }

@@ -737,3 +737,111 @@ async fn grpc_unary_and_streaming_calls_pass_and_a_status_fault_is_a_grpc_error(
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// Reads until the peer closes (true) or `within` passes (false).
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> (bool, String) {
+    let mut out = Vec::new();
+    let done = tokio::time::timeout(within, stream.read_to_end(&mut out)).await;
+    (done.is_ok(), String::from_utf8_lossy(&out).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_slow_clients_are_closed_and_a_stalled_body_gets_408() {
+    let registry = Registry::new(Some(7));
+    let up = upstream().await;
+    let addr = http_proxy(
+        &registry,
+        "slow",
+        Some(up),
+        json!({"http": {"header_timeout_ms": 500, "body_timeout_ms": 500}}),
+    )
+    .await;
+    // Silent after connecting.
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(5)).await.0,
+        "an idle client stays"
+    );
+    // Slowloris: a byte of head every 200 ms (10 s for the whole head) is cut long before.
+    let slow = TcpStream::connect(addr).await.unwrap();
+    let (mut read, mut write) = slow.into_split();
+    tokio::spawn(async move {
+        for _ in 0..50 {
+            if write.write_all(b"a").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let mut sink = Vec::new();
+    let cut = tokio::time::timeout(Duration::from_secs(5), read.read_to_end(&mut sink)).await;
+    assert!(cut.is_ok(), "the trickling client was not cut within 5 s");
+    // Kept alive after an answer, then silent: closed too.
+    let mut kept = TcpStream::connect(addr).await.unwrap();
+    kept.write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (closed, text) = closed_within(&mut kept, Duration::from_secs(5)).await;
+    assert!(closed && text.starts_with("HTTP/1.1 200"), "{text}");
+    // A body that stops arriving: 408 naming the setting, and the connection closed.
+    let answer = {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"POST /sum HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+            .await
+            .unwrap();
+        closed_within(&mut s, Duration::from_secs(5)).await
+    };
+    assert!(
+        answer.0 && answer.1.starts_with("HTTP/1.1 408"),
+        "{}",
+        answer.1
+    );
+    assert!(answer.1.contains("http.body_timeout_ms"), "{}", answer.1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_proxy_at_its_connection_cap_answers_503_and_recovers() {
+    let registry = Registry::new(Some(7));
+    let up = upstream().await;
+    let addr = http_proxy(&registry, "capped", Some(up), json!({"max_connections": 3})).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 12];
+        s.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"HTTP/1.1 200");
+        held.push(s);
+    }
+    let refused = raw_exchange(addr, b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n", false).await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.contains("max_connections"), "{refused}");
+    held.pop();
+    // The slot comes back once the server has seen the close.
+    let mut ok = false;
+    for _ in 0..50 {
+        let a = raw_exchange(
+            addr,
+            b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            false,
+        )
+        .await;
+        if a.starts_with("HTTP/1.1 200") {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "a freed slot is used again");
+    let counters = registry.counters().await;
+    let capped = counters.iter().find(|c| c.name == "capped").unwrap();
+    assert!(
+        capped
+            .stats
+            .refused
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+}

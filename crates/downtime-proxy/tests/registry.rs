@@ -146,3 +146,33 @@ async fn ttl_updates_keep_one_timer_per_toxic_and_the_last_ttl_wins() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(registry.toxics("t").await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_proxy_at_its_connection_cap_stops_accepting_until_one_closes() {
+    let registry = Registry::new(Some(1));
+    let up = echo().await;
+    let view = registry
+        .create(
+            proxy(json!({"name": "cap", "listen": "127.0.0.1:0", "upstream": up.to_string(), "max_connections": 2})).0,
+            vec![],
+        )
+        .await
+        .unwrap();
+    let addr = view.config.listen.clone();
+    let mut first = TcpStream::connect(&addr).await.unwrap();
+    let second = TcpStream::connect(&addr).await.unwrap();
+    first.write_all(b"1").await.unwrap();
+    let mut one = [0u8; 1];
+    first.read_exact(&mut one).await.unwrap();
+    // The third connects (the backlog takes it) but is not served while two are open.
+    let mut third = TcpStream::connect(&addr).await.unwrap();
+    third.write_all(b"3").await.unwrap();
+    let waited = tokio::time::timeout(Duration::from_millis(500), third.read_exact(&mut one)).await;
+    assert!(waited.is_err(), "served past the cap");
+    drop(second);
+    tokio::time::timeout(Duration::from_secs(5), third.read_exact(&mut one))
+        .await
+        .expect("served once a connection closed")
+        .unwrap();
+    assert_eq!(&one, b"3");
+}

@@ -51,6 +51,7 @@ async fn setup() -> Source {
             enabled: true,
             protocol: Protocol::Tcp,
             http: None,
+            max_connections: None,
         };
         let toxics = if n % 5 == 0 {
             vec![latency("slow")]

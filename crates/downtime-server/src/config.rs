@@ -45,6 +45,8 @@ struct TomlProxy {
     #[serde(default)]
     http: Option<downtime_model::http_options::HttpOptionsRequest>,
     #[serde(default)]
+    max_connections: Option<u32>,
+    #[serde(default)]
     toxics: Vec<TomlToxic>,
 }
 
@@ -170,6 +172,7 @@ fn toml_to_request(p: TomlProxy) -> Result<ProxyRequest, String> {
         toxics: Some(toxics),
         protocol: p.protocol,
         http: p.http,
+        max_connections: p.max_connections,
     })
 }
 

@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use downtime_model::http_options::{HostHeader, HttpOptions, UpstreamProtocol};
@@ -20,7 +19,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio_util::sync::CancellationToken;
 
 use super::answers::{closing, error_response};
-use super::body::{self, Counted, ResponseBody};
+use super::body::{self, ResponseBody};
+use super::metered::{BodyFailure, BodyOutcome, Counted};
 
 /// How long the upstream may take to start its answer before the client gets a 504.
 pub(crate) const UPSTREAM_HEAD_TIMEOUT: Duration = Duration::from_secs(60);
@@ -56,8 +56,8 @@ pub(crate) struct Forward<'a> {
     pub(crate) options: &'a HttpOptions,
     pub(crate) clients: &'a UpstreamClients,
     pub(crate) peer: SocketAddr,
-    /// Set when the request body failed on the client's side.
-    pub(crate) body_failed: Arc<AtomicBool>,
+    /// How the request body ended, if it failed on the client's side.
+    pub(crate) body: Arc<BodyOutcome>,
     /// Ends tunnels when the proxy stops.
     pub(crate) cancel: &'a CancellationToken,
 }
@@ -248,12 +248,26 @@ pub(crate) async fn forward(
     let response = match sent {
         Ok(Ok(response)) => response,
         Ok(Err(e)) => {
-            if f.body_failed.load(Ordering::Relaxed) {
-                return closing(error_response(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    "the request body could not be read (invalid chunked framing, or the client stopped sending it)",
-                ));
+            match f.body.get() {
+                BodyFailure::Broken => {
+                    return closing(error_response(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        "the request body could not be read (invalid chunked framing, or the client stopped sending it)",
+                    ));
+                }
+                BodyFailure::Stalled => {
+                    let message = format!(
+                        "the request body stalled: no byte for {} ms (proxy option http.body_timeout_ms)",
+                        f.options.body_timeout_ms
+                    );
+                    return closing(error_response(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "request_timeout",
+                        &message,
+                    ));
+                }
+                BodyFailure::None => {}
             }
             tracing::debug!(upstream = f.upstream, error = %e, "upstream request failed");
             let why = std::error::Error::source(&e)

@@ -21,11 +21,13 @@ pub mod body;
 pub mod faults;
 mod forward;
 pub mod journal;
+mod metered;
 mod pipeline;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use downtime_model::http_options::{HttpOptions, MAX_HEAD_BYTES_LIMIT, MAX_HEADERS_LIMIT};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -52,6 +54,8 @@ pub(crate) struct HttpShared {
     pub(crate) counters: Arc<HttpCounters>,
     /// The proxy's cancellation: ends connections and upgraded tunnels when it stops.
     pub(crate) cancel: CancellationToken,
+    /// hyper's settings, built once per proxy start from `options`.
+    pub(crate) server: auto::Builder<TokioExecutor>,
 }
 
 /// Requests an HTTP proxy answered, by status and by the fault that answered or altered
@@ -137,15 +141,22 @@ impl AbortSignal {
     }
 }
 
+/// Streams one HTTP/2 connection may have open at once.
+const MAX_H2_STREAMS: u32 = 256;
+/// How often an HTTP/2 connection is pinged, and how long the answer may take.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
+
 /// hyper's settings for every connection of a proxy. Its own ceilings sit at the largest
 /// values the proxy options accept, so that a head over the proxy's configured limits still
 /// reaches the pipeline, which answers with a JSON body naming the setting.
-fn builder() -> auto::Builder<TokioExecutor> {
+pub(crate) fn builder(options: &HttpOptions) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .keep_alive(true)
+        // From accept and again after each answer: also the idle keep-alive timeout.
+        .header_read_timeout(Duration::from_millis(options.header_timeout_ms))
         // A client that half-closes after a complete request still gets its answer.
         .half_close(true)
         .max_headers(MAX_HEADERS_LIMIT as usize)
@@ -153,7 +164,11 @@ fn builder() -> auto::Builder<TokioExecutor> {
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(MAX_HEAD_BYTES_LIMIT);
+        .max_header_list_size(MAX_HEAD_BYTES_LIMIT)
+        .max_concurrent_streams(MAX_H2_STREAMS)
+        // A peer that stops answering pings is gone: free its connection.
+        .keep_alive_interval(Some(H2_PING_INTERVAL))
+        .keep_alive_timeout(H2_PING_INTERVAL);
     builder
 }
 
@@ -161,18 +176,33 @@ fn builder() -> auto::Builder<TokioExecutor> {
 pub(crate) async fn serve_connection(io: ToxicIo, peer: SocketAddr, shared: Arc<HttpShared>) {
     let reset = io.reset_handle();
     let cancel = shared.cancel.clone();
+    let server = shared.clone();
+    let server = &server.server;
     let abort = Arc::new(AbortSignal::default());
     let handler_abort = abort.clone();
+    // hyper's head timeout starts only once it has told HTTP/1 from HTTP/2, which waits
+    // for the first bytes: until a first request arrives, this deadline closes a client
+    // that sends nothing (or too little to tell).
+    let first_request = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = first_request.clone();
+    let head_timeout = Duration::from_millis(shared.options.header_timeout_ms);
     let service = hyper::service::service_fn(move |req| {
+        seen.store(true, Ordering::Relaxed);
         pipeline::handle(req, shared.clone(), peer, handler_abort.clone())
     });
-    let builder = builder();
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let silent = async {
+        tokio::time::sleep(head_timeout).await;
+        if first_request.load(Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
+    };
+    let conn = server.serve_connection_with_upgrades(TokioIo::new(io), service);
     // Pinned here, not moved into the select: the socket must outlive the reset choice.
     let mut conn = std::pin::pin!(conn);
     tokio::select! {
         _ = &mut conn => {}
         () = cancel.cancelled() => {}
+        () = silent => {}
         () = abort.notify.notified() => {
             if abort.mode.load(Ordering::SeqCst) == ABORT_RESET {
                 reset.store(true, Ordering::Relaxed);

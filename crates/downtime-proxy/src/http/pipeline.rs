@@ -5,7 +5,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -17,9 +17,10 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::answers::{self, add_rate_headers};
-use super::body::{Counted, CutAfter, IdleWatch, Paced, Recorded, ResponseBody, full};
+use super::body::{CutAfter, IdleWatch, Paced, ResponseBody, full};
 use super::forward::{self, Forward};
 use super::journal::JournalEntry;
+use super::metered::{BodyOutcome, Counted, Recorded};
 use super::{AbortSignal, HttpShared, faults};
 use crate::toxics::ChainEntry;
 
@@ -318,14 +319,15 @@ async fn produce(
     let (mut response, mut fault) = match (answer, &shared.upstream) {
         (Some((response, name)), _) => (response, Some(name)),
         (None, Some(upstream)) => {
-            let failed = Arc::new(AtomicBool::new(false));
-            let body = Counted::new(body, ongoing.bytes_in.clone(), failed.clone());
+            let outcome = Arc::new(BodyOutcome::default());
+            let idle = Duration::from_millis(shared.options.body_timeout_ms);
+            let body = Counted::new(body, ongoing.bytes_in.clone(), outcome.clone(), idle);
             let f = Forward {
                 upstream,
                 options: &shared.options,
                 clients: &shared.clients,
                 peer,
-                body_failed: failed,
+                body: outcome,
                 cancel: &shared.cancel,
             };
             (forward::forward(parts, body, f).await, None)

@@ -174,11 +174,13 @@ impl Proxy {
                 Ok(p) => p.clone(),
                 Err(poisoned) => poisoned.into_inner().clone(),
             };
+            let options = self.config.http.unwrap_or_default();
             Some(Arc::new(HttpShared {
+                server: crate::http::builder(&options),
                 name: self.config.name.as_str().into(),
                 upstream: (!self.config.upstream.is_empty())
                     .then(|| self.config.upstream.as_str().into()),
-                options: self.config.http.unwrap_or_default(),
+                options,
                 faults: self.http_tx.subscribe(),
                 clients: UpstreamClients::new(),
                 journal: self.journal.clone(),
@@ -200,6 +202,10 @@ impl Proxy {
             up_chain: self.up_tx.subscribe(),
             down_chain: self.down_tx.subscribe(),
             stats: self.stats.clone(),
+            slots: Arc::new(tokio::sync::Semaphore::new(
+                self.config.connection_cap() as usize
+            )),
+            refusals: Arc::new(tokio::sync::Semaphore::new(listener::MAX_REFUSALS)),
             sequence: self.sequence.clone(),
             seed: inner.seed,
         };

@@ -27,6 +27,10 @@ pub struct ProxyStats {
     pub connections_total: AtomicU64,
     /// Connections open right now (both sockets connected).
     pub connections_active: AtomicU64,
+    /// Accepts that failed (for example out of file descriptors); the loop backs off.
+    pub accept_errors: AtomicU64,
+    /// HTTP connections answered 503 and closed because the proxy was at its cap.
+    pub refused: AtomicU64,
 }
 
 /// What a connection task needs from its proxy.

@@ -202,6 +202,7 @@ mod tests {
                 enabled,
                 protocol: Protocol::Http,
                 http: Some(Default::default()),
+                max_connections: None,
             },
             toxics,
         }
