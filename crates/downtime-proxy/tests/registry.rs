@@ -176,3 +176,100 @@ async fn a_tcp_proxy_at_its_connection_cap_stops_accepting_until_one_closes() {
         .unwrap();
     assert_eq!(&one, b"3");
 }
+
+/// The word at index `i` of the test stream: position-dependent, so a lost, repeated or
+/// reordered byte breaks every word after it.
+fn word(i: u64) -> u64 {
+    i.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17) ^ i
+}
+
+fn pipes_open() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|l| l.to_string_lossy().starts_with("pipe:"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gibibyte_passes_intact_while_toxics_come_and_go_a_hundred_times() {
+    const WORDS: u64 = (1 << 30) / 8;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::with_capacity(1 << 16);
+        let mut i = 0u64;
+        while i < WORDS {
+            buf.clear();
+            while buf.len() < (1 << 16) && i < WORDS {
+                buf.extend_from_slice(&word(i).to_le_bytes());
+                i += 1;
+            }
+            s.write_all(&buf).await.unwrap();
+        }
+    });
+    let registry = Registry::new(Some(1));
+    let view = registry
+        .create(
+            proxy(json!({"name": "bulk", "listen": "127.0.0.1:0", "upstream": up.to_string()})).0,
+            vec![],
+        )
+        .await
+        .unwrap();
+    let pipes_before = pipes_open();
+    let mut client = TcpStream::connect(&view.config.listen).await.unwrap();
+    let toggler = {
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let mut max_pipes = 0;
+            for n in 0..100u32 {
+                max_pipes = max_pipes.max(pipes_open());
+                let toxic = match n % 3 {
+                    0 => {
+                        json!({"name": "t", "type": "latency", "stream": "downstream", "attributes": {"latency": 1}})
+                    }
+                    1 => {
+                        json!({"name": "t", "type": "bandwidth", "stream": "downstream", "attributes": {"rate": 200_000}})
+                    }
+                    _ => {
+                        json!({"name": "t", "type": "slicer", "stream": "downstream", "attributes": {"average_size": 4096, "delay": 10}})
+                    }
+                };
+                let request: ToxicRequest = serde_json::from_value(toxic).unwrap();
+                registry.add_toxic("bulk", request).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                registry.remove_toxic("bulk", "t").await.unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            max_pipes
+        })
+    };
+    let mut buf = vec![0u8; 1 << 16];
+    let mut carry: Vec<u8> = Vec::new();
+    let mut i = 0u64;
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(30), client.read(&mut buf))
+            .await
+            .expect("the stream stalled")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        carry.extend_from_slice(&buf[..n]);
+        let whole = carry.len() / 8 * 8;
+        for chunk in carry[..whole].chunks_exact(8) {
+            let got = u64::from_le_bytes(chunk.try_into().unwrap());
+            assert_eq!(got, word(i), "byte {} is wrong", i * 8);
+            i += 1;
+        }
+        carry.drain(..whole);
+    }
+    assert_eq!(i, WORDS, "bytes lost");
+    assert!(carry.is_empty());
+    let max_pipes = toggler.await.unwrap();
+    assert!(
+        max_pipes >= pipes_before + 2,
+        "the toxic-free stretches never used splice ({pipes_before} → {max_pipes} pipes)"
+    );
+}

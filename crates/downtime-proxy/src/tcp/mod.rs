@@ -1,6 +1,7 @@
 //! TCP proxying: one task per accepted client, running both directions of the connection.
 
 pub(crate) mod pipe;
+mod splice;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -83,6 +84,7 @@ pub(crate) async fn serve(client: TcpStream, mut ctx: ConnContext) {
         chain: ctx.up_chain.clone(),
         toxics: LinkToxics::new(&up, now, SmallRng::seed_from_u64(ctx.seed)),
         stats: &ctx.stats.upstream,
+        splice: None,
     };
     let down_link = Link {
         src: &upstream,
@@ -90,6 +92,7 @@ pub(crate) async fn serve(client: TcpStream, mut ctx: ConnContext) {
         chain: ctx.down_chain.clone(),
         toxics: LinkToxics::new(&down, now, SmallRng::seed_from_u64(!ctx.seed)),
         stats: &ctx.stats.downstream,
+        splice: None,
     };
     let both = async {
         let a = up_link.run();

@@ -2,7 +2,9 @@
 //! other.
 //!
 //! Without an active toxic the link copies bytes straight through a buffer that exists only
-//! while data is flowing, so ten thousand idle connections cost no buffers at all. With
+//! while data is flowing, so ten thousand idle connections cost no buffers at all; a bulk
+//! flow moves to `splice(2)` through a pipe of its own (`super::splice`), with no copy in
+//! userspace. With
 //! toxics, chunks are scheduled by [`LinkToxics`] and written when due while reading goes on.
 
 use std::io;
@@ -50,6 +52,8 @@ pub(crate) struct Link<'a> {
     pub(crate) chain: watch::Receiver<Arc<Chain>>,
     pub(crate) toxics: LinkToxics,
     pub(crate) stats: &'a DirectionStats,
+    /// Created on the first bulk burst; `None` also where pipes cannot be made.
+    pub(crate) splice: Option<super::splice::SplicePipe>,
 }
 
 impl Link<'_> {
@@ -147,6 +151,21 @@ impl Link<'_> {
                     if n < COPY_BUFFER {
                         // Likely drained; go back to waiting (a toxic may have arrived).
                         return Ok(false);
+                    }
+                    if self.chain.has_changed().unwrap_or(true) {
+                        return Ok(false);
+                    }
+                    // A full buffer: a bulk flow. Let the kernel move it.
+                    if self.splice.is_none() {
+                        self.splice = super::splice::SplicePipe::new().ok();
+                    }
+                    if let Some(pipe) = &self.splice {
+                        let chain = &self.chain;
+                        return pipe
+                            .burst(self.src, self.dst, self.stats, || {
+                                chain.has_changed().unwrap_or(true)
+                            })
+                            .await;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
