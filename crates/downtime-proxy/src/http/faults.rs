@@ -1,12 +1,13 @@
 //! Choosing which HTTP faults act on a request, and the per-fault state they keep: how many
 //! matching requests arrived (first_n, every_nth) and the rate limiter's token buckets.
 
-use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use downtime_model::http_fault::{Distribution, HttpMatch, RateLimit, RequestLatency, glob_match};
+use hashlink::LruCache;
 use http::request::Parts;
 use rand::RngExt;
 use rand::rngs::SmallRng;
@@ -14,11 +15,36 @@ use tokio::time::Instant;
 
 use crate::toxics::{Chain, ChainEntry};
 
+/// Most client keys one `rate_limit` fault tracks (documented in `docs/compatibility.md`).
+///
+/// Past it the least recently used key is forgotten, in O(1): its next request starts from a
+/// full bucket, which only ever makes the limit more lenient, and only for a key that sent
+/// nothing while 100,000 other keys did. Each entry is a 64-bit hash of the key and a bucket
+/// (under 100 bytes with the LRU links), so a fault holds at most ~10 MiB whatever the keys'
+/// lengths or number: a flood of 1,000,000 distinct keys costs the same memory as 100,000.
+pub const MAX_KEYS: usize = 100_000;
+
 /// State shared by every connection for one version of one fault.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FaultState {
     matched: AtomicU64,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    /// Token buckets by hashed client key, least recently used first.
+    ///
+    /// A std mutex: it is held for a hash lookup and a few float operations, never across
+    /// an `.await`.
+    buckets: Mutex<LruCache<u64, Bucket>>,
+    /// Hashes client keys (random per fault, so colliding keys cannot be chosen).
+    hasher: RandomState,
+}
+
+impl Default for FaultState {
+    fn default() -> Self {
+        FaultState {
+            matched: AtomicU64::new(0),
+            buckets: Mutex::new(LruCache::new(MAX_KEYS)),
+            hasher: RandomState::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -26,9 +52,6 @@ struct Bucket {
     tokens: f64,
     updated: Instant,
 }
-
-/// Most client keys a rate limiter tracks; past it, full buckets are forgotten.
-const MAX_KEYS: usize = 10_000;
 
 /// The outcome of taking a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,40 +68,59 @@ pub struct RateDecision {
 
 impl FaultState {
     /// Takes a token for `key` from a token bucket holding `burst` (default `limit`) tokens
-    /// and refilled at `limit` per `period_ms`.
+    /// and refilled at `limit` per `period_ms`. O(1): one hash and one LRU lookup or insert
+    /// (which forgets the least recently used key when [`MAX_KEYS`] are tracked).
     pub fn take_token(&self, cfg: &RateLimit, key: &str, now: Instant) -> RateDecision {
         let capacity = cfg.burst.unwrap_or(cfg.limit).max(1) as f64;
         let per_ms = cfg.limit.max(1) as f64 / cfg.period_ms.max(1) as f64;
+        let hashed = self.hasher.hash_one(key);
         let mut buckets = match self.buckets.lock() {
             Ok(b) => b,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if buckets.len() >= MAX_KEYS && !buckets.contains_key(key) {
-            buckets.retain(|_, b| {
-                let elapsed = now.saturating_duration_since(b.updated).as_secs_f64() * 1000.0;
-                b.tokens + elapsed * per_ms < capacity
-            });
+        let decision = match buckets.get_mut(&hashed) {
+            Some(bucket) => refill_and_take(bucket, capacity, per_ms, now),
+            None => {
+                let mut bucket = Bucket {
+                    tokens: capacity,
+                    updated: now,
+                };
+                let decision = refill_and_take(&mut bucket, capacity, per_ms, now);
+                buckets.insert(hashed, bucket);
+                decision
+            }
+        };
+        drop(buckets);
+        decision
+    }
+
+    /// How many client keys are tracked now (at most [`MAX_KEYS`]).
+    pub fn tracked_keys(&self) -> usize {
+        match self.buckets.lock() {
+            Ok(b) => b.len(),
+            Err(poisoned) => poisoned.into_inner().len(),
         }
-        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
-            tokens: capacity,
-            updated: now,
-        });
-        let elapsed_ms = now.saturating_duration_since(bucket.updated).as_secs_f64() * 1000.0;
-        bucket.tokens = (bucket.tokens + elapsed_ms * per_ms).min(capacity);
-        bucket.updated = now;
-        let allowed = bucket.tokens >= 1.0;
-        if allowed {
-            bucket.tokens -= 1.0;
-        }
-        let missing = (1.0 - bucket.tokens).max(0.0);
-        // `as` from f64 saturates, so huge or infinite waits cannot overflow.
-        let reset_secs = ((missing / per_ms) / 1000.0).ceil().max(1.0) as u64;
-        RateDecision {
-            allowed,
-            limit: capacity as u64,
-            remaining: bucket.tokens.max(0.0).floor() as u64,
-            reset_secs,
-        }
+    }
+}
+
+/// The token-bucket arithmetic: refill for the time since the last request (capped at the
+/// bucket size), take a token if there is a whole one, and say when the next one comes.
+fn refill_and_take(bucket: &mut Bucket, capacity: f64, per_ms: f64, now: Instant) -> RateDecision {
+    let elapsed_ms = now.saturating_duration_since(bucket.updated).as_secs_f64() * 1000.0;
+    bucket.tokens = (bucket.tokens + elapsed_ms * per_ms).min(capacity);
+    bucket.updated = now;
+    let allowed = bucket.tokens >= 1.0;
+    if allowed {
+        bucket.tokens -= 1.0;
+    }
+    let missing = (1.0 - bucket.tokens).max(0.0);
+    // `as` from f64 saturates, so huge or infinite waits cannot overflow.
+    let reset_secs = ((missing / per_ms) / 1000.0).ceil().max(1.0) as u64;
+    RateDecision {
+        allowed,
+        limit: capacity as u64,
+        remaining: bucket.tokens.max(0.0).floor() as u64,
+        reset_secs,
     }
 }
 
@@ -203,6 +245,18 @@ mod tests {
     use proptest::prelude::*;
     use rand::SeedableRng;
 
+    impl FaultState {
+        /// Whether a token would be available for `key` at `at`, without touching the bucket.
+        fn clone_bucket(&self, cfg: &RateLimit, key: &str, at: Instant) -> bool {
+            let capacity = cfg.burst.unwrap_or(cfg.limit).max(1) as f64;
+            let per_ms = cfg.limit.max(1) as f64 / cfg.period_ms.max(1) as f64;
+            let hashed = self.hasher.hash_one(key);
+            let mut buckets = self.buckets.lock().unwrap();
+            let mut copy = *buckets.get_mut(&hashed).unwrap();
+            refill_and_take(&mut copy, capacity, per_ms, at).allowed
+        }
+    }
+
     fn parts(method: &str, uri: &str, headers: &[(&str, &str)]) -> Parts {
         let mut b = http::Request::builder().method(method).uri(uri);
         for (k, v) in headers {
@@ -268,6 +322,35 @@ mod tests {
         assert!(state.take_token(&cfg, "b", later).allowed);
     }
 
+    /// Issue 10: keys were never evicted and every new key scanned all of them. The map
+    /// now stays at its cap however many distinct keys arrive, and the newest keys keep
+    /// their buckets.
+    #[tokio::test(start_paused = true)]
+    async fn issue_10_rate_limit_keys_stay_bounded() {
+        let state = FaultState::default();
+        let cfg = RateLimit {
+            limit: 1,
+            period_ms: 60_000,
+            burst: None,
+            key_header: Some("x-key".into()),
+        };
+        let now = Instant::now();
+        for i in 0..200_000u32 {
+            assert!(state.take_token(&cfg, &format!("key-{i}"), now).allowed);
+            assert!(state.tracked_keys() <= MAX_KEYS);
+        }
+        assert_eq!(state.tracked_keys(), MAX_KEYS);
+        // A recent key still has its (empty) bucket: the limit holds for it.
+        assert!(!state.take_token(&cfg, "key-199999", now).allowed);
+        // The oldest keys were forgotten: they start again from a full bucket.
+        assert!(state.take_token(&cfg, "key-0", now).allowed);
+        // A key used again is recent again and survives further floods.
+        for i in 200_000..(200_000 + MAX_KEYS as u32 - 1) {
+            state.take_token(&cfg, &format!("key-{i}"), now);
+        }
+        assert!(!state.take_token(&cfg, "key-0", now).allowed);
+    }
+
     proptest! {
         #[test]
         fn rate_limit_any_numbers(limit in 1u64.., period in 1u64.., burst in proptest::option::of(1u64..), gap in 0u64..1_000_000_000) {
@@ -280,6 +363,51 @@ mod tests {
                 let d = state.take_token(&cfg, "k", t0 + Duration::from_millis(gap));
                 assert!(d.reset_secs >= 1);
             });
+        }
+
+        /// The refill arithmetic: from an emptied bucket, after `gap_ms` exactly
+        /// min(burst, gap × limit / period) whole tokens are back (give or take one for float
+        /// rounding at an exact boundary), never more than the burst, and waiting the
+        /// announced `Retry-After` always gives a token.
+        #[test]
+        fn rate_limit_refill_arithmetic(
+            limit in 1u64..=1000,
+            period in 1u64..=downtime_model::http_fault::limits::MAX_DELAY_MS,
+            burst in proptest::option::of(1u64..=1000),
+            gap in 0u64..=3_600_000,
+        ) {
+            let state = FaultState::default();
+            let cfg = RateLimit { limit, period_ms: period, burst, key_header: None };
+            let capacity = burst.unwrap_or(limit);
+            let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+            rt.block_on(async {
+                let t0 = Instant::now();
+                let mut first = 0;
+                loop {
+                    let d = state.take_token(&cfg, "k", t0);
+                    prop_assert_eq!(d.limit, capacity);
+                    if !d.allowed {
+                        prop_assert!(d.reset_secs >= 1);
+                        // Retry-After is a promise: a token is there after it.
+                        let retry = t0 + Duration::from_secs(d.reset_secs);
+                        prop_assert!(FaultState::clone_bucket(&state, &cfg, "k", retry));
+                        break;
+                    }
+                    first += 1;
+                    prop_assert!(first <= capacity);
+                }
+                prop_assert_eq!(first, capacity);
+                let later = t0 + Duration::from_millis(gap);
+                let expected = (u128::from(gap) * u128::from(limit) / u128::from(period))
+                    .min(u128::from(capacity));
+                let mut again: u128 = 0;
+                while state.take_token(&cfg, "k", later).allowed {
+                    again += 1;
+                    prop_assert!(again <= u128::from(capacity));
+                }
+                prop_assert!(again == expected || again + 1 == expected, "{} vs {}", again, expected);
+                Ok(())
+            })?;
         }
 
         #[test]
