@@ -33,6 +33,7 @@ DT_TCP_PORT=$((PORT_BASE + 91))      # downtime proxy "tcp" -> upstream, no toxi
 DT_BULK_PORT=$((PORT_BASE + 92))     # downtime proxy "bulk" -> iperf3 (b)
 DT_LAT_PORT=$((PORT_BASE + 93))      # downtime proxy "lat" -> upstream, latency toxic (c)
 DT_BW_PORT=$((PORT_BASE + 94))       # downtime proxy "bw" -> upstream, bandwidth toxic (d)
+DT_WEBLAT_PORT=$((PORT_BASE + 95))   # downtime HTTP proxy "weblat" -> upstream, TCP latency toxic (c)
 DT_STREAM_PORT=$((PORT_BASE + 96))   # downtime proxy "stream" -> upstream, toxic churn (e)
 DT_STANDIN_PORT=$((PORT_BASE + 97))  # downtime HTTP stand-in "standin", no upstream (f)
 DT_WEB_PORT=$((PORT_BASE + 98))      # downtime HTTP proxy "web" -> upstream, no faults (f)

@@ -4,7 +4,8 @@
 # usage: bench/run.sh [a] [b] [c] [d] [e] [f] [g] [all]      (default: a b c d e)
 #   a  small request/response through a no-toxic TCP proxy (wrk, 64 keep-alive conns)
 #   b  bulk TCP transfer (iperf3, one stream, both directions)
-#   c  100 ms latency toxic: added latency p50/p99, small and 1 MiB responses
+#   c  100 ms latency toxic: added latency p50/p99, small and 1 MiB responses, through a TCP
+#      proxy and through an HTTP proxy (the TCP toxic beneath hyper)
 #   d  bandwidth toxic accuracy at 100 and 10000 KB/s
 #   e  idle connections' RSS; toxic add/remove API latency under 1000 streaming conns
 #   f  HTTP proxies: the maintenance stand-in vs nginx return 503; pass-through vs nginx
@@ -32,7 +33,7 @@ for t in "$@"; do
     case "$t" in
         all) TARGETS=(a b c d e f g) ;;
         a | b | c | d | e | f | g) TARGETS+=("$t") ;;
-        -h | --help) sed -n '2,24p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,25p' "$0"; exit 0 ;;
         *) echo "unknown target: $t" >&2; exit 2 ;;
     esac
 done
@@ -89,7 +90,7 @@ truncate -s 100000000 "$WORK/files/100MB.bin"
 
 check_ports_free "$UP_PORT" "$NGX_TCP_PORT" "$NGX_BULK_PORT" "$NGX_BW1_PORT" "$NGX_BW2_PORT" \
     "$IPERF_PORT" "$NGX_503_PORT" "$NGX_PROXY_PORT" "$DT_API_PORT" "$DT_TCP_PORT" \
-    "$DT_BULK_PORT" "$DT_LAT_PORT" "$DT_BW_PORT" "$DT_STREAM_PORT" \
+    "$DT_BULK_PORT" "$DT_LAT_PORT" "$DT_BW_PORT" "$DT_WEBLAT_PORT" "$DT_STREAM_PORT" \
     "$DT_STANDIN_PORT" "$DT_WEB_PORT" "$DT_WEB20_PORT" || exit 1
 
 # "master worker" PIDs, set by start_nginx
@@ -127,6 +128,7 @@ dt_setup() {
         dt_http_proxy standin "$DT_STANDIN_PORT" &&
         dt_http_proxy web "$DT_WEB_PORT" "$UP_PORT" &&
         dt_http_proxy web20 "$DT_WEB20_PORT" "$UP_PORT" &&
+        dt_http_proxy weblat "$DT_WEBLAT_PORT" "$UP_PORT" &&
         dt_add_faults web20 "$HTTP_FAULTS"; then
         DT_OK=1
     else
@@ -251,12 +253,14 @@ run_latency() { # LABEL PROXY_PORT PATH
 }
 
 target_c() {
-    local rep size path
+    local rep size path toxic='{"type":"latency","stream":"downstream","attributes":{"latency":100}}'
     if [ "$DT_OK" = 1 ]; then
-        dt_api DELETE /proxies/lat/toxics/latency_downstream >/dev/null
-        dt_expect 200 POST /proxies/lat/toxics \
-            '{"type":"latency","stream":"downstream","attributes":{"latency":100}}' ||
-            log "could not add the latency toxic"
+        local p
+        for p in lat weblat; do
+            dt_api DELETE "/proxies/$p/toxics/latency_downstream" >/dev/null
+            dt_expect 200 POST "/proxies/$p/toxics" "$toxic" ||
+                log "could not add the latency toxic to $p"
+        done
     fi
     for rep in $(seq "$REPEAT"); do
         for size in small 1m; do
@@ -272,10 +276,17 @@ target_c() {
                 run_latency "c-lat100-$size-downtime-$rep" "$DT_LAT_PORT" "$path"
                 emit "c.${size}_p50" downtime "$LAT_P50" "$rep"
                 emit "c.${size}_p99" downtime "$LAT_P99" "$rep"
+                # the same toxic on an HTTP proxy: TCP toxic layer beneath hyper
+                run_latency "c-httplat100-$size-downtime-$rep" "$DT_WEBLAT_PORT" "$path"
+                emit "c.http_${size}_p50" downtime "$LAT_P50" "$rep"
+                emit "c.http_${size}_p99" downtime "$LAT_P99" "$rep"
             fi
         done
     done
-    [ "$DT_OK" = 1 ] && dt_api DELETE /proxies/lat/toxics/latency_downstream >/dev/null
+    if [ "$DT_OK" = 1 ]; then
+        dt_api DELETE /proxies/lat/toxics/latency_downstream >/dev/null
+        dt_api DELETE /proxies/weblat/toxics/latency_downstream >/dev/null
+    fi
 }
 
 # ---------------------------------------------------------------- d
