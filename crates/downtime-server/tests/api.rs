@@ -1437,6 +1437,75 @@ async fn proxy_metrics_count_bytes() {
     );
 }
 
+/// Issue 14: Toxiproxy's e2e script greps `/metrics` for its exact lines: Prometheus text
+/// 0.0.4 (no `# EOF`, `# TYPE x_total counter`), labels sorted by name as client_golang
+/// writes them. OpenMetrics only when the `Accept` header asks for it.
+#[tokio::test]
+async fn metrics_answer_prometheus_text_as_toxiproxy_unless_openmetrics_is_asked() {
+    let s = Server::builder().metrics(true, false).start();
+    let up = echo_upstream().await;
+    let addr = s.proxy("e2e", up.addr).await;
+    let mut c = connect(addr).await;
+    let data = pattern(10, 3);
+    assert_eq!(round_trip(&mut c, &data, SHORT).await.0, data);
+    c.shutdown().await.unwrap();
+    drop(c);
+    let line = format!(
+        "toxiproxy_proxy_received_bytes_total{{direction=\"upstream\",listener=\"{addr}\",proxy=\"e2e\",upstream=\"{}\"}} 10",
+        up.addr
+    );
+    let deadline = std::time::Instant::now() + SHORT;
+    let r = loop {
+        let r = s.get("/metrics").await;
+        if r.body.lines().any(|l| l == line) || std::time::Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        r.body.lines().any(|l| l == line),
+        "no {line:?} in\n{}",
+        r.body
+    );
+    assert_eq!(
+        r.headers.get("content-type").unwrap(),
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    for expected in [
+        "# TYPE toxiproxy_proxy_received_bytes_total counter",
+        "# TYPE toxiproxy_proxy_sent_bytes_total counter",
+        "# TYPE downtime_proxy_active_connections gauge",
+    ] {
+        assert!(
+            r.body.lines().any(|l| l == expected),
+            "no {expected:?} in\n{}",
+            r.body
+        );
+    }
+    assert!(!r.body.contains("# EOF"), "{}", r.body);
+    assert!(!r.body.contains("_created"), "{}", r.body);
+
+    let open = raw_get(
+        &s,
+        "/metrics",
+        &[
+            &format!("Host: 127.0.0.1:{}", s.addr().port()),
+            "Accept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        ],
+    )
+    .await;
+    assert!(
+        open.to_ascii_lowercase()
+            .contains("content-type: application/openmetrics-text; version=1.0.0"),
+        "{open}"
+    );
+    assert!(
+        open.contains("# TYPE toxiproxy_proxy_received_bytes counter"),
+        "{open}"
+    );
+    assert!(open.contains("# EOF"), "{open}");
+}
+
 // --- issue 10: web pages cannot use the control API --------------------------------------
 
 /// A raw `GET path` to the API with the given header lines.

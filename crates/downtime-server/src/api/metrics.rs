@@ -1,4 +1,10 @@
-//! `/metrics` in the Prometheus/OpenMetrics text format.
+//! `/metrics` in Prometheus' text format 0.0.4 (as Toxiproxy's Go server answers), or in
+//! OpenMetrics when the `Accept` header asks for `application/openmetrics-text`.
+//!
+//! Labels are written sorted by name, the order client_golang uses, so that lines such as
+//! `toxiproxy_proxy_received_bytes_total{direction="upstream",listener="...",proxy="...",
+//! upstream="..."}` are byte for byte those of Toxiproxy (its end-to-end script greps them).
+//! prometheus-client encodes OpenMetrics only; [`to_prometheus_text`] turns that into 0.0.4.
 //!
 //! With proxy metrics, the status series come too: active faults per proxy and type,
 //! component states, probes, drill runs, webhook deliveries and the history queue.
@@ -10,7 +16,7 @@
 use std::borrow::Cow;
 
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use downtime_proxy::{DirectionStats, ProxyCounters};
 use prometheus_client::collector::Collector;
@@ -28,14 +34,22 @@ struct ProxyCollector(Vec<ProxyCounters>);
 
 type Labels = Vec<(Cow<'static, str>, Cow<'static, str>)>;
 
+/// A proxy's labels (and `direction` when given), sorted by name as client_golang sorts.
 fn labels(p: &ProxyCounters, direction: Option<&'static str>) -> Labels {
-    let mut l: Labels = Vec::with_capacity(4);
+    let mut l: Labels = Vec::with_capacity(5);
     if let Some(d) = direction {
         l.push(("direction".into(), d.into()));
     }
-    l.push(("proxy".into(), p.name.clone().into()));
     l.push(("listener".into(), p.listen.clone().into()));
+    l.push(("proxy".into(), p.name.clone().into()));
     l.push(("upstream".into(), p.upstream.clone().into()));
+    l
+}
+
+/// `l` plus one label, kept sorted by name.
+fn with(mut l: Labels, name: &'static str, value: String) -> Labels {
+    l.push((name.into(), value.into()));
+    l.sort_by(|a, b| a.0.cmp(&b.0));
     l
 }
 
@@ -112,8 +126,7 @@ impl ProxyCollector {
         for p in &self.0 {
             let Some(http) = &p.http else { continue };
             for (status, n) in http.by_status() {
-                let mut l = labels(p, None);
-                l.push(("status".into(), status.to_string().into()));
+                let l = with(labels(p, None), "status", status.to_string());
                 ConstCounter::new(n).encode(by_status.encode_family(&l)?)?;
             }
         }
@@ -126,8 +139,7 @@ impl ProxyCollector {
         for p in &self.0 {
             let Some(http) = &p.http else { continue };
             for (fault, n) in http.by_fault() {
-                let mut l = labels(p, None);
-                l.push(("fault".into(), fault.into()));
+                let l = with(labels(p, None), "fault", fault);
                 ConstCounter::new(n).encode(by_fault.encode_family(&l)?)?;
             }
         }
@@ -158,11 +170,14 @@ struct StatusCollector {
 
 type Pairs = Vec<(Cow<'static, str>, Cow<'static, str>)>;
 
+/// Labels from pairs, sorted by name.
 fn pairs(items: &[(&'static str, &str)]) -> Pairs {
-    items
+    let mut l: Pairs = items
         .iter()
         .map(|(k, v)| (Cow::Borrowed(*k), Cow::Owned((*v).to_owned())))
-        .collect()
+        .collect();
+    l.sort_by(|a, b| a.0.cmp(&b.0));
+    l
 }
 
 impl StatusCollector {
@@ -373,7 +388,80 @@ fn read_process_stat() -> Option<ProcessStat> {
     })
 }
 
-pub(super) async fn render(State(state): State<AppState>) -> Response {
+/// Content type of Prometheus' text format, the default answer (as client_golang's).
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Content type of OpenMetrics, answered when the client asks for it.
+const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Whether an `Accept` header asks for OpenMetrics: one of its media ranges is
+/// `application/openmetrics-text` with a quality above 0.
+fn wants_openmetrics(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|range| {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or("");
+            let refused = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            media.eq_ignore_ascii_case("application/openmetrics-text") && !refused
+        })
+}
+
+/// Turns prometheus-client's OpenMetrics text into Prometheus' text format 0.0.4, as
+/// client_golang writes it: a counter family is named by its sample name (`x_total` in its
+/// `# HELP` and `# TYPE` lines), `unknown` becomes `untyped`, and the `# UNIT`, `# EOF`
+/// and counters' `_created` lines go (0.0.4 has none). Samples are left as they are: label
+/// values are escaped the same way in both formats.
+fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            let suffix = if counters.contains(name) {
+                "_total"
+            } else {
+                ""
+            };
+            out.push_str(&format!("# HELP {name}{suffix} {help}\n"));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            match kind {
+                "counter" => out.push_str(&format!("# TYPE {name}_total counter\n")),
+                "unknown" => out.push_str(&format!("# TYPE {name} untyped\n")),
+                _ => out.push_str(&format!("# TYPE {name} {kind}\n")),
+            }
+            continue;
+        }
+        let sample_name = line.split(['{', ' ']).next().unwrap_or("");
+        if sample_name
+            .strip_suffix("_created")
+            .is_some_and(|base| counters.contains(base))
+        {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+pub(super) async fn render(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let mut registry = Registry::default();
     if state.metrics.proxy {
         registry.register_collector(Box::new(ProxyCollector(state.registry.counters().await)));
@@ -387,10 +475,61 @@ pub(super) async fn render(State(state): State<AppState>) -> Response {
         tracing::error!(error = %e, "could not encode metrics");
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
+    let (body, content_type) = if wants_openmetrics(&headers) {
+        (body, OPENMETRICS_TEXT)
+    } else {
+        (to_prometheus_text(&body), PROMETHEUS_TEXT)
+    };
     let mut response = (StatusCode::OK, body).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-    );
     response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openmetrics_counters_become_prometheus_text() {
+        let om = "# HELP toxiproxy_proxy_received_bytes Bytes read.\n\
+                  # TYPE toxiproxy_proxy_received_bytes counter\n\
+                  toxiproxy_proxy_received_bytes_total{direction=\"upstream\",proxy=\"a\"} 3\n\
+                  toxiproxy_proxy_received_bytes_created 1.5\n\
+                  # HELP q Queue.\n\
+                  # TYPE q gauge\n\
+                  # UNIT q bytes\n\
+                  q 2\n\
+                  # TYPE u unknown\n\
+                  u 1\n\
+                  # EOF\n";
+        assert_eq!(
+            to_prometheus_text(om),
+            "# HELP toxiproxy_proxy_received_bytes_total Bytes read.\n\
+             # TYPE toxiproxy_proxy_received_bytes_total counter\n\
+             toxiproxy_proxy_received_bytes_total{direction=\"upstream\",proxy=\"a\"} 3\n\
+             # HELP q Queue.\n\
+             # TYPE q gauge\n\
+             q 2\n\
+             # TYPE u untyped\n\
+             u 1\n"
+        );
+    }
+
+    #[test]
+    fn accept_header_picks_openmetrics_only_when_asked() {
+        let with = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::ACCEPT, HeaderValue::from_static(v));
+            wants_openmetrics(&h)
+        };
+        assert!(!wants_openmetrics(&HeaderMap::new()));
+        assert!(!with("*/*"));
+        assert!(!with("text/plain;version=0.0.4"));
+        assert!(with(
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+        ));
+        assert!(!with("application/openmetrics-text;q=0, text/plain"));
+    }
 }
