@@ -6,6 +6,8 @@
 //! - [`http_fault`]: the HTTP faults an HTTP proxy applies per request;
 //! - [`http_options`]: how an HTTP proxy forwards (headers, upstream version, limits);
 //! - [`drill`]: drill files (outage scenarios), checked with every problem's line;
+//! - [`substitute`]: `${VAR}` / `${VAR:-default}` in config and drill files;
+//! - [`tls_options`]: TLS termination of an HTTP proxy (names, or a supplied cert and key);
 //! - [`error`]: every refusal with the status code and text Toxiproxy clients expect.
 //!
 //! This crate has no async runtime and does no I/O, so the data plane, the control plane and
@@ -16,6 +18,8 @@ pub mod error;
 pub mod http_fault;
 pub mod http_options;
 pub mod proxy;
+pub mod substitute;
+pub mod tls_options;
 pub mod toxic;
 
 pub use error::Error;

@@ -73,14 +73,26 @@ struct TomlToxic {
     ttl: Option<u64>,
 }
 
-/// Reads and validates a config file into proxies with their toxics.
+/// Reads and validates a config file into proxies with their toxics, after `${VAR}`
+/// substitution (see [`read`]).
 pub fn load(path: &Path) -> Result<Vec<(ProxyConfig, Vec<Toxic>)>, ConfigError> {
+    let text = read(path)?;
+    parse(&text, path.extension().and_then(|e| e.to_str())).map_err(|detail| ConfigError {
+        path: path.display().to_string(),
+        detail,
+    })
+}
+
+/// The text of a config file with `${VAR}` and `${VAR:-default}` replaced from the
+/// environment ([`downtime_model::substitute`]); an unset variable without a default is an
+/// error naming it and its line.
+pub fn read(path: &Path) -> Result<String, ConfigError> {
     let fail = |detail: String| ConfigError {
         path: path.display().to_string(),
         detail,
     };
     let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
-    parse(&text, path.extension().and_then(|e| e.to_str())).map_err(fail)
+    downtime_model::substitute::substitute_env(&text).map_err(|e| fail(e.to_string()))
 }
 
 /// Parses config text; `extension` picks the format, else the first character does.
@@ -215,6 +227,30 @@ first_n = 2
         assert_eq!(parsed[0].0.protocol, downtime_model::Protocol::Http);
         assert_eq!(parsed[0].0.upstream, "");
         assert_eq!(parsed[0].1[0].bounds.first_n, Some(2));
+    }
+
+    #[test]
+    fn variables_are_substituted_with_their_line_in_errors() {
+        let dir = std::env::temp_dir().join(format!("downtime-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("vars.toml");
+        std::fs::write(
+            &path,
+            "# ${NOT_SET_ANYWHERE} in a comment\n[[proxy]]\nname = \"a\"\nlisten = \"127.0.0.1:${DOWNTIME_TEST_UNSET_PORT:-5080}\"\nupstream = \"127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        assert_eq!(load(&path).unwrap()[0].0.listen, "127.0.0.1:5080");
+        std::fs::write(
+            &path,
+            "[[proxy]]\nname = \"a\"\nupstream = \"${DOWNTIME_TEST_UNSET_UPSTREAM}\"\n",
+        )
+        .unwrap();
+        let err = load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("line 3") && err.contains("DOWNTIME_TEST_UNSET_UPSTREAM"),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
