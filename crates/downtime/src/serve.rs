@@ -18,6 +18,10 @@ pub struct ServeArgs {
     /// Proxies (and their toxics) to create at start: our TOML or Toxiproxy's JSON.
     #[arg(long)]
     pub config: Option<std::path::PathBuf>,
+    /// Check the --config file (proxies, toxics, schedules, `${VAR}` references) and exit
+    /// without starting: 0 when it is valid, 2 with the problem otherwise.
+    #[arg(long, requires = "config")]
+    pub check: bool,
     /// Seed for every random choice (toxicity, jitter), so runs replay exactly.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -120,6 +124,23 @@ fn parse_status_url(text: &str) -> Result<String, String> {
 /// config file (or, through clap, a bad flag such as `--status-listen`), 1 when the API, the
 /// status page's listener or a configured proxy cannot bind.
 pub async fn run(args: ServeArgs) -> ExitCode {
+    let (proxies, schedules) = match &args.config {
+        Some(path) => match load_config(path) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                eprintln!("downtime: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => (Vec::new(), Vec::new()),
+    };
+    if args.check {
+        print!(
+            "{}",
+            check_text(args.config.as_deref(), &proxies, &schedules)
+        );
+        return ExitCode::SUCCESS;
+    }
     downtime_server::api::listener::raise_nofile_limit();
     if !is_loopback_host(&args.host) {
         // No API token yet (it comes with TLS): anyone who reaches this address can
@@ -131,26 +152,11 @@ pub async fn run(args: ServeArgs) -> ExitCode {
              (clients naming it by another host need --api-allow-host NAME)"
         );
     }
-    let proxies = match &args.config {
-        Some(path) => match downtime_server::config::load(path) {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("downtime: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        None => Vec::new(),
-    };
-    let schedules = match &args.config {
-        Some(path) => match downtime_server::drills::schedule::load(path) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("downtime: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        None => Vec::new(),
-    };
+    // (name, listen) of each configured proxy, to name the one whose port is taken.
+    let configured: Vec<(String, String)> = proxies
+        .iter()
+        .map(|(c, _)| (c.name.clone(), c.listen.clone()))
+        .collect();
     let address = format!("{}:{}", args.host, args.port);
     let listener = match tokio::net::TcpListener::bind(&address).await {
         Ok(l) => l,
@@ -181,6 +187,18 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         .as_ref()
         .zip(args.status_listen)
         .map(|(l, addr)| l.local_addr().unwrap_or(addr));
+    let status_page = match (&args.status_url, status_bound) {
+        (Some(url), _) => url.clone(),
+        (None, Some(addr)) => format!("http://{}/status", reachable(addr)),
+        (None, None) => format!("http://{bound}/status"),
+    };
+    let history_file = (args.db.as_os_str() != ":memory:").then(|| absolute(&args.db));
+    let banner = Banner {
+        api: format!("http://{bound}"),
+        status_page,
+        status_listener: status_bound.map(|a| a.to_string()),
+        history_file: history_file.clone(),
+    };
     let options = ServeOptions {
         seed: args.seed,
         metrics: MetricsOptions {
@@ -191,8 +209,10 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         grace: Duration::from_secs(5),
         status_page: args.status_url,
         status_listener,
-        on_ready: Some(Box::new(print_proxies)),
-        history: (args.db.as_os_str() != ":memory:").then(|| args.db.clone()),
+        // Printed once the history file is open and every configured proxy listens, so a
+        // start-up failure is reported before anything says "listening".
+        on_ready: Some(Box::new(move |proxies| banner.print(proxies))),
+        history: history_file,
         history_settings: downtime_server::history::HistorySettings {
             raw_days: args.history_days,
             ..downtime_server::history::HistorySettings::default()
@@ -209,18 +229,186 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         api_allow_hosts: args.api_allow_host,
         webhook_allow: args.webhook_allow,
     };
-    // Printed on stdout so scripts (and tests using --port 0) can read the bound address.
-    println!("downtime API listening on http://{bound}");
-    if let Some(status) = status_bound {
-        println!("downtime status page on http://{status}/status");
-    }
     match downtime_server::run(listener, options, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(downtime_server::ServeError::Populate(e)) => {
+            let detail = e.to_string();
+            match failed_proxy(&configured, &detail) {
+                Some(name) => {
+                    eprintln!("downtime: cannot start proxy {name:?} of the config: {detail}")
+                }
+                None => eprintln!("downtime: cannot start a proxy of the config: {detail}"),
+            }
+            ExitCode::from(1)
+        }
         Err(e) => {
             eprintln!("downtime: {e}");
             ExitCode::from(1)
         }
     }
+}
+
+/// Proxies of a config file, with the toxics created with them.
+type Proxies = Vec<(downtime_model::ProxyConfig, Vec<downtime_model::Toxic>)>;
+
+/// Reads the config file once (with `${VAR}` substitution) into its proxies and, for our
+/// TOML, its scheduled drills.
+fn load_config(
+    path: &std::path::Path,
+) -> Result<
+    (Proxies, Vec<downtime_server::drills::schedule::Schedule>),
+    downtime_server::config::ConfigError,
+> {
+    let text = downtime_server::config::read(path)?;
+    let fail = |detail: String| downtime_server::config::ConfigError {
+        path: path.display().to_string(),
+        detail,
+    };
+    let extension = path.extension().and_then(|e| e.to_str());
+    let proxies = downtime_server::config::parse(&text, extension).map_err(fail)?;
+    let schedules = if extension == Some("json") {
+        Vec::new()
+    } else {
+        let dir = path.parent().unwrap_or_else(|| std::path::Path::new("."));
+        downtime_server::drills::schedule::parse(&text, dir).map_err(fail)?
+    };
+    Ok((proxies, schedules))
+}
+
+/// What `serve --check` prints for a valid config.
+fn check_text(
+    path: Option<&std::path::Path>,
+    proxies: &Proxies,
+    schedules: &[downtime_server::drills::schedule::Schedule],
+) -> String {
+    let file = path.map_or_else(String::new, |p| p.display().to_string());
+    let mut out = format!(
+        "config {file}: valid: {} prox{}, {} scheduled drill{}\n",
+        proxies.len(),
+        if proxies.len() == 1 { "y" } else { "ies" },
+        schedules.len(),
+        if schedules.len() == 1 { "" } else { "s" },
+    );
+    for (c, toxics) in proxies {
+        out.push_str(&format!(
+            "  {}: {} ({} toxic{})\n",
+            c.name,
+            route(c),
+            toxics.len(),
+            if toxics.len() == 1 { "" } else { "s" }
+        ));
+    }
+    out
+}
+
+/// The configured proxy a populate error is about: the one whose listen address it names
+/// (`listen tcp 127.0.0.1:5080: bind: ...`), else the one with the same port.
+fn failed_proxy<'a>(configured: &'a [(String, String)], detail: &str) -> Option<&'a str> {
+    configured
+        .iter()
+        .find(|(_, listen)| detail.contains(&format!("tcp {listen}:")))
+        .or_else(|| {
+            configured.iter().find(|(_, listen)| {
+                listen
+                    .rsplit_once(':')
+                    .is_some_and(|(_, port)| port != "0" && detail.contains(&format!(":{port}:")))
+            })
+        })
+        .map(|(name, _)| name.as_str())
+}
+
+/// `path` made absolute against the working directory (as the history store will open it),
+/// so the start-up lines say where the file is.
+fn absolute(path: &std::path::Path) -> std::path::PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// `addr` with a wildcard IP replaced by loopback, the address this machine can reach.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    SocketAddr::new(ip, addr.port())
+}
+
+/// What `serve` prints on stdout once it is up: where everything is, and the line to
+/// paste for each proxy.
+struct Banner {
+    api: String,
+    status_page: String,
+    status_listener: Option<String>,
+    history_file: Option<std::path::PathBuf>,
+}
+
+impl Banner {
+    fn print(&self, proxies: &[downtime_model::ProxyView]) {
+        print!("{}", self.text(proxies));
+    }
+
+    fn text(&self, proxies: &[downtime_model::ProxyView]) -> String {
+        // The first line is read by scripts (and tests using --port 0) for the bound port.
+        let mut out = format!("downtime API listening on {}\n", self.api);
+        match &self.status_listener {
+            Some(addr) => out.push_str(&format!(
+                "status page: {} (also served alone on {addr})\n",
+                self.status_page
+            )),
+            None => out.push_str(&format!("status page: {}\n", self.status_page)),
+        }
+        match &self.history_file {
+            Some(file) => out.push_str(&format!(
+                "history: {} (with -wal and -shm next to it; --db :memory: keeps none)\n",
+                file.display()
+            )),
+            None => out.push_str("history: in memory, kept nowhere (--db :memory:)\n"),
+        }
+        if proxies.is_empty() {
+            out.push_str("no proxies yet: create one with `downtime create` or --config FILE\n");
+        }
+        for p in proxies {
+            let c = &p.config;
+            out.push_str(&format!("proxy {}: {}\n", c.name, route(c)));
+            if c.protocol == downtime_model::Protocol::Http {
+                out.push_str(&format!(
+                    "  export {}=http://{}\n",
+                    env_name(&c.name, "URL"),
+                    c.listen
+                ));
+            } else {
+                out.push_str(&format!(
+                    "  export {}={}\n",
+                    env_name(&c.name, "ADDR"),
+                    c.listen
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// `127.0.0.1:5080 -> 127.0.0.1:5001 (http)`, or `... (http stand-in, no upstream)`;
+/// `, disabled` when it does not listen.
+fn route(c: &downtime_model::ProxyConfig) -> String {
+    let http = c.protocol == downtime_model::Protocol::Http;
+    let mut text = if http && c.upstream.is_empty() {
+        format!(
+            "{} (http stand-in, no upstream: answers from its faults, maintenance by default)",
+            c.listen
+        )
+    } else {
+        format!(
+            "{} -> {} ({})",
+            c.listen,
+            c.upstream,
+            if http { "http" } else { "tcp" }
+        )
+    };
+    if !c.enabled {
+        text.push_str(", disabled");
+    }
+    text
 }
 
 /// Binds the status page's listener with tokio's defaults (as the API's, `SO_REUSEADDR` on
@@ -253,26 +441,8 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Lists the configured proxies; for each HTTP proxy, the line to paste into the app.
-fn print_proxies(proxies: &[downtime_model::ProxyView]) {
-    for p in proxies {
-        let c = &p.config;
-        if c.protocol == downtime_model::Protocol::Http {
-            let what = if c.upstream.is_empty() {
-                "stand-in".to_owned()
-            } else {
-                format!("-> {}", c.upstream)
-            };
-            println!("proxy {} (http {what}) on {}", c.name, c.listen);
-            println!("export {}=http://{}", env_name(&c.name), c.listen);
-        } else {
-            println!("proxy {} (tcp -> {}) on {}", c.name, c.upstream, c.listen);
-        }
-    }
-}
-
-/// `platform-api` → `PLATFORM_API_URL`.
-fn env_name(proxy: &str) -> String {
+/// `platform-api`, `URL` → `PLATFORM_API_URL`.
+fn env_name(proxy: &str, suffix: &str) -> String {
     let mut name: String = proxy
         .chars()
         .map(|c| {
@@ -286,7 +456,8 @@ fn env_name(proxy: &str) -> String {
     if name.starts_with(|c: char| c.is_ascii_digit()) {
         name.insert(0, '_');
     }
-    name.push_str("_URL");
+    name.push('_');
+    name.push_str(suffix);
     name
 }
 
@@ -342,7 +513,25 @@ mod tests {
 
     #[test]
     fn env_names() {
-        assert_eq!(super::env_name("platform-api"), "PLATFORM_API_URL");
-        assert_eq!(super::env_name("3ds"), "_3DS_URL");
+        assert_eq!(super::env_name("platform-api", "URL"), "PLATFORM_API_URL");
+        assert_eq!(super::env_name("3ds", "ADDR"), "_3DS_ADDR");
+    }
+
+    #[test]
+    fn port_in_use_names_the_proxy() {
+        let configured = vec![
+            ("a".to_owned(), "127.0.0.1:5080".to_owned()),
+            ("b".to_owned(), "localhost:5081".to_owned()),
+        ];
+        let named = |detail: &str| super::failed_proxy(&configured, detail);
+        assert_eq!(
+            named("listen tcp 127.0.0.1:5080: bind: address already in use"),
+            Some("a")
+        );
+        assert_eq!(
+            named("listen tcp 127.0.0.1:5081: bind: address already in use"),
+            Some("b")
+        );
+        assert_eq!(named("something else"), None);
     }
 }

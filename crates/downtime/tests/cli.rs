@@ -749,3 +749,184 @@ fn new_serve_flags_are_checked() {
         assert!(out.stderr.contains(flag), "{flag} {value}: {}", out.stderr);
     }
 }
+
+// --- issue 14: a first run that explains itself ---------------------------------------
+
+/// A fresh directory under the target's temporary directory.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn serve_says_where_the_api_page_history_and_proxies_are() {
+    let dir = scratch("banner");
+    std::fs::write(
+        dir.join("downtime.toml"),
+        "# ${UNSET_IN_A_COMMENT} is fine\n\
+         [[proxy]]\nname = \"platform-api\"\nprotocol = \"http\"\n\
+         listen = \"127.0.0.1:${BANNER_STANDIN_PORT:-0}\"\n\
+         [[proxy]]\nname = \"db\"\nlisten = \"127.0.0.1:${BANNER_DB_PORT}\"\nupstream = \"127.0.0.1:9\"\n",
+    )
+    .unwrap();
+    let log = dir.join("serve.log");
+    let mut command = cli();
+    command
+        .current_dir(&dir)
+        .env("LOG_LEVEL", "warn")
+        .env("BANNER_DB_PORT", "0");
+    let (mut child, port) = support::spawn_serve(
+        command,
+        &["--config", "downtime.toml", "--db", "history.db"],
+        &log,
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!("downtime API listening on http://127.0.0.1:{port}"),
+        "{text}"
+    );
+    assert_eq!(
+        lines[1],
+        format!("status page: http://127.0.0.1:{port}/status"),
+        "{text}"
+    );
+    let history = dir.join("history.db");
+    assert_eq!(
+        lines[2],
+        format!(
+            "history: {} (with -wal and -shm next to it; --db :memory: keeps none)",
+            history.display()
+        ),
+        "{text}"
+    );
+    assert!(history.exists(), "{text}");
+    let standin = lines
+        .iter()
+        .position(|l| l.starts_with("proxy platform-api: 127.0.0.1:"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(lines[standin].contains("stand-in"), "{text}");
+    let url = lines[standin + 1]
+        .strip_prefix("  export PLATFORM_API_URL=http://127.0.0.1:")
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_ne!(url, "0", "the bound port is shown: {text}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("proxy db: 127.0.0.1:") && l.ends_with(" -> 127.0.0.1:9 (tcp)")),
+        "{text}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("  export DB_ADDR=127.0.0.1:")),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn start_up_failures_are_reported_before_anything_says_listening() {
+    let dir = scratch("failures");
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    std::fs::write(
+        dir.join("taken.toml"),
+        format!(
+            "[[proxy]]\nname = \"free\"\nlisten = \"127.0.0.1:0\"\nupstream = \"127.0.0.1:9\"\n\
+             [[proxy]]\nname = \"payments\"\nlisten = \"127.0.0.1:{port}\"\nupstream = \"127.0.0.1:9\"\n"
+        ),
+    )
+    .unwrap();
+    let serve = |args: &[&str]| {
+        Run::from(
+            cli()
+                .current_dir(&dir)
+                .env("LOG_LEVEL", "warn")
+                .args(["serve", "--port", "0"])
+                .args(args)
+                .output()
+                .unwrap(),
+        )
+    };
+    let out = serve(&["--db", ":memory:", "--config", "taken.toml"]).fails(1);
+    assert!(!out.stdout.contains("listening"), "{}", out.stdout);
+    assert!(
+        out.stderr.contains("proxy \"payments\"") && out.stderr.contains("address already in use"),
+        "{}",
+        out.stderr
+    );
+    let out = serve(&["--db", "no-such-dir/history.db"]).fails(1);
+    assert!(!out.stdout.contains("listening"), "{}", out.stdout);
+    assert!(
+        out.stderr.contains("no-such-dir/history.db"),
+        "{}",
+        out.stderr
+    );
+    drop(taken);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn serve_check_validates_a_config_without_starting() {
+    let dir = scratch("check");
+    // The API port is taken: a check never binds it.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let api_port = taken.local_addr().unwrap().port().to_string();
+    std::fs::write(
+        dir.join("ok.toml"),
+        "[[proxy]]\nname = \"api\"\nprotocol = \"http\"\nlisten = \"127.0.0.1:${CHECK_PORT:-5080}\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("unset.toml"),
+        "[[proxy]]\nname = \"api\"\nprotocol = \"http\"\n\nlisten = \"127.0.0.1:${CHECK_UNSET_PORT}\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("bad.toml"),
+        "[[proxy]]\nname = \"api\"\nupstream = \"x:1\"\nlisen = \"oops\"\n",
+    )
+    .unwrap();
+    let check = |file: &str| {
+        Run::from(
+            cli()
+                .current_dir(&dir)
+                .env("CHECK_PORT", "6123")
+                .env_remove("CHECK_UNSET_PORT")
+                .args([
+                    "serve", "--port", &api_port, "--db", "never.db", "--check", "--config", file,
+                ])
+                .output()
+                .unwrap(),
+        )
+    };
+    let out = check("ok.toml").ok();
+    assert!(
+        out.stdout.starts_with("config ok.toml: valid: 1 proxy"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("127.0.0.1:6123"), "{}", out.stdout);
+    assert!(
+        !dir.join("never.db").exists(),
+        "a check opens no history file"
+    );
+    let out = check("unset.toml").fails(2);
+    assert!(
+        out.stderr.contains("line 5") && out.stderr.contains("CHECK_UNSET_PORT"),
+        "{}",
+        out.stderr
+    );
+    let out = check("bad.toml").fails(2);
+    assert!(out.stderr.contains("lisen"), "{}", out.stderr);
+    drop(taken);
+    let _ = std::fs::remove_dir_all(&dir);
+}
