@@ -7,6 +7,7 @@
 //! - [`http_options`]: how an HTTP proxy forwards (headers, upstream version, limits);
 //! - [`drill`]: drill files (outage scenarios), checked with every problem's line;
 //! - [`substitute`]: `${VAR}` / `${VAR:-default}` in config and drill files;
+//! - [`tls_options`]: TLS termination of an HTTP proxy (names, or a supplied cert and key);
 //! - [`error`]: every refusal with the status code and text Toxiproxy clients expect.
 //!
 //! This crate has no async runtime and does no I/O, so the data plane, the control plane and
@@ -18,6 +19,7 @@ pub mod http_fault;
 pub mod http_options;
 pub mod proxy;
 pub mod substitute;
+pub mod tls_options;
 pub mod toxic;
 
 pub use error::Error;

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 use crate::http_options::{HttpOptions, HttpOptionsRequest};
+use crate::tls_options::{TlsOptions, TlsOptionsRequest};
 use crate::toxic::{Toxic, ToxicRequest};
 
 /// The stored configuration of a proxy, without its live state.
@@ -29,6 +30,9 @@ pub struct ProxyConfig {
     /// backlog) and an HTTP proxy answers 503.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
+    /// TLS termination (HTTP proxies only); rendered only when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsOptions>,
 }
 
 /// Connections a proxy keeps open at once unless told otherwise.
@@ -86,10 +90,26 @@ pub struct ProxyView {
 /// Checks the upstream of a proxy speaking `protocol`: `host:port`, or empty for an HTTP
 /// proxy (a stand-in).
 pub fn check_upstream_for(protocol: Protocol, upstream: &str) -> Result<(), Error> {
-    if upstream.is_empty() && protocol == Protocol::Http {
-        return Ok(());
+    if protocol == Protocol::Http {
+        if upstream.is_empty() {
+            return Ok(());
+        }
+        let (_, address) = split_scheme(upstream);
+        return check_upstream("upstream", address);
     }
     check_upstream("upstream", upstream)
+}
+
+/// An HTTP proxy's upstream as (uses TLS, `host:port`): `https://host:port` means TLS,
+/// `http://host:port` or a bare `host:port` plain HTTP.
+pub fn split_scheme(upstream: &str) -> (bool, &str) {
+    if let Some(rest) = upstream.strip_prefix("https://") {
+        (true, rest.trim_end_matches('/'))
+    } else if let Some(rest) = upstream.strip_prefix("http://") {
+        (false, rest.trim_end_matches('/'))
+    } else {
+        (false, upstream)
+    }
 }
 
 /// Checks that `upstream` looks like `host:port` with a numeric port.
@@ -131,6 +151,9 @@ pub struct ProxyRequest {
     /// Most client connections at once (1 to [`MAX_CONNECTIONS_LIMIT`]).
     #[serde(default)]
     pub max_connections: Option<u32>,
+    /// TLS termination (HTTP proxies only).
+    #[serde(default)]
+    pub tls: Option<TlsOptionsRequest>,
 }
 
 impl ProxyRequest {
@@ -147,7 +170,7 @@ impl ProxyRequest {
         let protocol = Protocol::parse(self.protocol.as_deref().unwrap_or_default())?;
         let upstream = match self.upstream.filter(|u| !u.is_empty()) {
             Some(u) => {
-                check_upstream("upstream", &u)?;
+                check_upstream_for(protocol, &u)?;
                 u
             }
             // An HTTP proxy without upstream is a stand-in answering from its faults.
@@ -165,6 +188,14 @@ impl ProxyRequest {
                 ));
             }
             (Protocol::Tcp, None) => None,
+        };
+        let listen = self.listen.unwrap_or_default();
+        let tls = match (protocol, self.tls) {
+            (_, None) => None,
+            (Protocol::Http, Some(t)) => Some(t.validate(&listen)?),
+            (Protocol::Tcp, Some(_)) => {
+                return Err(Error::invalid("tls", "TLS needs \"protocol\": \"http\""));
+            }
         };
         if let Some(n) = self.max_connections
             && !(1..=MAX_CONNECTIONS_LIMIT).contains(&n)
@@ -199,12 +230,13 @@ impl ProxyRequest {
         Ok((
             ProxyConfig {
                 name,
-                listen: self.listen.unwrap_or_default(),
+                listen,
                 upstream,
                 enabled: self.enabled.unwrap_or(true),
                 protocol,
                 http,
                 max_connections: self.max_connections,
+                tls,
             },
             toxics,
         ))

@@ -6,6 +6,7 @@
 //! - `listener`: binding and the accept loop, one task per proxy;
 //! - `tcp`: one task per connection, two links (client→upstream, upstream→client);
 //! - [`toxics`]: what toxics do to a link's chunks, as pure, time-driven state machines;
+//! - [`tls`]: the local CA, TLS termination on HTTP proxies, TLS to `https://` upstreams;
 //! - `toxic_io`: the TCP toxics of a connection as an I/O layer, beneath hyper;
 //! - [`http`]: HTTP proxies: hyper per connection, HTTP faults per request, the journal;
 //! - `precise`: sub-millisecond sleeps for latency toxics and faults.
@@ -18,6 +19,7 @@ mod listener;
 mod precise;
 pub mod registry;
 mod tcp;
+pub mod tls;
 mod toxic_io;
 pub mod toxics;
 

@@ -194,7 +194,7 @@ pub(crate) async fn accept_loop(
                     );
                     let shared = shared.clone();
                     tracker.spawn(async move {
-                        http::serve_connection(io, peer, shared).await;
+                        http::serve_client(io, peer, shared).await;
                         stats.connections_active.fetch_sub(1, Ordering::Relaxed);
                         drop(slot);
                     });

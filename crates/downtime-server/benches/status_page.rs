@@ -52,6 +52,7 @@ async fn setup() -> Source {
             protocol: Protocol::Tcp,
             http: None,
             max_connections: None,
+            tls: None,
         };
         let toxics = if n % 5 == 0 {
             vec![latency("slow")]

@@ -47,6 +47,8 @@ struct TomlProxy {
     #[serde(default)]
     max_connections: Option<u32>,
     #[serde(default)]
+    tls: Option<downtime_model::tls_options::TlsOptionsRequest>,
+    #[serde(default)]
     toxics: Vec<TomlToxic>,
 }
 
@@ -185,6 +187,7 @@ fn toml_to_request(p: TomlProxy) -> Result<ProxyRequest, String> {
         protocol: p.protocol,
         http: p.http,
         max_connections: p.max_connections,
+        tls: p.tls,
     })
 }
 

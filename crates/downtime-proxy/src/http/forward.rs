@@ -13,6 +13,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::upgrade::OnUpgrade;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -28,15 +29,18 @@ pub(crate) const UPSTREAM_HEAD_TIMEOUT: Duration = Duration::from_secs(60);
 /// The body type requests to the upstream carry.
 pub(crate) type RequestBody = Counted;
 
-/// Pooled keep-alive clients to the upstream, one per HTTP version.
+/// Pooled keep-alive clients to the upstream, one per HTTP version, and one over TLS
+/// (ALPN picks HTTP/2 or HTTP/1.1) for `https://` upstreams.
 pub(crate) struct UpstreamClients {
     http1: Client<HttpConnector, RequestBody>,
     http2: Client<HttpConnector, RequestBody>,
+    https: Option<Client<HttpsConnector<HttpConnector>, RequestBody>>,
 }
 
 impl UpstreamClients {
-    /// Clients with no connection yet; they dial on first use.
-    pub(crate) fn new() -> Self {
+    /// Clients with no connection yet; they dial on first use. `tls` (for an `https://`
+    /// upstream) verifies the upstream's certificate.
+    pub(crate) fn new(tls: Option<Arc<rustls::ClientConfig>>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let http1 = Client::builder(TokioExecutor::new())
@@ -45,14 +49,34 @@ impl UpstreamClients {
         let http2 = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .http2_only(true)
-            .build(connector);
-        UpstreamClients { http1, http2 }
+            .build(connector.clone());
+        let https = tls.map(|config| {
+            connector.enforce_http(false);
+            let tls = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config((*config).clone())
+                .https_only()
+                .enable_http1()
+                .enable_http2()
+                .wrap_connector(connector);
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(60))
+                .build(tls)
+        });
+        UpstreamClients {
+            http1,
+            http2,
+            https,
+        }
     }
 }
 
 /// Everything [`forward`] needs about the request beyond its parts and body.
 pub(crate) struct Forward<'a> {
     pub(crate) upstream: &'a str,
+    /// The upstream is reached over TLS.
+    pub(crate) upstream_tls: bool,
+    /// The client reached this proxy over TLS.
+    pub(crate) client_tls: bool,
     pub(crate) options: &'a HttpOptions,
     pub(crate) clients: &'a UpstreamClients,
     pub(crate) peer: SocketAddr,
@@ -131,7 +155,8 @@ pub(crate) fn client_host(parts: &http::request::Parts) -> Option<String> {
 
 /// Adds `X-Forwarded-For` (appended), `X-Forwarded-Proto`, `X-Forwarded-Host` and
 /// `Forwarded` (appended), describing the hop from the client to this proxy.
-fn add_forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: Option<&str>) {
+fn add_forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: Option<&str>, https: bool) {
+    let proto = if https { "https" } else { "http" };
     let ip = peer.ip().to_canonical();
     let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
@@ -140,13 +165,13 @@ fn add_forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: Option<&str>) 
     if let Ok(v) = HeaderValue::from_str(&xff) {
         headers.insert("x-forwarded-for", v);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
     let node = if ip.is_ipv6() {
         format!("\"[{ip}]\"")
     } else {
         ip.to_string()
     };
-    let mut element = format!("for={node};proto=http");
+    let mut element = format!("for={node};proto={proto}");
     if let Some(host) = host {
         if let Ok(v) = HeaderValue::from_str(host) {
             headers.insert("x-forwarded-host", v);
@@ -164,13 +189,14 @@ fn add_forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: Option<&str>) 
 
 /// Points `Location`/`Content-Location` that name the upstream back at the proxy, as the
 /// client addressed it, so that a redirect keeps the client inside downtime.
-fn rewrite_locations(headers: &mut HeaderMap, upstream: &str, client_host: &str) {
+fn rewrite_locations(headers: &mut HeaderMap, upstream: &str, client_host: &str, scheme: &str) {
     for name in [header::LOCATION, header::CONTENT_LOCATION] {
         let Some(value) = headers.get(&name).and_then(|v| v.to_str().ok()) else {
             continue;
         };
         let Some(rest) = value
             .strip_prefix("http://")
+            .or_else(|| value.strip_prefix("https://"))
             .and_then(|r| r.strip_prefix(upstream))
         else {
             continue;
@@ -178,7 +204,7 @@ fn rewrite_locations(headers: &mut HeaderMap, upstream: &str, client_host: &str)
         if !(rest.is_empty() || rest.starts_with(['/', '?', '#'])) {
             continue;
         }
-        if let Ok(v) = HeaderValue::from_str(&format!("http://{client_host}{rest}")) {
+        if let Ok(v) = HeaderValue::from_str(&format!("{scheme}://{client_host}{rest}")) {
             headers.insert(name, v);
         }
     }
@@ -196,7 +222,8 @@ pub(crate) async fn forward(
     f: Forward<'_>,
 ) -> Response<ResponseBody> {
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let Ok(uri) = format!("http://{}{path}", f.upstream).parse::<http::Uri>() else {
+    let scheme = if f.upstream_tls { "https" } else { "http" };
+    let Ok(uri) = format!("{scheme}://{}{path}", f.upstream).parse::<http::Uri>() else {
         return error_response(
             StatusCode::BAD_REQUEST,
             "bad_request",
@@ -216,7 +243,7 @@ pub(crate) async fn forward(
     parts.uri = uri;
     strip_hop_by_hop(&mut parts.headers);
     if f.options.forwarded {
-        add_forwarded(&mut parts.headers, f.peer, host.as_deref());
+        add_forwarded(&mut parts.headers, f.peer, host.as_deref(), f.client_tls);
     }
     let client = if use_http2 {
         parts.version = Version::HTTP_2;
@@ -240,11 +267,13 @@ pub(crate) async fn forward(
         }
         &f.clients.http1
     };
-    let sent = tokio::time::timeout(
-        UPSTREAM_HEAD_TIMEOUT,
-        client.request(Request::from_parts(parts, body)),
-    )
-    .await;
+    let request = Request::from_parts(parts, body);
+    let sent = match (&f.clients.https, f.upstream_tls) {
+        (Some(https), true) => {
+            tokio::time::timeout(UPSTREAM_HEAD_TIMEOUT, https.request(request)).await
+        }
+        _ => tokio::time::timeout(UPSTREAM_HEAD_TIMEOUT, client.request(request)).await,
+    };
     let response = match sent {
         Ok(Ok(response)) => response,
         Ok(Err(e)) => {
@@ -291,7 +320,8 @@ pub(crate) async fn forward(
     if f.options.rewrite_location
         && let Some(h) = &host
     {
-        rewrite_locations(&mut head.headers, f.upstream, h);
+        let scheme = if f.client_tls { "https" } else { "http" };
+        rewrite_locations(&mut head.headers, f.upstream, h, scheme);
     }
     Response::from_parts(head, body.map_err(body::BoxError::from).boxed())
 }

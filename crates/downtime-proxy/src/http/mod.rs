@@ -44,7 +44,12 @@ pub(crate) use forward::UpstreamClients;
 /// What every connection of one HTTP proxy shares.
 pub(crate) struct HttpShared {
     pub(crate) name: Arc<str>,
+    /// The upstream's `host:port` (without scheme); `None` for a stand-in.
     pub(crate) upstream: Option<Arc<str>>,
+    /// Whether the upstream is reached over TLS (`https://`).
+    pub(crate) upstream_tls: bool,
+    /// TLS termination on the listener, if the proxy has `tls`.
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
     pub(crate) options: HttpOptions,
     pub(crate) faults: watch::Receiver<Arc<Chain>>,
     pub(crate) clients: UpstreamClients,
@@ -173,8 +178,39 @@ pub(crate) fn builder(options: &HttpOptions) -> auto::Builder<TokioExecutor> {
 }
 
 /// Serves one client connection until it closes, the proxy stops, or a fault aborts it.
-pub(crate) async fn serve_connection(io: ToxicIo, peer: SocketAddr, shared: Arc<HttpShared>) {
+/// Serves one accepted client: through TLS first when the proxy terminates it (the
+/// handshake bounded by the head timeout), then hyper.
+pub(crate) async fn serve_client(io: ToxicIo, peer: SocketAddr, shared: Arc<HttpShared>) {
     let reset = io.reset_handle();
+    match shared.tls.clone() {
+        None => serve_connection(io, reset, peer, shared).await,
+        Some(acceptor) => {
+            let limit = Duration::from_millis(shared.options.header_timeout_ms);
+            let handshake = tokio::select! {
+                () = shared.cancel.cancelled() => return,
+                done = tokio::time::timeout(limit, acceptor.accept(io)) => done,
+            };
+            match handshake {
+                Ok(Ok(stream)) => serve_connection(stream, reset, peer, shared).await,
+                Ok(Err(e)) => {
+                    tracing::debug!(proxy = %shared.name, error = %e, "tls handshake failed")
+                }
+                Err(_) => tracing::debug!(proxy = %shared.name, "tls handshake timed out"),
+            }
+        }
+    }
+}
+
+/// Serves hyper on `io` (plain or TLS) until it closes, the proxy stops, or a fault aborts
+/// it; `reset` makes the socket close with a reset.
+async fn serve_connection<I>(
+    io: I,
+    reset: Arc<std::sync::atomic::AtomicBool>,
+    peer: SocketAddr,
+    shared: Arc<HttpShared>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let cancel = shared.cancel.clone();
     let server = shared.clone();
     let server = &server.server;

@@ -324,6 +324,8 @@ async fn produce(
             let body = Counted::new(body, ongoing.bytes_in.clone(), outcome.clone(), idle);
             let f = Forward {
                 upstream,
+                upstream_tls: shared.upstream_tls,
+                client_tls: shared.tls.is_some(),
                 options: &shared.options,
                 clients: &shared.clients,
                 peer,

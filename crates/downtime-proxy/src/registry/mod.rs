@@ -24,6 +24,7 @@ use crate::http::HttpCounters;
 use crate::http::journal::JournalEntry;
 use crate::listener;
 use crate::tcp::ProxyStats;
+use crate::tls::LocalCa;
 use crate::toxics::ChainEntry;
 
 mod proxy;
@@ -35,12 +36,47 @@ pub struct Registry {
     inner: Arc<Inner>,
 }
 
+/// TLS material shared by every proxy.
+#[derive(Default)]
+pub(crate) struct TlsSettings {
+    /// The local CA, opened on first need (or by [`Registry::set_ca_dir`]).
+    pub(crate) ca: Option<Arc<LocalCa>>,
+    /// Extra CA files trusted for upstreams.
+    pub(crate) extra_ca: Vec<std::path::PathBuf>,
+    /// The client configuration for `https://` upstreams, built once.
+    pub(crate) client: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl TlsSettings {
+    /// The CA, opening the default one the first time it is needed.
+    pub(crate) fn ca(&mut self) -> Result<Arc<LocalCa>, String> {
+        if let Some(ca) = &self.ca {
+            return Ok(ca.clone());
+        }
+        let ca = Arc::new(LocalCa::open(&crate::tls::default_ca_dir())?);
+        self.ca = Some(ca.clone());
+        Ok(ca)
+    }
+
+    /// The upstream client configuration, built from the system roots the first time.
+    pub(crate) fn client(&mut self) -> Result<Arc<rustls::ClientConfig>, String> {
+        if let Some(c) = &self.client {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(crate::tls::client_config(&self.extra_ca)?);
+        self.client = Some(c.clone());
+        Ok(c)
+    }
+}
+
 struct Inner {
     seed: u64,
     /// The runtime connections run on; the API may run on another one, so nothing the
     /// data plane does can delay an API answer.
     data_plane: tokio::runtime::Handle,
     status_page: std::sync::RwLock<Arc<str>>,
+    /// Where certificates come from and what upstreams are verified against.
+    tls: std::sync::RwLock<TlsSettings>,
     proxies: Mutex<BTreeMap<String, Proxy>>,
     generation: AtomicU64,
     halts: AtomicU64,
@@ -97,6 +133,7 @@ impl Registry {
                 seed,
                 data_plane: tokio::runtime::Handle::current(),
                 status_page: std::sync::RwLock::new(Arc::from("")),
+                tls: std::sync::RwLock::new(TlsSettings::default()),
                 proxies: Mutex::new(BTreeMap::new()),
                 generation: AtomicU64::new(1),
                 halts: AtomicU64::new(0),
@@ -114,6 +151,31 @@ impl Registry {
             Ok(mut p) => *p = Arc::from(url),
             Err(poisoned) => *poisoned.into_inner() = Arc::from(url),
         }
+    }
+
+    /// Uses the CA in `dir` for proxies with TLS and no certificate of their own (opened,
+    /// or created, now: errors name the directory or file).
+    pub fn set_ca_dir(&self, dir: &std::path::Path) -> Result<Arc<LocalCa>, String> {
+        let ca = Arc::new(LocalCa::open(dir)?);
+        self.tls_settings().ca = Some(ca.clone());
+        Ok(ca)
+    }
+
+    /// Trusts these CA files, besides the system's roots, for `https://` upstreams (each
+    /// is read now: errors name the file).
+    pub fn set_extra_ca(&self, files: Vec<std::path::PathBuf>) -> Result<(), String> {
+        let client = crate::tls::client_config(&files)?;
+        let mut settings = self.tls_settings();
+        settings.extra_ca = files;
+        settings.client = Some(Arc::new(client));
+        Ok(())
+    }
+
+    fn tls_settings(&self) -> std::sync::RwLockWriteGuard<'_, TlsSettings> {
+        self.inner
+            .tls
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn entry(&self, toxic: Toxic) -> ChainEntry {

@@ -175,14 +175,40 @@ impl Proxy {
                 Err(poisoned) => poisoned.into_inner().clone(),
             };
             let options = self.config.http.unwrap_or_default();
+            let (upstream_tls, upstream) =
+                downtime_model::proxy::split_scheme(&self.config.upstream);
+            let (acceptor, client_tls) = {
+                let mut tls = inner
+                    .tls
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let acceptor = match &self.config.tls {
+                    Some(options) => {
+                        let ca = match options.cert {
+                            Some(_) => None,
+                            None => Some(tls.ca().map_err(|e| Error::invalid("tls", e))?),
+                        };
+                        let config = crate::tls::server_config(options, ca.as_deref())
+                            .map_err(|e| Error::invalid("tls", e))?;
+                        Some(tokio_rustls::TlsAcceptor::from(config))
+                    }
+                    None => None,
+                };
+                let client = match upstream_tls {
+                    true => Some(tls.client().map_err(|e| Error::invalid("upstream", e))?),
+                    false => None,
+                };
+                (acceptor, client)
+            };
             Some(Arc::new(HttpShared {
                 server: crate::http::builder(&options),
                 name: self.config.name.as_str().into(),
-                upstream: (!self.config.upstream.is_empty())
-                    .then(|| self.config.upstream.as_str().into()),
+                upstream: (!upstream.is_empty()).then(|| upstream.into()),
+                upstream_tls,
+                tls: acceptor,
                 options,
                 faults: self.http_tx.subscribe(),
-                clients: UpstreamClients::new(),
+                clients: UpstreamClients::new(client_tls),
                 journal: self.journal.clone(),
                 rng: std::sync::Mutex::new(SmallRng::seed_from_u64(listener::mix(
                     inner.seed ^ name_hash,

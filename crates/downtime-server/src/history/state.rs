@@ -203,6 +203,7 @@ mod tests {
                 protocol: Protocol::Http,
                 http: Some(Default::default()),
                 max_connections: None,
+                tls: None,
             },
             toxics,
         }

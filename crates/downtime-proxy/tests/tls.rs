@@ -1,0 +1,221 @@
+//! TLS on both sides with real clients (curl, Python `requests`) and a real HTTPS upstream
+//! whose certificate comes from a CA of its own.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use downtime_model::{ProxyRequest, ToxicRequest};
+use downtime_proxy::Registry;
+use downtime_proxy::tls::LocalCa;
+use http_body_util::Full;
+use hyper::Response;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("downtime-tls-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+async fn http_proxy(registry: &Registry, body: Value) -> SocketAddr {
+    let request: ProxyRequest = serde_json::from_value(body).unwrap();
+    let (config, toxics) = request.validate(None).unwrap();
+    let view = registry.create(config, toxics).await.unwrap();
+    view.config.listen.parse().unwrap()
+}
+
+/// curl against `url` trusting `ca`: (exit code, status line and body, stderr).
+fn curl(ca: &Path, url: &str, extra: &[&str]) -> (i32, String, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "-i", "--max-time", "10", "--cacert"])
+        .arg(ca)
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("curl is installed");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// An HTTPS upstream: its leaf comes from its own CA (in `dir`); it answers the protocol
+/// the client used and the request's path.
+async fn https_upstream(dir: &Path) -> (SocketAddr, PathBuf) {
+    let ca = LocalCa::open(dir).unwrap();
+    let leaf = ca
+        .leaf(&["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_cert_resolver(Arc::new(Always(leaf)));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(|req: hyper::Request<_>| async move {
+                    let text = format!(
+                        "secure upstream: {} {:?} proto={}",
+                        req.uri().path(),
+                        req.version(),
+                        req.headers()
+                            .get("x-forwarded-proto")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("-")
+                    );
+                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(text))))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (addr, ca.cert_path())
+}
+
+#[derive(Debug)]
+struct Always(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for Always {
+    fn resolve(
+        &self,
+        _: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_stand_in_answers_curl_and_requests_over_http1_and_h2() {
+    let registry = Registry::new(Some(3));
+    let ca = registry.set_ca_dir(&temp_dir("standin")).unwrap();
+    let addr = http_proxy(
+        &registry,
+        json!({"name": "payments", "listen": "127.0.0.1:0", "protocol": "http", "tls": {}}),
+    )
+    .await;
+    let url = format!("https://127.0.0.1:{}/v1/charges", addr.port());
+    let ca_file = ca.cert_path();
+    let (code, out, err) = tokio::task::spawn_blocking({
+        let (ca_file, url) = (ca_file.clone(), url.clone());
+        move || curl(&ca_file, &url, &["--http1.1"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+    assert!(out.contains("\"id\": \"maintenance\""), "{out}");
+    let (code, out, err) = tokio::task::spawn_blocking({
+        let (ca_file, url) = (
+            ca_file.clone(),
+            format!("https://localhost:{}/", addr.port()),
+        );
+        move || curl(&ca_file, &url, &["--http2"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("HTTP/2 503"), "ALPN picks h2: {out}");
+
+    // Python requests, trusting the CA through REQUESTS_CA_BUNDLE as the docs say.
+    let python =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/compat/python/.venv/bin/python");
+    if python.exists() {
+        let out = Command::new(&python)
+            .args(["-c", "import requests,sys; r = requests.get(sys.argv[1], timeout=10); print(r.status_code, r.json()['id'])", &url])
+            .env("REQUESTS_CA_BUNDLE", &ca_file)
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "503 maintenance",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // Without trusting the CA, curl refuses: the certificate is really checked.
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", &url])
+        .env("CURL_CA_BUNDLE", "/nonexistent")
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_proxy_reaches_an_https_upstream_with_faults_on_real_answers() {
+    let (up, up_ca) = https_upstream(&temp_dir("upstream")).await;
+    let registry = Registry::new(Some(3));
+    registry.set_extra_ca(vec![up_ca]).unwrap();
+    let addr = http_proxy(
+        &registry,
+        json!({"name": "api", "listen": "127.0.0.1:0", "protocol": "http", "upstream": format!("https://127.0.0.1:{}", up.port())}),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let text = client
+        .get(format!("http://{addr}/v1/balance"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.starts_with("secure upstream: /v1/balance"), "{text}");
+    assert!(text.ends_with("proto=http"), "{text}");
+    // ALPN chose HTTP/2 to the upstream.
+    assert!(text.contains("HTTP/2.0"), "{text}");
+    let request: ToxicRequest = serde_json::from_value(json!({"name": "every-other", "type": "status", "attributes": {"status": 502}, "every_nth": 2})).unwrap();
+    registry.add_toxic("api", request).await.unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(
+            client
+                .get(format!("http://{addr}/v1/balance"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 502).count(),
+        2,
+        "{statuses:?}"
+    );
+
+    // An upstream whose certificate is not trusted: a 502 that says why.
+    let strict = Registry::new(Some(3));
+    let addr = http_proxy(
+        &strict,
+        json!({"name": "api", "listen": "127.0.0.1:0", "protocol": "http", "upstream": format!("https://127.0.0.1:{}", up.port())}),
+    )
+    .await;
+    let r = client.get(format!("http://{addr}/")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    let body: Value = r.json().await.unwrap();
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("certificate"), "{message}");
+}
