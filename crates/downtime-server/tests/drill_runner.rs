@@ -104,6 +104,8 @@ enum Behaviour {
     Hang,
     /// Sends the head and 5 of 100 promised body bytes, then stalls.
     HalfBody,
+    /// `200 OK` with a chunked body that starts with `healthy` and never ends.
+    Endless,
 }
 
 async fn target(behaviour: Behaviour) -> Target {
@@ -122,7 +124,18 @@ async fn target(behaviour: Behaviour) -> Target {
                     }
                     Behaviour::Hang => b"",
                     Behaviour::HalfBody => b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello",
+                    Behaviour::Endless => b"",
                 };
+                if matches!(behaviour, Behaviour::Endless) {
+                    let head =
+                        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7\r\nhealthy\r\n";
+                    if stream.write_all(head).await.is_err() {
+                        return;
+                    }
+                    let chunk = format!("{:x}\r\n{}\r\n", 4096, "x".repeat(4096));
+                    while stream.write_all(chunk.as_bytes()).await.is_ok() {}
+                    return;
+                }
                 let _ = stream.write_all(answer).await;
                 if matches!(behaviour, Behaviour::Healthy) {
                     let _ = stream.shutdown().await;
@@ -292,6 +305,58 @@ faults = {{ availability = 50 }}
         json!({}),
         "the drill's proxy is gone"
     );
+}
+
+// --- probe bodies --------------------------------------------------------------------
+
+/// Issue 10: probe answers were read whole, so an answer that never ends (or a huge one)
+/// was held in memory until the probe's timeout and then counted as a failure. The first
+/// 64 KiB are read and judged, the rest is not read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_10_an_endless_probe_body_is_read_up_to_its_limit_and_judged() {
+    let server = Server::start();
+    let endless = target(Behaviour::Endless).await;
+    let upstream = unused_upstream();
+    let text = format!(
+        r#"
+name = "endless body"
+baseline = "1s"
+recovery = "1s"
+[[proxy]]
+name = "dep"
+listen = "127.0.0.1:0"
+upstream = "{upstream}"
+[[probe]]
+name = "endless"
+url = "{url}"
+interval = "200ms"
+timeout = "2s"
+expect = {{ body_contains = "healthy" }}
+[[step]]
+name = "latency"
+duration = "1s"
+[[step.fault]]
+proxy = "dep"
+type = "latency"
+attributes = {{ latency = 10 }}
+"#,
+        url = endless.url("/health"),
+    );
+    let report = run(&plan(&text), &server.base).await;
+    assert_eq!(report.outcome, Outcome::Pass, "{:#}", report_json(&report));
+    let probe = &report.probes[0];
+    assert!(probe.samples >= 5, "{probe:?}");
+    assert_eq!(probe.passed, probe.samples, "{probe:?}");
+    // Well under the 2 s timeout: the probe stopped reading (bound: 5 × 200 ms).
+    for phase in &report.phases {
+        assert!(
+            phase.p99_ms < 1000,
+            "phase {} p99 {} ms",
+            phase.name,
+            phase.p99_ms
+        );
+    }
+    assert!(report.cleanup.restored, "{:?}", report.cleanup);
 }
 
 // --- ramps -----------------------------------------------------------------------------

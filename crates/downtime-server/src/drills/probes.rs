@@ -11,6 +11,10 @@ use tokio_util::task::TaskTracker;
 
 use super::verdict::Sample;
 
+/// Most bytes of a probe's answer read and judged (`body_contains`, `json`); the rest is not
+/// read (documented in `docs/drills.md`).
+pub const MAX_BODY: usize = 64 * 1024;
+
 /// Sends one probe request and judges the answer.
 pub async fn probe_once(client: &reqwest::Client, probe: &Probe) -> (Duration, Result<(), String>) {
     let started = Instant::now();
@@ -26,7 +30,17 @@ pub async fn probe_once(client: &reqwest::Client, probe: &Probe) -> (Duration, R
     let answer = async {
         let response = request.send().await.map_err(describe)?;
         let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(describe)?;
+        let mut response = response;
+        let mut body: Vec<u8> = Vec::new();
+        while body.len() < MAX_BODY {
+            match response.chunk().await.map_err(describe)? {
+                Some(chunk) => {
+                    let room = MAX_BODY - body.len();
+                    body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                }
+                None => break,
+            }
+        }
         Ok::<_, String>((status, body))
     };
     let outcome = match tokio::time::timeout(probe.timeout, answer).await {
@@ -100,7 +114,7 @@ pub fn spawn_probes(
     origin: Instant,
     stop: CancellationToken,
     tracker: &TaskTracker,
-    samples: mpsc::UnboundedSender<Sample>,
+    samples: mpsc::Sender<Sample>,
 ) {
     for (index, probe) in probes.into_iter().enumerate() {
         let (client, stop, samples, tracker2) = (
@@ -127,13 +141,17 @@ pub fn spawn_probes(
                 tracker2.spawn(async move {
                     let at = Instant::now().saturating_duration_since(origin);
                     let (latency, outcome) = probe_once(&client, &probe).await;
-                    let _ = samples.send(Sample {
-                        probe: index,
-                        at,
-                        latency,
-                        ok: outcome.is_ok(),
-                        reason: outcome.err(),
-                    });
+                    // Bounded queue: when the runner falls behind, this task waits with its
+                    // one finished sample (the next request still starts on time).
+                    let _ = samples
+                        .send(Sample {
+                            probe: index,
+                            at,
+                            latency,
+                            ok: outcome.is_ok(),
+                            reason: outcome.err(),
+                        })
+                        .await;
                 });
             }
         });

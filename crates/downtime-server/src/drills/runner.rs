@@ -6,7 +6,7 @@
 //! toxicity 0, created with the API's own duplicate check) on each touched proxy keeps two
 //! drills off the same proxy.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 use super::probes::spawn_probes;
 use super::report::{Cleanup, DrillReport, Event, Outcome, ProbeSummary};
 use super::timeline::{Action, describe, timeline};
-use super::verdict::{self, Sample};
+use super::verdict::{self, Sample, Tally};
 use crate::history::Timestamp;
 use crate::history::client::{DrillRecorder, FaultChange};
 
@@ -30,6 +30,20 @@ pub const LOCK_NAME: &str = "drill-lock";
 const TTL_MARGIN: Duration = Duration::from_secs(5);
 /// How often stop conditions, halts and progress are checked.
 const TICK: Duration = Duration::from_millis(250);
+/// Probe samples waiting for the runner; probes wait when it is full (the runner drains it
+/// continuously while it waits, so it fills only during an API call).
+const SAMPLE_QUEUE: usize = 4096;
+/// Samples taken from the queue at once.
+const SAMPLE_BATCH: usize = 256;
+
+/// `origin + offset`, or a century later when that does not fit (a valid plan never gets
+/// near: its offsets are at most a few days).
+fn deadline(origin: Instant, offset: Duration) -> Instant {
+    origin
+        .checked_add(offset)
+        .or_else(|| origin.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(origin)
+}
 
 /// User-Agent of a drill started by hand (`downtime drill run`).
 const DRILL_AGENT: &str = concat!("downtime-drill/", env!("CARGO_PKG_VERSION"));
@@ -140,23 +154,12 @@ struct Progress {
 }
 
 impl Progress {
-    fn show(&mut self, phase: &str, elapsed: Duration, total: Duration, samples: &[Sample]) {
+    fn show(&mut self, phase: &str, elapsed: Duration, total: Duration, tally: &Tally) {
         if self.quiet {
             return;
         }
-        let recent: Vec<&Sample> = samples
-            .iter()
-            .filter(|s| s.at + Duration::from_secs(5) >= elapsed)
-            .collect();
-        let ok = recent.iter().filter(|s| s.ok).count();
-        let rate = if recent.is_empty() {
-            100.0
-        } else {
-            ok as f64 * 100.0 / recent.len() as f64
-        };
-        let mut lat: Vec<Duration> = recent.iter().map(|s| s.latency).collect();
-        lat.sort();
-        let p95 = verdict::percentile(&lat, 95.0).as_millis();
+        let (rate, p95) = tally.recent_stats(elapsed.saturating_sub(Duration::from_secs(5)));
+        let p95 = p95.as_millis();
         let line = format!(
             "[{phase}] {:>5.1}s / {:.1}s  probes ok {rate:>5.1}% (last 5s)  p95 {p95}ms",
             elapsed.as_secs_f64(),
@@ -213,8 +216,8 @@ struct Run<'a> {
     injected: Vec<(String, String)>,
     locked: Vec<String>,
     created: Vec<String>,
-    samples: Vec<Sample>,
-    rx: mpsc::UnboundedReceiver<Sample>,
+    tally: Tally,
+    rx: mpsc::Receiver<Sample>,
     progress: Progress,
     /// Best-effort reports to the server's history (a no-op against plain Toxiproxy).
     history: DrillRecorder,
@@ -237,14 +240,45 @@ impl Run<'_> {
         self.events.push(Event { at_ms: at, what });
     }
 
+    /// Folds every queued sample into the tally (and hands it to the history).
     fn drain(&mut self) {
-        let before = self.samples.len();
+        let mut batch = Vec::new();
         while let Ok(s) = self.rx.try_recv() {
-            self.samples.push(s);
+            batch.push(s);
+            if batch.len() >= SAMPLE_BATCH {
+                self.absorb(&mut batch);
+            }
         }
-        let new = self.samples.get(before..).unwrap_or_default();
+        self.absorb(&mut batch);
+    }
+
+    fn absorb(&mut self, batch: &mut Vec<Sample>) {
+        if batch.is_empty() {
+            return;
+        }
         self.history
-            .samples(new.iter().map(|s| (s.probe, s.at, s.ok, s.latency)));
+            .samples(batch.iter().map(|s| (s.probe, s.at, s.ok, s.latency)));
+        for s in batch.drain(..) {
+            self.tally.add(s);
+        }
+    }
+
+    /// Sleeps until `until` while folding samples in as they arrive; `false` on interrupt.
+    async fn sleep_draining(&mut self, until: Instant, interrupt: &CancellationToken) -> bool {
+        let sleep = tokio::time::sleep_until(until);
+        tokio::pin!(sleep);
+        let mut batch = Vec::with_capacity(SAMPLE_BATCH);
+        let mut open = true;
+        loop {
+            tokio::select! {
+                () = interrupt.cancelled() => return false,
+                () = &mut sleep => return true,
+                got = self.rx.recv_many(&mut batch, SAMPLE_BATCH), if open => {
+                    open = got > 0;
+                    self.absorb(&mut batch);
+                }
+            }
+        }
     }
 
     fn phase_name(&self, elapsed: Duration) -> String {
@@ -281,13 +315,13 @@ impl Run<'_> {
             let elapsed = self.elapsed();
             let phase = self.phase_name(elapsed);
             self.progress
-                .show(&phase, elapsed, self.plan.total(), &self.samples);
+                .show(&phase, elapsed, self.plan.total(), &self.tally);
             if faults_live
                 && let Some(stop) = self.plan.stop
                 && elapsed.saturating_sub(self.plan.baseline) >= stop.window
             {
                 let from = elapsed.saturating_sub(stop.window).max(self.plan.baseline);
-                if let Some(a) = verdict::availability(&self.samples, from, elapsed)
+                if let Some(a) = self.tally.availability(from, elapsed)
                     && a < stop.availability_below
                 {
                     return Some((
@@ -304,10 +338,9 @@ impl Run<'_> {
             if now >= until {
                 return None;
             }
-            let next = until.min(now + TICK);
-            tokio::select! {
-                () = interrupt.cancelled() => return Some((Outcome::Aborted, "interrupted by a signal".to_owned())),
-                () = tokio::time::sleep_until(next) => {}
+            let next = until.min(deadline(now, TICK));
+            if !self.sleep_draining(next, interrupt).await {
+                return Some((Outcome::Aborted, "interrupted by a signal".to_owned()));
             }
             if next >= until {
                 // On time for the next action: no network call in between.
@@ -496,7 +529,8 @@ pub async fn run(
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
 
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::channel(SAMPLE_QUEUE);
+    let keep = plan.stop.map_or(Duration::ZERO, |s| s.window);
     let mut run = Run {
         plan,
         api: api.clone(),
@@ -505,7 +539,7 @@ pub async fn run(
         injected: Vec::new(),
         locked: Vec::new(),
         created: Vec::new(),
-        samples: Vec::new(),
+        tally: Tally::new(verdict::phases(plan), plan.probes.len(), keep),
         rx,
         progress: Progress {
             tty: std::io::stderr().is_terminal(),
@@ -601,7 +635,12 @@ pub async fn run(
     let mut outcome: Option<(Outcome, String)> = None;
     // Baseline, then the steady-state check.
     if let Some(stop) = run
-        .wait(run.origin + plan.baseline, &interrupt, halts, false)
+        .wait(
+            deadline(run.origin, plan.baseline),
+            &interrupt,
+            halts,
+            false,
+        )
         .await
     {
         outcome = Some(stop);
@@ -611,7 +650,8 @@ pub async fn run(
             .steady_state
             .or(plan.verdict.baseline.availability)
             .unwrap_or(100.0);
-        let seen = verdict::availability(&run.samples, Duration::ZERO, plan.baseline);
+        // Phase 0 is the baseline, [0, baseline).
+        let seen = run.tally.phase_availability(0);
         match seen {
             Some(a) if a >= required => run.log(format!(
                 "steady state met: availability {a:.1}% (required {required}%)"
@@ -638,7 +678,12 @@ pub async fn run(
         for planned in timeline(plan) {
             let faults_live = !run.injected.is_empty();
             if let Some(stop) = run
-                .wait(run.origin + planned.at, &interrupt, halts, faults_live)
+                .wait(
+                    deadline(run.origin, planned.at),
+                    &interrupt,
+                    halts,
+                    faults_live,
+                )
                 .await
             {
                 outcome = Some(stop);
@@ -652,11 +697,12 @@ pub async fn run(
     }
     // Recovery (only when the timeline ran to its end).
     if outcome.is_none() {
-        let end = run.origin
-            + plan
-                .baseline
+        let end = deadline(
+            run.origin,
+            plan.baseline
                 .saturating_add(plan.fault_window())
-                .saturating_add(plan.recovery);
+                .saturating_add(plan.recovery),
+        );
         outcome = run.wait(end, &interrupt, halts, false).await;
     }
     let cut_short = outcome.is_some();
@@ -676,7 +722,28 @@ pub async fn run(
         .map(|p| p.timeout)
         .max()
         .unwrap_or_default();
-    let _ = tokio::time::timeout(longest + Duration::from_secs(1), tracker.wait()).await;
+    // Drain while waiting: a probe task blocked on the full queue must be able to finish.
+    let grace = deadline(
+        Instant::now(),
+        longest.saturating_add(Duration::from_secs(1)),
+    );
+    {
+        let waited = tracker.wait();
+        tokio::pin!(waited);
+        let mut batch = Vec::with_capacity(SAMPLE_BATCH);
+        loop {
+            tokio::select! {
+                () = &mut waited => break,
+                () = tokio::time::sleep_until(grace) => break,
+                got = run.rx.recv_many(&mut batch, SAMPLE_BATCH) => {
+                    run.absorb(&mut batch);
+                    if got == 0 {
+                        break;
+                    }
+                }
+            }
+        }
+    }
     run.drain();
     let cleanup = run.cleanup(&snapshot, cleanup).await;
     run.log(format!(
@@ -686,11 +753,7 @@ pub async fn run(
     run.progress.done();
 
     // Verdict: phases that were (at least partly) run.
-    let windows: Vec<_> = verdict::phases(plan)
-        .into_iter()
-        .filter(|w| !cut_short || w.start < ended_at)
-        .collect();
-    let phases = verdict::evaluate(&windows, &run.samples);
+    let phases = run.tally.evaluate(|w| !cut_short || w.start < ended_at);
     let (outcome, reason) = match outcome {
         Some((o, r)) => (o, Some(r)),
         None => match phases.iter().find(|p| !p.pass) {
@@ -714,21 +777,15 @@ pub async fn run(
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let mine: Vec<&Sample> = run.samples.iter().filter(|s| s.probe == i).collect();
-            let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-            for s in &mine {
-                if let Some(r) = &s.reason {
-                    *reasons.entry(r.clone()).or_default() += 1;
-                }
-            }
-            let mut failures: Vec<(String, usize)> = reasons.into_iter().collect();
+            let counts = run.tally.probe(i).cloned().unwrap_or_default();
+            let mut failures: Vec<(String, usize)> = counts.reasons.into_iter().collect();
             failures.sort_by_key(|f| std::cmp::Reverse(f.1));
             failures.truncate(5);
             ProbeSummary {
                 name: p.name.clone(),
                 url: p.url.clone(),
-                samples: mine.len(),
-                passed: mine.iter().filter(|s| s.ok).count(),
+                samples: counts.samples,
+                passed: counts.passed,
                 failures,
             }
         })
