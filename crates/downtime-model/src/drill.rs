@@ -417,11 +417,7 @@ impl<'t> Walker<'t> {
     /// Reports more than `max` tables of an array.
     fn at_most(&mut self, items: usize, max: usize, at: usize, key: String, what: &str) {
         if items > max {
-            self.problem(
-                at,
-                key,
-                format!("at most {max} {what}, got {items}"),
-            );
+            self.problem(at, key, format!("at most {max} {what}, got {items}"));
         }
     }
 
