@@ -27,14 +27,10 @@ pub enum DrillCommand {
 pub struct RunsArgs {
     /// Show this run with its full report (JSON).
     pub id: Option<u64>,
-    /// The server's API.
-    #[arg(
-        long,
-        value_name = "URL",
-        env = "TOXIPROXY_URL",
-        default_value = "http://127.0.0.1:8474"
-    )]
-    pub server: String,
+    /// The server's API (default: the --host given before the command, TOXIPROXY_URL, or
+    /// http://localhost:8474). `-h` is this flag, as everywhere in the client.
+    #[arg(short = 'h', long, visible_alias = "host", value_name = "URL")]
+    pub server: Option<String>,
     /// Print the server's JSON answer.
     #[arg(long)]
     pub json: bool,
@@ -51,8 +47,9 @@ pub struct RunArgs {
     /// Write a JUnit XML report here (one test case per phase).
     #[arg(long, value_name = "FILE.xml")]
     pub junit: Option<PathBuf>,
-    /// Drive this API instead of the file's `server`.
-    #[arg(long, value_name = "URL")]
+    /// Drive this API instead of the file's `server`. `-h` is this flag, as everywhere in
+    /// the client.
+    #[arg(short = 'h', long, visible_alias = "host", value_name = "URL")]
     pub server: Option<String>,
     /// No live progress.
     #[arg(long)]
@@ -64,6 +61,14 @@ fn load(file: &Path) -> Result<DrillPlan, ExitCode> {
         Ok(t) => t,
         Err(e) => {
             eprintln!("downtime: drill file {}: cannot read: {e}", file.display());
+            return Err(ExitCode::from(2));
+        }
+    };
+    // `${VAR}` / `${VAR:-default}`, as in config files; the line is the file's line.
+    let text = match downtime_model::substitute::substitute_env(&text) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("downtime: drill file {}: {e}", file.display());
             return Err(ExitCode::from(2));
         }
     };
@@ -81,8 +86,9 @@ fn load(file: &Path) -> Result<DrillPlan, ExitCode> {
     })
 }
 
-/// Runs a drill command.
-pub async fn run(command: DrillCommand) -> ExitCode {
+/// Runs a drill command; `host` is the client's --host (or TOXIPROXY_URL, or the default),
+/// used by `drill runs` when it is given no server of its own.
+pub async fn run(command: DrillCommand, host: &str) -> ExitCode {
     match command {
         DrillCommand::Check { file } => match load(&file) {
             Ok(plan) => {
@@ -92,7 +98,7 @@ pub async fn run(command: DrillCommand) -> ExitCode {
             Err(code) => code,
         },
         DrillCommand::Run(args) => run_drill(args).await,
-        DrillCommand::Runs(args) => runs(args).await,
+        DrillCommand::Runs(args) => runs(args, host).await,
     }
 }
 
@@ -217,11 +223,16 @@ async fn run_drill(args: RunArgs) -> ExitCode {
 }
 
 /// `drill runs [ID]`: `GET /drills/runs` (a table) or `GET /drills/runs/{id}`.
-async fn runs(args: RunsArgs) -> ExitCode {
-    let base = if args.server.contains("://") {
-        args.server.trim_end_matches('/').to_owned()
+async fn runs(args: RunsArgs, host: &str) -> ExitCode {
+    let server = match args.server.as_deref() {
+        Some(s) => s,
+        None if host.trim().is_empty() => crate::client::DEFAULT_SERVER_URL,
+        None => host,
+    };
+    let base = if server.contains("://") {
+        server.trim_end_matches('/').to_owned()
     } else {
-        format!("http://{}", args.server.trim_end_matches('/'))
+        format!("http://{}", server.trim_end_matches('/'))
     };
     let url = match args.id {
         Some(id) => format!("{base}/drills/runs/{id}"),

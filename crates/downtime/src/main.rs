@@ -55,7 +55,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
-        Command::Drill(command) => drill::run(command).await,
+        Command::Drill(command) => drill::run(command, &cli.global.host).await,
         Command::Client(command) => client::run(cli.global, command).await,
     }
 }

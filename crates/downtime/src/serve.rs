@@ -350,13 +350,11 @@ impl Banner {
     fn text(&self, proxies: &[downtime_model::ProxyView]) -> String {
         // The first line is read by scripts (and tests using --port 0) for the bound port.
         let mut out = format!("downtime API listening on {}\n", self.api);
-        match &self.status_listener {
-            Some(addr) => out.push_str(&format!(
-                "status page: {} (also served alone on {addr})\n",
-                self.status_page
-            )),
-            None => out.push_str(&format!("status page: {}\n", self.status_page)),
+        if let Some(addr) = &self.status_listener {
+            // The status page's own listener (--status-listen), as bound.
+            out.push_str(&format!("downtime status page on http://{addr}/status\n"));
         }
+        out.push_str(&format!("status page: {}\n", self.status_page));
         match &self.history_file {
             Some(file) => out.push_str(&format!(
                 "history: {} (with -wal and -shm next to it; --db :memory: keeps none)\n",

@@ -930,3 +930,200 @@ fn serve_check_validates_a_config_without_starting() {
     drop(taken);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn reset_populate_webhooks_history_and_uptime_from_the_cli() {
+    let server = Server::start();
+    let dir = scratch("populate");
+    std::fs::write(
+        dir.join("proxies.toml"),
+        "[[proxy]]\nname = \"cache\"\nlisten = \"127.0.0.1:${POPULATE_PORT:-0}\"\nupstream = \"127.0.0.1:9\"\n\
+         [[proxy.toxics]]\ntype = \"latency\"\nattributes = { latency = 5 }\n\
+         [[proxy]]\nname = \"api\"\nprotocol = \"http\"\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let file = dir.join("proxies.toml");
+    let populated = server.run(&["populate", file.to_str().unwrap()]).ok();
+    assert!(
+        populated.stdout.starts_with("Populated 2 proxies\n"),
+        "{}",
+        populated.stdout
+    );
+    assert!(
+        populated.stdout.contains("api on 127.0.0.1:"),
+        "{}",
+        populated.stdout
+    );
+    assert_eq!(server.proxy("cache")["toxics"][0]["type"], "latency");
+    assert_eq!(server.proxy("api")["protocol"], "http");
+
+    // `list` shows the protocol, in a last column.
+    let table = server.run(&["list"]).ok().stdout;
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].ends_with("PROTOCOL"), "{table}");
+    assert!(
+        lines[1].starts_with("api ") && lines[1].ends_with("http"),
+        "{table}"
+    );
+    assert!(
+        lines[2].starts_with("cache ") && lines[2].ends_with("tcp"),
+        "{table}"
+    );
+
+    server.run(&["toggle", "cache"]).ok();
+    let reset = server.run(&["reset"]).ok();
+    assert!(reset.stdout.starts_with("Reset"), "{}", reset.stdout);
+    let cache = server.proxy("cache");
+    assert_eq!(cache["enabled"], true);
+    assert_eq!(cache["toxics"], json!([]));
+
+    let receiver = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", receiver.local_addr().unwrap());
+    let added = server
+        .run(&[
+            "webhook",
+            "add",
+            &url,
+            "--secret",
+            "s3cret",
+            "--event",
+            "incident.created",
+        ])
+        .ok();
+    let id = added
+        .stdout
+        .strip_prefix("Added webhook ")
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("{}", added.stdout))
+        .to_owned();
+    let listed = server.run(&["webhook", "list"]).ok().stdout;
+    assert!(
+        listed.contains(&id) && listed.contains(&url) && listed.contains("incident.created"),
+        "{listed}"
+    );
+    let deliveries = server.run(&["webhook", "deliveries", &id]).ok().stdout;
+    assert!(deliveries.starts_with("no deliveries yet"), "{deliveries}");
+    server.run(&["webhook", "remove", &id]).ok();
+    let gone = server.run(&["webhook", "deliveries", &id]).fails(1);
+    assert!(gone.stderr.contains("404"), "{}", gone.stderr);
+    assert_eq!(
+        server.run(&["webhook", "list", "--json"]).ok().json(),
+        json!([])
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let history = loop {
+        let history = server.run(&["history", "--proxy", "cache"]).ok().stdout;
+        if history.contains("proxy_populated") || Instant::now() > deadline {
+            break history;
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert!(history.starts_with("AT "), "{history}");
+    assert!(history.contains("proxy_populated"), "{history}");
+    let components = server.run(&["uptime"]).ok().stdout;
+    assert!(components.contains("proxy:cache"), "{components}");
+    let days = server
+        .run(&["uptime", "proxy:cache", "--days", "2"])
+        .ok()
+        .stdout;
+    assert!(days.starts_with("proxy:cache\nDAY "), "{days}");
+    assert_eq!(days.lines().count(), 4, "{days}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn drill_runs_takes_the_host_like_every_client_command() {
+    let server = Server::start();
+    // Given before the command, as toxiproxy-cli wants it.
+    let before = run(&server.url(), &["drill", "runs"]).ok();
+    // And after it, as -h.
+    let after = Run::from(
+        cli()
+            .args(["drill", "runs", "-h", &server.url()])
+            .output()
+            .unwrap(),
+    )
+    .ok();
+    assert_eq!(before.stdout, after.stdout);
+    // A server that is not there is reported as such, not the default one asked instead.
+    let port = free_port();
+    let nowhere = run(&format!("127.0.0.1:{port}"), &["drill", "runs"]).fails(1);
+    assert!(
+        nowhere.stderr.contains(&port.to_string()),
+        "{}",
+        nowhere.stderr
+    );
+}
+
+#[test]
+fn drill_files_take_variables_and_name_a_missing_one_with_its_line() {
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/drills/maintenance.toml"
+    );
+    let checked = Run::from(
+        cli()
+            .env("APP_PORT", "6543")
+            .env_remove("DRILL_PROXY_PORT")
+            .args(["drill", "check", example])
+            .output()
+            .unwrap(),
+    )
+    .ok();
+    assert!(checked.stdout.contains("valid"), "{}", checked.stdout);
+    assert!(
+        checked.stdout.contains("127.0.0.1:6543"),
+        "{}",
+        checked.stdout
+    );
+    let dir = scratch("drill-vars");
+    let file = dir.join("unset.toml");
+    let text = std::fs::read_to_string(example)
+        .unwrap()
+        .replace("${APP_PORT:-5000}", "${DRILL_TEST_UNSET_APP_PORT}");
+    let line = text
+        .lines()
+        .position(|l| l.contains("DRILL_TEST_UNSET_APP_PORT"))
+        .unwrap()
+        + 1;
+    std::fs::write(&file, text).unwrap();
+    let refused = Run::from(
+        cli()
+            .env_remove("DRILL_TEST_UNSET_APP_PORT")
+            .args(["drill", "check", file.to_str().unwrap()])
+            .output()
+            .unwrap(),
+    )
+    .fails(2);
+    assert!(
+        refused.stderr.contains(&format!(
+            "line {line}: environment variable DRILL_TEST_UNSET_APP_PORT is not set"
+        )),
+        "{}",
+        refused.stderr
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn example_configs_check_and_take_their_ports_from_the_environment() {
+    for file in ["downtime.toml", "standin.toml"] {
+        let path = format!("{}/../../examples/{file}", env!("CARGO_MANIFEST_DIR"));
+        let out = Run::from(
+            cli()
+                .env("PLATFORM_API_PORT", "7080")
+                .env("REDIS_PROXY_PORT", "7379")
+                .args(["serve", "--check", "--config", &path])
+                .output()
+                .unwrap(),
+        )
+        .ok();
+        assert!(out.stdout.contains(": valid: "), "{}", out.stdout);
+        assert!(
+            out.stdout.contains("127.0.0.1:7080") || out.stdout.contains("127.0.0.1:7379"),
+            "{}",
+            out.stdout
+        );
+    }
+}

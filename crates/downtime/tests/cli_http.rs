@@ -844,12 +844,14 @@ fn server_refusals_are_reported_with_status_and_message() {
         journal.stderr,
         "downtime: read the request journal of proxy nope: HTTP 404: proxy not found\n"
     );
-    let tcp_journal = server.run(&["requests", "db"]).ok();
-    assert!(
-        tcp_journal.stdout.starts_with("proxy db is a tcp proxy"),
-        "{}",
-        tcp_journal.stdout
+    // Issue 14: a TCP proxy has no journal; saying so is an error (exit 1), not a result.
+    let tcp_journal = server.run(&["requests", "db"]).fails(1);
+    assert_eq!(
+        tcp_journal.stderr,
+        "downtime: read the request journal of proxy db: proxy db is a tcp proxy: only HTTP \
+         proxies (create --protocol http) record requests\n"
     );
+    assert_eq!(tcp_journal.stdout, "");
     let empty = server.run(&["req", "api"]).ok();
     assert_eq!(empty.stdout, "no requests recorded on proxy api yet\n");
 }

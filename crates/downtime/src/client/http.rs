@@ -660,7 +660,7 @@ async fn request_journal(api: &Api, args: &RequestsArgs) -> anyhow::Result<Outpu
         .get_with_query(&["proxies", &args.proxy, "requests"], &query)
         .await?;
     let entries: Vec<JournalEntry> = answer.parse()?;
-    let mut human = render::journal_table(&args.proxy, &entries);
+    let human = render::journal_table(&args.proxy, &entries);
     if entries.is_empty() {
         // Only HTTP proxies keep a journal: an empty one on a TCP proxy is no surprise.
         let tcp = api
@@ -669,8 +669,8 @@ async fn request_journal(api: &Api, args: &RequestsArgs) -> anyhow::Result<Outpu
             .and_then(|a| a.parse::<Proxy>())
             .is_ok_and(|p| !p.is_http());
         if tcp {
-            human = format!(
-                "proxy {} is a tcp proxy; only HTTP proxies (create --protocol http) record requests\n",
+            anyhow::bail!(
+                "proxy {} is a tcp proxy: only HTTP proxies (create --protocol http) record requests",
                 args.proxy
             );
         }

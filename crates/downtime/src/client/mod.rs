@@ -3,6 +3,7 @@
 //!
 //! Layout:
 //! - `mod.rs`: the clap definitions and one function per toxiproxy-cli command;
+//! - `admin`: server-wide commands (`reset`, `populate`, `webhook`, `history`, `uptime`);
 //! - `http`: the HTTP proxy commands (`maintenance`, `fault`, `requests`);
 //! - `incidents`: `incident` and its subcommands (incidents and scheduled maintenance);
 //! - `api`: HTTP transport and error wording;
@@ -12,6 +13,7 @@
 //! Names, aliases and short flags follow toxiproxy-cli so existing scripts keep working;
 //! the camelCase `--toxicName` is kept for the same reason.
 
+mod admin;
 mod api;
 mod http;
 mod incidents;
@@ -151,6 +153,17 @@ pub enum Command {
     /// Open, update, resolve and list incidents and scheduled maintenances (status page).
     #[command(visible_alias = "inc", subcommand)]
     Incident(incidents::IncidentCommand),
+    /// Enable every proxy and remove every toxic and fault (`POST /reset`).
+    Reset(ListArgs),
+    /// Create or replace proxies from a file (our TOML or Toxiproxy's JSON), as `POST /populate`.
+    Populate(admin::PopulateArgs),
+    /// Add, list or remove webhooks, or show a webhook's deliveries.
+    #[command(subcommand)]
+    Webhook(admin::WebhookCommand),
+    /// Show the latest recorded events (faults, proxies, drills), newest first.
+    History(admin::HistoryArgs),
+    /// Show the status page's components and their state, or one component's daily uptime.
+    Uptime(admin::UptimeArgs),
 }
 
 impl Command {
@@ -168,6 +181,11 @@ impl Command {
             Command::Requests(args) => args.options(),
             Command::Halt(args) => &args.options,
             Command::Incident(command) => command.options(),
+            Command::Reset(args) => &args.options,
+            Command::Populate(args) => &args.options,
+            Command::Webhook(command) => command.options(),
+            Command::History(args) => &args.options,
+            Command::Uptime(args) => &args.options,
         }
     }
 
@@ -392,6 +410,11 @@ async fn execute(api: &Api, command: Command) -> anyhow::Result<Output> {
         Command::Requests(args) => http::requests(api, &args).await,
         Command::Halt(_) => halt(api).await.context("halt"),
         Command::Incident(command) => incidents::run(api, command).await,
+        Command::Reset(_) => admin::reset(api).await,
+        Command::Populate(args) => admin::populate(api, &args).await,
+        Command::Webhook(command) => admin::webhook(api, &command).await,
+        Command::History(args) => admin::history(api, &args).await,
+        Command::Uptime(args) => admin::uptime(api, &args).await,
     }
 }
 

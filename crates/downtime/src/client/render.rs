@@ -181,7 +181,13 @@ pub fn proxy_table(proxies: &BTreeMap<String, Proxy>) -> String {
         return "no proxies; create one with `downtime create --listen ADDR --upstream ADDR NAME`\n"
             .to_owned();
     }
-    let mut rows = vec![["NAME", "LISTEN", "UPSTREAM", "ENABLED", "TOXICS"].map(str::to_owned)];
+    // PROTOCOL last, so scripts reading toxiproxy-cli's columns by position keep working.
+    let mut rows = vec![
+        [
+            "NAME", "LISTEN", "UPSTREAM", "ENABLED", "TOXICS", "PROTOCOL",
+        ]
+        .map(str::to_owned),
+    ];
     for (key, proxy) in proxies {
         // The map key is the name; fall back to it if a server omits the field.
         let name = if proxy.name.is_empty() {
@@ -195,6 +201,7 @@ pub fn proxy_table(proxies: &BTreeMap<String, Proxy>) -> String {
             proxy.upstream_display(),
             yes_no(proxy.enabled).to_owned(),
             proxy.toxics.len().to_string(),
+            proxy.protocol.clone().unwrap_or_else(|| "tcp".to_owned()),
         ]);
     }
     table(&rows, "")
@@ -549,9 +556,9 @@ mod tests {
         }));
         assert_eq!(
             proxy_table(&list),
-            "NAME   LISTEN           UPSTREAM         ENABLED  TOXICS\n\
-             api    127.0.0.1:8080   example.test:80  no       0\n\
-             redis  127.0.0.1:26379  localhost:6379   yes      1\n"
+            "NAME   LISTEN           UPSTREAM         ENABLED  TOXICS  PROTOCOL\n\
+             api    127.0.0.1:8080   example.test:80  no       0       tcp\n\
+             redis  127.0.0.1:26379  localhost:6379   yes      1       tcp\n"
         );
     }
 
@@ -565,7 +572,7 @@ mod tests {
         let list = proxies(json!({"bare": {}}));
         assert_eq!(
             proxy_table(&list),
-            "NAME  LISTEN  UPSTREAM  ENABLED  TOXICS\nbare                    no       0\n"
+            "NAME  LISTEN  UPSTREAM  ENABLED  TOXICS  PROTOCOL\nbare                    no       0       tcp\n"
         );
     }
 
