@@ -47,6 +47,10 @@ pub struct HttpMatch {
     /// Query parameter → value pattern.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub query: std::collections::BTreeMap<String, String>,
+    /// Host pattern (`*.stripe.com`), compared without port and in lower case with the
+    /// host the request is for: its `Host`, or a forward proxy's target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// Whether `s` is an HTTP token (a valid method or header name).

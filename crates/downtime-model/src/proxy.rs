@@ -33,6 +33,26 @@ pub struct ProxyConfig {
     /// TLS termination (HTTP proxies only); rendered only when set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsOptions>,
+    /// `forward`: an `HTTPS_PROXY` for apps (rendered only then); absent: a reverse proxy
+    /// in front of `upstream`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<ProxyMode>,
+    /// Forward mode: host patterns whose HTTPS is intercepted (TLS terminated with a leaf
+    /// from the local CA, HTTP faults applied); others are tunnelled untouched. `None`
+    /// intercepts every host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intercept: Option<Vec<String>>,
+}
+
+/// How an HTTP proxy finds where a request goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyMode {
+    /// In front of one upstream (the default).
+    Reverse,
+    /// A forward proxy (`HTTP_PROXY`/`HTTPS_PROXY`): plain requests in absolute form and
+    /// `CONNECT` tunnels, to any host.
+    Forward,
 }
 
 /// Connections a proxy keeps open at once unless told otherwise.
@@ -100,6 +120,15 @@ pub fn check_upstream_for(protocol: Protocol, upstream: &str) -> Result<(), Erro
     check_upstream("upstream", upstream)
 }
 
+/// Whether `pattern` is a host glob: letters, digits, `-`, `.` and `*`.
+pub fn valid_host_pattern(pattern: &str) -> bool {
+    !pattern.is_empty()
+        && pattern.len() <= 253
+        && pattern
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.*".contains(&b))
+}
+
 /// An HTTP proxy's upstream as (uses TLS, `host:port`): `https://host:port` means TLS,
 /// `http://host:port` or a bare `host:port` plain HTTP.
 pub fn split_scheme(upstream: &str) -> (bool, &str) {
@@ -154,6 +183,12 @@ pub struct ProxyRequest {
     /// TLS termination (HTTP proxies only).
     #[serde(default)]
     pub tls: Option<TlsOptionsRequest>,
+    /// `reverse` (default) or `forward`.
+    #[serde(default)]
+    pub mode: Option<ProxyMode>,
+    /// Forward mode: host patterns to intercept (default all).
+    #[serde(default)]
+    pub intercept: Option<Vec<String>>,
 }
 
 impl ProxyRequest {
@@ -167,7 +202,36 @@ impl ProxyRequest {
             .name
             .filter(|n| !n.is_empty())
             .ok_or_else(|| missing("name"))?;
-        let protocol = Protocol::parse(self.protocol.as_deref().unwrap_or_default())?;
+        let forward = self.mode == Some(ProxyMode::Forward);
+        // A forward proxy speaks HTTP whatever `protocol` says (unless it says tcp).
+        let protocol = match (forward, self.protocol.as_deref()) {
+            (true, None | Some("")) => Protocol::Http,
+            (_, text) => Protocol::parse(text.unwrap_or_default())?,
+        };
+        if forward {
+            if protocol != Protocol::Http {
+                return Err(Error::invalid(
+                    "mode",
+                    "a forward proxy speaks HTTP; drop \"protocol\": \"tcp\"",
+                ));
+            }
+            if self.upstream.as_deref().is_some_and(|u| !u.is_empty()) {
+                return Err(Error::invalid(
+                    "upstream",
+                    "a forward proxy has no upstream: each request names its host",
+                ));
+            }
+        } else if self.intercept.is_some() {
+            return Err(Error::invalid("intercept", "only a forward proxy intercepts (\"mode\": \"forward\")"));
+        }
+        if let Some(patterns) = &self.intercept
+            && let Some(bad) = patterns.iter().find(|p| !valid_host_pattern(p))
+        {
+            return Err(Error::invalid(
+                "intercept",
+                format!("{bad:?} is not a host pattern (letters, digits, '-', '.', '*')"),
+            ));
+        }
         let upstream = match self.upstream.filter(|u| !u.is_empty()) {
             Some(u) => {
                 check_upstream_for(protocol, &u)?;
@@ -237,6 +301,8 @@ impl ProxyRequest {
                 http,
                 max_connections: self.max_connections,
                 tls,
+                mode: forward.then_some(ProxyMode::Forward),
+                intercept: self.intercept,
             },
             toxics,
         ))

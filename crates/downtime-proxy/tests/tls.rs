@@ -219,3 +219,124 @@ async fn an_http_proxy_reaches_an_https_upstream_with_faults_on_real_answers() {
     let message = body["message"].as_str().unwrap();
     assert!(message.contains("certificate"), "{message}");
 }
+
+fn python() -> Option<PathBuf> {
+    let venv =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/compat/python/.venv/bin/python");
+    if venv.exists() {
+        return Some(venv);
+    }
+    assert!(
+        std::env::var_os("DOWNTIME_REQUIRE_COMPAT").is_none(),
+        "Python requests is required (tests/compat/install.sh)"
+    );
+    None
+}
+
+/// `requests.get(url)` through `proxy` trusting `bundle`: "STATUS BODY" or the error.
+fn requests_via(python: &Path, proxy: SocketAddr, bundle: &Path, url: &str) -> String {
+    let out = Command::new(python)
+        .args([
+            "-c",
+            "import requests,sys\ntry:\n r = requests.get(sys.argv[1], timeout=10)\n print(r.status_code, r.text)\nexcept Exception as e:\n print('error', type(e).__name__, e)",
+            url,
+        ])
+        .env("HTTPS_PROXY", format!("http://{proxy}"))
+        .env("HTTP_PROXY", format!("http://{proxy}"))
+        .env("NO_PROXY", "")
+        .env("REQUESTS_CA_BUNDLE", bundle)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_proxy_mode_puts_an_sdks_calls_under_faults_matched_by_host() {
+    let Some(python) = python() else { return };
+    let (up, up_ca) = https_upstream(&temp_dir("fwd-upstream")).await;
+    let registry = Registry::new(Some(3));
+    let ca = registry.set_ca_dir(&temp_dir("fwd-ca")).unwrap();
+    registry.set_extra_ca(vec![up_ca.clone()]).unwrap();
+    let proxy = http_proxy(
+        &registry,
+        json!({"name": "egress", "listen": "127.0.0.1:0", "mode": "forward"}),
+    )
+    .await;
+    let url = format!("https://localhost:{}/v1/charges", up.port());
+    let run = |bundle: PathBuf| {
+        let (python, url) = (python.clone(), url.clone());
+        tokio::task::spawn_blocking(move || requests_via(&python, proxy, &bundle, &url))
+    };
+    // Intercepted: the app trusts downtime's CA, downtime verifies the real host.
+    let answer = run(ca.cert_path()).await.unwrap();
+    assert!(
+        answer.starts_with("200 secure upstream: /v1/charges"),
+        "{answer}"
+    );
+    let request: ToxicRequest = serde_json::from_value(json!({
+        "name": "payments-down", "type": "status", "attributes": {"status": 503},
+        "match": {"host": "localhost"}
+    }))
+    .unwrap();
+    registry.add_toxic("egress", request).await.unwrap();
+    let answer = run(ca.cert_path()).await.unwrap();
+    assert!(answer.starts_with("503"), "{answer}");
+    let journal = registry.journal("egress", 10).await.unwrap();
+    let last = journal.last().unwrap();
+    assert_eq!(last.host.as_deref(), Some("localhost"));
+    assert_eq!(last.path, "/v1/charges");
+    assert_eq!(last.fault.as_deref(), Some("payments-down"));
+    assert!(journal.iter().any(|e| e.method == "CONNECT"), "{journal:?}");
+
+    // Plain HTTP in absolute form goes through too (curl -x).
+    let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let plain_addr = plain.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = plain.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
+                        "plain upstream",
+                    ))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), service)
+                    .await;
+            });
+        }
+    });
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "10",
+                "-x",
+                &format!("http://{proxy}"),
+                &format!("http://{plain_addr}/x"),
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "plain upstream");
+
+    // A proxy that intercepts other hosts only tunnels this one untouched: the app sees the
+    // real certificate (it must trust the upstream's CA) and the fault does not apply.
+    let narrow = http_proxy(
+        &registry,
+        json!({"name": "egress-narrow", "listen": "127.0.0.1:0", "mode": "forward", "intercept": ["*.example.com"]}),
+    )
+    .await;
+    let request: ToxicRequest = serde_json::from_value(json!({
+        "name": "down", "type": "status", "attributes": {"status": 503}, "match": {"host": "localhost"}
+    }))
+    .unwrap();
+    registry.add_toxic("egress-narrow", request).await.unwrap();
+    let (python2, url2) = (python.clone(), url.clone());
+    let answer = tokio::task::spawn_blocking(move || requests_via(&python2, narrow, &up_ca, &url2))
+        .await
+        .unwrap();
+    assert!(answer.starts_with("200 secure upstream"), "{answer}");
+}

@@ -53,6 +53,8 @@ async fn setup() -> Source {
             http: None,
             max_connections: None,
             tls: None,
+            mode: None,
+            intercept: None,
         };
         let toxics = if n % 5 == 0 {
             vec![latency("slow")]

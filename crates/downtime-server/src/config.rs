@@ -49,6 +49,10 @@ struct TomlProxy {
     #[serde(default)]
     tls: Option<downtime_model::tls_options::TlsOptionsRequest>,
     #[serde(default)]
+    mode: Option<downtime_model::proxy::ProxyMode>,
+    #[serde(default)]
+    intercept: Option<Vec<String>>,
+    #[serde(default)]
     toxics: Vec<TomlToxic>,
 }
 
@@ -188,6 +192,8 @@ fn toml_to_request(p: TomlProxy) -> Result<ProxyRequest, String> {
         http: p.http,
         max_connections: p.max_connections,
         tls: p.tls,
+        mode: p.mode,
+        intercept: p.intercept,
     })
 }
 

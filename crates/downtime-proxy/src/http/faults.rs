@@ -126,6 +126,12 @@ fn refill_and_take(bucket: &mut Bucket, capacity: f64, per_ms: f64, now: Instant
 
 /// Whether a request matches every condition of `m`.
 pub fn matches(m: &HttpMatch, parts: &Parts) -> bool {
+    if let Some(pattern) = &m.host {
+        let host = target_host(parts).unwrap_or_default();
+        if !glob_match(&pattern.to_ascii_lowercase(), &host) {
+            return false;
+        }
+    }
     if !m.method.is_empty()
         && !m
             .method
@@ -165,6 +171,27 @@ pub fn matches(m: &HttpMatch, parts: &Parts) -> bool {
         }
     }
     true
+}
+
+/// The host a request is for, lower case and without port: the URI's (absolute form, as a
+/// forward proxy receives it), else the `Host` header.
+pub fn target_host(parts: &Parts) -> Option<String> {
+    let authority = match parts.uri.host() {
+        Some(h) => h.to_owned(),
+        None => {
+            let host = parts.headers.get(http::header::HOST)?.to_str().ok()?;
+            match host.rsplit_once(':') {
+                Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h.to_owned(),
+                _ => host.to_owned(),
+            }
+        }
+    };
+    Some(
+        authority
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase(),
+    )
 }
 
 /// The faults that act on this request, in chain order: each must match, be within its

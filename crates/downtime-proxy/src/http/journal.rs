@@ -20,6 +20,10 @@ pub struct JournalEntry {
     pub method: String,
     /// Path and query.
     pub path: String,
+    /// The host the request was for (its `Host`, or a forward proxy's target), lower case
+    /// and without port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// A few headers worth asserting on (never credentials).
     pub headers: std::collections::BTreeMap<String, String>,
     /// Status returned to the client (0 when the connection was cut without an answer).

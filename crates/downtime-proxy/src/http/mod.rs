@@ -20,6 +20,7 @@ mod answers;
 pub mod body;
 pub mod faults;
 mod forward;
+mod forward_proxy;
 pub mod journal;
 mod metered;
 mod pipeline;
@@ -40,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 use crate::toxic_io::ToxicIo;
 use crate::toxics::Chain;
 pub(crate) use forward::UpstreamClients;
+pub(crate) use forward_proxy::Forwarding;
 
 /// What every connection of one HTTP proxy shares.
 pub(crate) struct HttpShared {
@@ -50,6 +52,8 @@ pub(crate) struct HttpShared {
     pub(crate) upstream_tls: bool,
     /// TLS termination on the listener, if the proxy has `tls`.
     pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Forward mode (`HTTPS_PROXY`): interception settings and the CA.
+    pub(crate) forward: Option<forward_proxy::Forwarding>,
     pub(crate) options: HttpOptions,
     pub(crate) faults: watch::Receiver<Arc<Chain>>,
     pub(crate) clients: UpstreamClients,
@@ -191,7 +195,7 @@ pub(crate) fn builder(options: &HttpOptions) -> auto::Builder<TokioExecutor> {
 pub(crate) async fn serve_client(io: ToxicIo, peer: SocketAddr, shared: Arc<HttpShared>) {
     let reset = io.reset_handle();
     match shared.tls.clone() {
-        None => serve_connection(io, reset, peer, shared).await,
+        None => serve_connection(io, reset, peer, shared, None).await,
         Some(acceptor) => {
             let limit = Duration::from_millis(shared.options.header_timeout_ms);
             let handshake = tokio::select! {
@@ -199,7 +203,7 @@ pub(crate) async fn serve_client(io: ToxicIo, peer: SocketAddr, shared: Arc<Http
                 done = tokio::time::timeout(limit, acceptor.accept(io)) => done,
             };
             match handshake {
-                Ok(Ok(stream)) => serve_connection(stream, reset, peer, shared).await,
+                Ok(Ok(stream)) => serve_connection(stream, reset, peer, shared, None).await,
                 Ok(Err(e)) => {
                     tracing::debug!(proxy = %shared.name, error = %e, "tls handshake failed")
                 }
@@ -210,12 +214,14 @@ pub(crate) async fn serve_client(io: ToxicIo, peer: SocketAddr, shared: Arc<Http
 }
 
 /// Serves hyper on `io` (plain or TLS) until it closes, the proxy stops, or a fault aborts
-/// it; `reset` makes the socket close with a reset.
+/// it; `reset` makes the socket close with a reset. `origin` is where requests go inside
+/// an intercepted `CONNECT` tunnel.
 async fn serve_connection<I>(
     io: I,
     reset: Arc<std::sync::atomic::AtomicBool>,
     peer: SocketAddr,
     shared: Arc<HttpShared>,
+    origin: Option<Arc<forward_proxy::Origin>>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -230,9 +236,16 @@ async fn serve_connection<I>(
     let first_request = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let seen = first_request.clone();
     let head_timeout = Duration::from_millis(shared.options.header_timeout_ms);
+    let handler_reset = reset.clone();
     let service = hyper::service::service_fn(move |req| {
         seen.store(true, Ordering::Relaxed);
-        pipeline::handle(req, shared.clone(), peer, handler_abort.clone())
+        let context = pipeline::Context {
+            peer,
+            abort: handler_abort.clone(),
+            reset: handler_reset.clone(),
+            origin: origin.clone(),
+        };
+        pipeline::handle(req, shared.clone(), context)
     });
     let silent = async {
         tokio::time::sleep(head_timeout).await;

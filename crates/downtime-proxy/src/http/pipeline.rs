@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use super::answers::{self, add_rate_headers};
 use super::body::{CutAfter, IdleWatch, Paced, ResponseBody, full};
 use super::forward::{self, Forward};
+use super::forward_proxy::{self, Origin};
 use super::journal::JournalEntry;
 use super::metered::{BodyOutcome, Counted, Recorded};
 use super::{AbortSignal, HttpShared, faults};
@@ -153,12 +154,57 @@ fn over_limits(
     None
 }
 
+/// What a request knows of its connection.
+pub(crate) struct Context {
+    pub(crate) peer: SocketAddr,
+    pub(crate) abort: Arc<AbortSignal>,
+    /// The client socket's reset flag (a tunnel inherits its connection's).
+    pub(crate) reset: Arc<std::sync::atomic::AtomicBool>,
+    /// Inside an intercepted `CONNECT` tunnel: the host requests go to.
+    pub(crate) origin: Option<Arc<Origin>>,
+}
+
+/// Where a request goes: `host:port`, and whether over TLS.
+type Destination = (Arc<str>, bool);
+
+/// Where the request goes; `None` for a stand-in.
+fn destination(
+    parts: &http::request::Parts,
+    shared: &HttpShared,
+    origin: Option<&Origin>,
+) -> Result<Option<Destination>, Box<Response<ResponseBody>>> {
+    if let Some(o) = origin {
+        return Ok(Some((o.authority.clone(), o.tls)));
+    }
+    if shared.forward.is_none() {
+        return Ok(shared.upstream.clone().map(|u| (u, shared.upstream_tls)));
+    }
+    let (Some(authority), Some("http") | None) = (parts.uri.authority(), parts.uri.scheme_str())
+    else {
+        return Err(Box::new(answers::error_response(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "a forward proxy takes requests in absolute form (GET http://host/path) and CONNECT host:port",
+        )));
+    };
+    let authority = match authority.port_u16() {
+        Some(_) => authority.as_str().to_owned(),
+        None => format!("{}:80", authority.as_str()),
+    };
+    Ok(Some((authority.into(), false)))
+}
+
 pub(crate) async fn handle(
     req: Request<Incoming>,
     shared: Arc<HttpShared>,
-    peer: SocketAddr,
-    abort: Arc<AbortSignal>,
+    context: Context,
 ) -> Result<Response<ResponseBody>, Infallible> {
+    let Context {
+        peer,
+        abort,
+        reset,
+        origin,
+    } = context;
     let started = Instant::now();
     let (parts, body) = req.into_parts();
     let ongoing = Ongoing {
@@ -169,6 +215,7 @@ pub(crate) async fn handle(
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             method: parts.method.to_string(),
             path: target(&parts),
+            host: faults::target_host(&parts),
             headers: journal_headers(&parts.headers),
             status: 0,
             fault: None,
@@ -182,12 +229,16 @@ pub(crate) async fn handle(
         bytes_in: Arc::new(AtomicU64::new(0)),
     };
     if parts.method == Method::CONNECT {
-        let refused = answers::connect_refused(&ongoing.entry.path);
-        return Ok(ongoing.finish(&shared, refused, None));
+        let answer = forward_proxy::connect(parts, &shared, peer, reset);
+        return Ok(ongoing.finish(&shared, answer, None));
     }
     if let Some(refused) = over_limits(&parts, &shared.options) {
         return Ok(ongoing.finish(&shared, refused, None));
     }
+    let dest = match destination(&parts, &shared, origin.as_deref()) {
+        Ok(dest) => dest,
+        Err(refused) => return Ok(ongoing.finish(&shared, *refused, None)),
+    };
     let chain = shared.faults.borrow().clone();
     let selected = faults::select(&chain, &parts, &shared.rng);
     let log = RouterLog {
@@ -239,7 +290,15 @@ pub(crate) async fn handle(
             let now = tokio::time::Instant::now();
             crate::precise::sleep_until(crate::toxics::saturating_at(now, delay)).await;
         }
-        produce(parts, body, &selected, &shared, (&abort, peer), &ongoing).await
+        produce(
+            parts,
+            body,
+            &selected,
+            &shared,
+            (&abort, peer, dest),
+            &ongoing,
+        )
+        .await
     };
     let produced = match &router {
         Some((cfg, name)) => {
@@ -294,7 +353,7 @@ async fn produce(
     body: Incoming,
     selected: &[&ChainEntry],
     shared: &HttpShared,
-    (abort, peer): (&AbortSignal, SocketAddr),
+    (abort, peer, dest): (&AbortSignal, SocketAddr, Option<Destination>),
     ongoing: &Ongoing,
 ) -> Option<(Response<ResponseBody>, Option<String>)> {
     let abort_fault = selected.iter().find_map(|e| match action(e) {
@@ -316,15 +375,15 @@ async fn produce(
         Some(HttpAction::Status(s)) => Some((answers::status_reply(s), e.toxic.name.clone())),
         _ => None,
     });
-    let (mut response, mut fault) = match (answer, &shared.upstream) {
+    let (mut response, mut fault) = match (answer, &dest) {
         (Some((response, name)), _) => (response, Some(name)),
-        (None, Some(upstream)) => {
+        (None, Some((upstream, upstream_tls))) => {
             let outcome = Arc::new(BodyOutcome::default());
             let idle = Duration::from_millis(shared.options.body_timeout_ms);
             let body = Counted::new(body, ongoing.bytes_in.clone(), outcome.clone(), idle);
             let f = Forward {
                 upstream,
-                upstream_tls: shared.upstream_tls,
+                upstream_tls: *upstream_tls,
                 client_tls: shared.tls.is_some(),
                 options: &shared.options,
                 clients: &shared.clients,

@@ -174,10 +174,16 @@ impl Proxy {
                 Ok(p) => p.clone(),
                 Err(poisoned) => poisoned.into_inner().clone(),
             };
-            let options = self.config.http.unwrap_or_default();
+            let forward_mode = self.config.mode == Some(downtime_model::proxy::ProxyMode::Forward);
+            let mut options = self.config.http.unwrap_or_default();
+            if forward_mode {
+                // Third-party APIs get the app's requests as the app sent them.
+                options.forwarded = false;
+                options.rewrite_location = false;
+            }
             let (upstream_tls, upstream) =
                 downtime_model::proxy::split_scheme(&self.config.upstream);
-            let (acceptor, client_tls) = {
+            let (acceptor, client_tls, forward) = {
                 let mut tls = inner
                     .tls
                     .write()
@@ -194,11 +200,18 @@ impl Proxy {
                     }
                     None => None,
                 };
-                let client = match upstream_tls {
+                let client = match upstream_tls || forward_mode {
                     true => Some(tls.client().map_err(|e| Error::invalid("upstream", e))?),
                     false => None,
                 };
-                (acceptor, client)
+                let forward = match forward_mode {
+                    true => Some(crate::http::Forwarding::new(
+                        self.config.intercept.clone(),
+                        tls.ca().map_err(|e| Error::invalid("mode", e))?,
+                    )),
+                    false => None,
+                };
+                (acceptor, client, forward)
             };
             Some(Arc::new(HttpShared {
                 server: crate::http::builder(&options),
@@ -206,6 +219,7 @@ impl Proxy {
                 upstream: (!upstream.is_empty()).then(|| upstream.into()),
                 upstream_tls,
                 tls: acceptor,
+                forward,
                 options,
                 faults: self.http_tx.subscribe(),
                 clients: UpstreamClients::new(client_tls),

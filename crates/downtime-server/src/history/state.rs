@@ -204,6 +204,8 @@ mod tests {
                 http: Some(Default::default()),
                 max_connections: None,
                 tls: None,
+                mode: None,
+                intercept: None,
             },
             toxics,
         }
