@@ -367,18 +367,23 @@ async fn rollups_and_retention_over_generated_history() {
         assert_eq!(stats[89].day, today);
         assert_eq!(stats[0].day, today.minus(89));
         let at = |back: usize| &stats[89 - back];
-        assert_eq!(at(0).uptime_pct, Some(100.0));
+        // Uptime is over the day's full length: 100 sampled minutes of 1,440 are 6.94 %
+        // up, the rest no data (issue 14: not 100 % over the observed minutes).
+        let pct = |x: f64| Some(x * 100.0 / 1440.0);
         assert_eq!(at(0).worst_state, Some(ComponentState::Operational));
         assert_eq!(at(0).minutes, 100);
-        assert_eq!(at(10).uptime_pct, Some(90.0));
+        assert_eq!(at(10).uptime_pct, pct(90.0));
+        assert_eq!(at(10).length_minutes, 1440);
+        assert_eq!(at(10).no_data_minutes, 1340);
         assert_eq!(at(10).major_minutes, 10);
         assert_eq!(at(10).worst_state, Some(ComponentState::MajorOutage));
-        assert_eq!(at(50).uptime_pct, Some(97.0));
+        assert_eq!(at(50).uptime_pct, pct(97.0));
         assert_eq!(at(50).worst_state, Some(ComponentState::PartialOutage));
         assert_eq!(at(60).uptime_pct, None);
         assert_eq!(at(60).worst_state, None);
         assert_eq!(at(60).minutes, 0);
-        assert_eq!(at(80).uptime_pct, Some(100.0));
+        assert_eq!(at(80).uptime_pct, pct(100.0));
+        assert_eq!(at(60).no_data_minutes, 1440);
         assert_eq!(at(80).degraded_minutes, 100);
         assert_eq!(
             at(80).worst_state,
@@ -987,6 +992,8 @@ async fn random_minutes_roll_up_to_the_counts_computed_directly() {
             let states: Vec<ComponentState> = expected.range(range).map(|(_, s)| *s).collect();
             let count = |s: ComponentState| states.iter().filter(|x| **x == s).count() as u32;
             assert_eq!(stat.minutes, states.len() as u32, "seed {seed} day {i}");
+            assert_eq!(stat.length_minutes, 1440);
+            assert_eq!(stat.no_data_minutes, 1440 - stat.minutes);
             assert_eq!(stat.major_minutes, count(ComponentState::MajorOutage));
             assert_eq!(stat.partial_minutes, count(ComponentState::PartialOutage));
             assert_eq!(
@@ -1001,6 +1008,7 @@ async fn random_minutes_roll_up_to_the_counts_computed_directly() {
             assert_eq!(
                 stat.uptime_pct,
                 uptime_pct(
+                    1440,
                     u64::from(stat.minutes),
                     u64::from(stat.partial_minutes),
                     u64::from(stat.major_minutes)
@@ -1008,5 +1016,31 @@ async fn random_minutes_roll_up_to_the_counts_computed_directly() {
             );
         }
     }
+    history.shutdown().await;
+}
+
+/// Issue 14: a day with one observed minute is not "50.00 %" or "100 %": the minute is
+/// 1/1,440 of the day, the rest is no data.
+#[tokio::test]
+async fn uptime_counts_the_whole_day_and_unobserved_time_as_no_data() {
+    let history = History::memory(HistorySettings::default()).await.unwrap();
+    let yesterday = Day::today().minus(1);
+    let c = "proxy:once";
+    let one = vec![ComponentMinute {
+        component: c.to_owned(),
+        minute: yesterday.first_minute() + 600,
+        state: ComponentState::Operational,
+    }];
+    history.insert_minutes(&one).await.unwrap();
+    let days = history.daily_uptime(c, 2).await.unwrap();
+    let day = &days[0];
+    assert_eq!(day.day, yesterday);
+    assert_eq!(
+        (day.minutes, day.length_minutes, day.no_data_minutes),
+        (1, 1440, 1439)
+    );
+    let pct = day.uptime_pct.unwrap();
+    assert!((pct - 100.0 / 1440.0).abs() < 1e-9, "{pct}");
+    assert_eq!(downtime_server::history::format_percent(pct), "0.07 %");
     history.shutdown().await;
 }

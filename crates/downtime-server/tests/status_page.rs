@@ -866,10 +866,12 @@ async fn status_page_in_headless_chromium() {
     )
     .await;
     for (id, want, what) in [
+        // Its fault is gone but its incident (impact major) is still open: the incident's
+        // partial outage holds until it is resolved (issue 14; it used to read Operational).
         (
             "proxy:postgres",
-            "operational|Operational",
-            "postgres back to operational",
+            "partial|Partial outage",
+            "postgres held by its open incident",
         ),
         (
             "proxy:payments-api",
@@ -893,6 +895,17 @@ async fn status_page_in_headless_chromium() {
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.body);
+    browser
+        .wait_for(
+            Duration::from_secs(10),
+            "postgres back to operational once its incident is resolved",
+            &format!(
+                "return {} === {}",
+                state_of("proxy:postgres"),
+                json!("operational|Operational")
+            ),
+        )
+        .await;
     browser
         .wait_for(
             Duration::from_secs(10),
@@ -1081,4 +1094,247 @@ async fn probed_endpoints_are_components() {
     let page = server.get("/status").await.body;
     assert!(page.contains("data-component-id=\"endpoint:checkout\" data-state=\"major\""));
     assert!(page.contains("Probes of http://app.test/checkout are failing"));
+}
+
+// --- issue 14: one state table, checked on the page, the JSON and /metrics --------------
+//
+// Each case sets up one row of the state table (docs/status-page.md, "States") against a
+// real server and reads the component back from `/api/v2/components.json`, the page's
+// `data-state` and, when a state is expected, `downtime_component_state` in `/metrics`.
+
+/// Where `id` stands on every interface: (JSON `status`, page `data-state`, metrics code).
+async fn state_everywhere(server: &Server, id: &str) -> (Value, String, Option<i64>) {
+    let doc = server.get("/api/v2/components.json").await.json();
+    let status = component(&doc, id)["status"].clone();
+    let page = server.get("/status").await.body;
+    let needle = format!("data-component-id=\"{id}\" data-state=\"");
+    let at = page
+        .find(&needle)
+        .unwrap_or_else(|| panic!("no row for {id} on the page"))
+        + needle.len();
+    let slug = page[at..].split('"').next().unwrap().to_owned();
+    let metrics = server.get("/metrics").await.body;
+    let prefix = format!("downtime_component_state{{component=\"{id}\"}} ");
+    let code = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map(|v| v.trim().parse::<i64>().unwrap());
+    (status, slug, code)
+}
+
+fn code_of(status: &str) -> i64 {
+    match status {
+        "operational" => 0,
+        "under_maintenance" => 1,
+        "degraded_performance" => 2,
+        "partial_outage" => 3,
+        _ => 4,
+    }
+}
+
+/// Asserts the state on all three interfaces, waiting up to 10 s for it to settle.
+async fn assert_state(server: &Server, id: &str, status: &str, slug: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = state_everywhere(server, id).await;
+        let want = (json!(status), slug.to_owned(), Some(code_of(status)));
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id}: got {got:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn metrics_server() -> Server {
+    Server::builder().metrics(true, false).start()
+}
+
+async fn http_proxy(server: &Server, name: &str, upstream: &str) {
+    let body =
+        json!({"name": name, "listen": "127.0.0.1:0", "upstream": upstream, "protocol": "http"});
+    let r = server.post("/proxies", &body.to_string()).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+}
+
+#[tokio::test]
+async fn state_table_a_stand_in_is_a_major_outage() {
+    let server = metrics_server();
+    http_proxy(&server, "platform", "").await;
+    assert_state(&server, "proxy:platform", "major_outage", "major").await;
+    let page = server.get("/status").await.body;
+    assert!(page.contains("Stand-in without upstream"), "reason shown");
+    // A maintenance fault answering everything says what it is.
+    toxic(&server, "platform", json!({"type": "maintenance"})).await;
+    assert_state(
+        &server,
+        "proxy:platform",
+        "under_maintenance",
+        "maintenance",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn state_table_partial_maintenance_is_a_partial_outage() {
+    let server = metrics_server();
+    http_proxy(&server, "half", &nowhere().to_string()).await;
+    http_proxy(&server, "some", &nowhere().to_string()).await;
+    http_proxy(&server, "full", &nowhere().to_string()).await;
+    toxic(
+        &server,
+        "half",
+        json!({"type": "maintenance", "toxicity": 0.5}),
+    )
+    .await;
+    toxic(
+        &server,
+        "some",
+        json!({"type": "maintenance", "match": {"path": "/apps/*"}}),
+    )
+    .await;
+    toxic(&server, "full", json!({"type": "maintenance"})).await;
+    assert_state(&server, "proxy:half", "partial_outage", "partial").await;
+    assert_state(&server, "proxy:some", "partial_outage", "partial").await;
+    assert_state(&server, "proxy:full", "under_maintenance", "maintenance").await;
+}
+
+#[tokio::test]
+async fn state_table_full_and_partial_failing_faults() {
+    let server = metrics_server();
+    for name in ["s503", "reset", "empty", "first", "every", "slow", "off"] {
+        http_proxy(&server, name, &nowhere().to_string()).await;
+    }
+    toxic(
+        &server,
+        "s503",
+        json!({"type": "status", "attributes": {"status": 503}}),
+    )
+    .await;
+    toxic(
+        &server,
+        "reset",
+        json!({"type": "abort", "attributes": {"mode": "reset"}}),
+    )
+    .await;
+    toxic(
+        &server,
+        "empty",
+        json!({"type": "abort", "attributes": {"mode": "empty_reply"}, "match": {"path": "/x"}}),
+    )
+    .await;
+    toxic(
+        &server,
+        "first",
+        json!({"type": "status", "attributes": {"status": 500}, "first_n": 2}),
+    )
+    .await;
+    toxic(
+        &server,
+        "every",
+        json!({"type": "status", "attributes": {"status": 500}, "every_nth": 3}),
+    )
+    .await;
+    toxic(
+        &server,
+        "slow",
+        json!({"type": "http_latency", "attributes": {"latency": 100}}),
+    )
+    .await;
+    server.set_enabled("off", false).await;
+    // A stand-in answers what no fault takes with its 503: a slowing fault does not make
+    // it merely degraded.
+    http_proxy(&server, "standin-slow", "").await;
+    toxic(
+        &server,
+        "standin-slow",
+        json!({"type": "http_latency", "attributes": {"latency": 100}}),
+    )
+    .await;
+    for (id, status, slug) in [
+        ("standin-slow", "major_outage", "major"),
+        ("s503", "major_outage", "major"),
+        ("reset", "major_outage", "major"),
+        ("empty", "partial_outage", "partial"),
+        ("first", "partial_outage", "partial"),
+        ("every", "partial_outage", "partial"),
+        ("slow", "degraded_performance", "degraded"),
+        ("off", "major_outage", "major"),
+    ] {
+        assert_state(&server, &format!("proxy:{id}"), status, slug).await;
+    }
+}
+
+#[tokio::test]
+async fn state_table_a_manual_incident_applies_until_resolved() {
+    let server = metrics_server();
+    server.proxy("payments", nowhere()).await;
+    server.proxy("ledger", nowhere()).await;
+    toxic(
+        &server,
+        "ledger",
+        json!({"type": "timeout", "attributes": {"timeout": 0}}),
+    )
+    .await;
+    let id = open_incident(&server, "Payments errors", "proxy:payments").await;
+    // impact major: a partial outage, as Statuspage reads it.
+    assert_state(&server, "proxy:payments", "partial_outage", "partial").await;
+    let r = server
+        .patch(&format!("/incidents/{id}"), r#"{"impact": "critical"}"#)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_state(&server, "proxy:payments", "major_outage", "major").await;
+    // The worse wins: a minor incident does not hide a full-strength timeout.
+    let body = json!({"title": "ledger slow", "impact": "minor", "components": ["ledger"]});
+    let r = server.post("/incidents", &body.to_string()).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_state(&server, "proxy:ledger", "major_outage", "major").await;
+    // Resolved: the observed state again.
+    let r = server
+        .post(
+            &format!("/incidents/{id}/updates"),
+            r#"{"status": "resolved", "body": "fixed"}"#,
+        )
+        .await;
+    assert!(r.status < 300, "{}", r.body);
+    assert_state(&server, "proxy:payments", "operational", "operational").await;
+}
+
+#[tokio::test]
+async fn state_table_an_endpoint_recovers_with_its_probes() {
+    let server = metrics_server();
+    probe(&server, "checkout", 10, 0).await;
+    assert_state(&server, "endpoint:checkout", "major_outage", "major").await;
+    // The app recovered: the next probes pass, within the same minute.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    probe(&server, "checkout", 5, 5).await;
+    assert_state(&server, "endpoint:checkout", "operational", "operational").await;
+}
+
+#[tokio::test]
+async fn state_table_a_removed_proxy_keeps_its_row_without_data() {
+    let server = metrics_server();
+    server.proxy("drill-db", nowhere()).await;
+    toxic(&server, "drill-db", json!({"type": "timeout"})).await;
+    assert_state(&server, "proxy:drill-db", "major_outage", "major").await;
+    let r = server.delete("/proxies/drill-db").await;
+    assert!(r.status < 300, "{}", r.body);
+    eventually(Duration::from_secs(10), "the removed row", || async {
+        let (status, slug, code) = state_everywhere(&server, "proxy:drill-db").await;
+        status.is_null() && slug == "none" && code.is_none()
+    })
+    .await;
+    let doc = server.get("/api/v2/components.json").await.json();
+    let c = component(&doc, "proxy:drill-db");
+    assert_eq!(c["removed"], true, "{c}");
+    let page = server.get("/status").await.body;
+    assert!(page.contains("No data: removed"), "reason on the page");
+    let bars = page
+        .split("data-component-id=\"proxy:drill-db\"")
+        .nth(1)
+        .unwrap();
+    assert!(bars.contains("class=\"bar "), "its history stays");
 }

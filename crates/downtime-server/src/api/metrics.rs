@@ -182,7 +182,7 @@ fn pairs(items: &[(&'static str, &str)]) -> Pairs {
 
 impl StatusCollector {
     async fn gather(state: &AppState) -> Self {
-        use crate::history::{ComponentKind, Timestamp, component_state};
+        use crate::history::{ComponentKind, Timestamp};
         let mut c = StatusCollector::default();
         let proxies = state.registry.list().await;
         for p in &proxies {
@@ -193,18 +193,17 @@ impl StatusCollector {
             for (kind, n) in by_type {
                 c.faults.push((p.config.name.clone(), kind, n));
             }
-            c.states.push((
-                crate::history::proxy_component(&p.config.name),
-                i64::from(component_state(p).code()),
-            ));
         }
         let h = &state.history;
+        // The same decision as the status page's (components without data have no series).
+        for (id, s) in crate::web::source::component_states(&state.registry, h).await {
+            if let Some(s) = s {
+                c.states.push((id, i64::from(s.code())));
+            }
+        }
         let now = Timestamp::now();
         if let Ok(known) = h.components().await {
             for e in known.iter().filter(|e| e.kind == ComponentKind::Endpoint) {
-                if let Some(s) = e.last_state {
-                    c.states.push((e.id.clone(), i64::from(s.code())));
-                }
                 let since = Timestamp(now.millis() - 120_000);
                 if let Ok(minutes) = h.probe_minutes(&e.name, since).await
                     && let Some(m) = minutes.last()

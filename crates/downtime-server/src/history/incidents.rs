@@ -903,6 +903,33 @@ impl History {
         Ok(rows.into_iter().collect())
     }
 
+    /// The worst impact (by the state it declares) of the open manual incidents, per
+    /// component they name: what [`super::decide`] lays over the observed state.
+    pub async fn incident_impacts(
+        &self,
+    ) -> Result<std::collections::HashMap<String, Impact>, HistoryError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT c.component, i.impact FROM incidents i \
+             JOIN incident_components c ON c.incident_id = i.id \
+             WHERE i.kind = 'incident' AND i.source = 'manual' AND i.resolved_ms IS NULL",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        let mut out: std::collections::HashMap<String, Impact> = std::collections::HashMap::new();
+        for (component, impact) in rows {
+            let Some(impact) = Impact::parse(&impact) else {
+                continue;
+            };
+            let worse = out
+                .get(&component)
+                .is_none_or(|old| super::impact_state(*old) < super::impact_state(impact));
+            if worse {
+                out.insert(component, impact);
+            }
+        }
+        Ok(out)
+    }
+
     /// Moves maintenances along their schedule as of `now`: `scheduled` becomes
     /// `in_progress` at the start, and an unfinished one becomes `completed` at the end;
     /// each move adds an update. Returns the incidents changed.

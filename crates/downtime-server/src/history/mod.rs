@@ -48,7 +48,9 @@ pub use incidents::{
 };
 pub use rollup::PruneStats;
 pub use state::{
-    ComponentState, PARTIAL_DOWN_TENTHS, component_state, endpoint_state, fault_state, uptime_pct,
+    ComponentState, Facts, Observed, PARTIAL_DOWN_TENTHS, PROBE_FRESH_MS, PROBE_WINDOW,
+    ProbeWindow, Verdict, component_state, decide, endpoint_state, fault_state, format_percent,
+    impact_state, is_stand_in, no_data_pct, proxy_reason, uptime_pct,
 };
 pub use tasks::{HistoryTasks, spawn_tasks};
 pub use types::{
@@ -180,6 +182,12 @@ struct Inner {
     notices: broadcast::Sender<Notice>,
     settings: HistorySettings,
     writer: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// The latest [`PROBE_WINDOW`] results per endpoint, oldest first: an endpoint's live
+    /// state is judged on them, so it recovers with its probes, not with its minute.
+    /// A std mutex: held for a few pushes, never across `.await`.
+    probes: std::sync::Mutex<
+        std::collections::HashMap<String, std::collections::VecDeque<(Timestamp, bool)>>,
+    >,
 }
 
 impl History {
@@ -217,6 +225,7 @@ impl History {
                 notices,
                 settings,
                 writer: std::sync::Mutex::new(Some(writer)),
+                probes: std::sync::Mutex::new(std::collections::HashMap::new()),
             }),
         })
     }
@@ -248,6 +257,7 @@ impl History {
 
     /// Queues raw probe samples, rolled up per endpoint and minute by the writer; never waits.
     pub fn record_probes(&self, samples: Vec<ProbeSample>) {
+        self.remember_probes(&samples);
         if !samples.is_empty() {
             self.enqueue(Write::Probes(samples));
         }
@@ -258,6 +268,40 @@ impl History {
         if !minutes.is_empty() {
             self.enqueue(Write::Minutes(minutes));
         }
+    }
+
+    fn remember_probes(&self, samples: &[ProbeSample]) {
+        let mut sorted: Vec<&ProbeSample> = samples.iter().collect();
+        sorted.sort_by_key(|s| s.at);
+        let mut map = self
+            .inner
+            .probes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for s in sorted {
+            let window = map.entry(s.endpoint.clone()).or_default();
+            // Samples of a batch may arrive after later ones: keep the window in time order.
+            let at = window.partition_point(|(t, _)| *t <= s.at);
+            window.insert(at, (s.at, s.ok));
+            while window.len() > PROBE_WINDOW {
+                window.pop_front();
+            }
+        }
+    }
+
+    /// The latest [`PROBE_WINDOW`] probe results of `endpoint` (probe name) since this
+    /// server started; `None` when none arrived.
+    pub fn probe_window(&self, endpoint: &str) -> Option<ProbeWindow> {
+        let map = self
+            .inner
+            .probes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let window = map.get(endpoint)?;
+        let last_at = window.back()?.0;
+        let total = i64::try_from(window.len()).unwrap_or(i64::MAX);
+        let ok = i64::try_from(window.iter().filter(|(_, ok)| *ok).count()).unwrap_or(0);
+        Some(ProbeWindow { total, ok, last_at })
     }
 
     /// Adds `n` to the dropped counter (also used for expiry notices lost to lag).

@@ -223,20 +223,34 @@ fn stored_day(row: &sqlx::sqlite::SqliteRow) -> Result<StoredDay, sqlx::Error> {
     })
 }
 
+/// The full length of `day` in minutes as of `now`: 1,440 for a past day, the minutes begun
+/// so far for today, 0 for a day to come.
+pub(super) fn day_length(day: Day, now: Timestamp) -> i64 {
+    now.minute()
+        .saturating_add(1)
+        .saturating_sub(day.first_minute())
+        .clamp(0, DAY_MINUTES)
+}
+
 /// One entry per day from `first` to `last`; days without a stored row have no uptime.
 fn fill(first: Day, last: Day, stored: &BTreeMap<i64, StoredDay>) -> Vec<DayStat> {
+    let now = Timestamp::now();
     let len = last.0.saturating_sub(first.0).saturating_add(1).max(0);
     let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
     let mut day = first;
     while day <= last {
+        let length = count(day_length(day, now));
         let stat = match stored.get(&day.0) {
             Some(d) if d.minutes > 0 => DayStat {
                 day,
                 uptime_pct: uptime_pct(
+                    u64::from(length),
                     u64::from(count(d.minutes)),
                     u64::from(count(d.partial)),
                     u64::from(count(d.major)),
                 ),
+                length_minutes: length.max(count(d.minutes)),
+                no_data_minutes: length.saturating_sub(count(d.minutes)),
                 worst_state: Some(ComponentState::from_code(d.worst)),
                 minutes: count(d.minutes),
                 partial_minutes: count(d.partial),
@@ -247,6 +261,8 @@ fn fill(first: Day, last: Day, stored: &BTreeMap<i64, StoredDay>) -> Vec<DayStat
             _ => DayStat {
                 day,
                 uptime_pct: None,
+                length_minutes: length,
+                no_data_minutes: length,
                 worst_state: None,
                 minutes: 0,
                 partial_minutes: 0,

@@ -1,5 +1,6 @@
 //! Background work of the history store: the sampler (component states per minute), the
-//! pruner (rollups and retention) and the fault-expiry listener.
+//! pruner (rollups and retention), the fault-expiry listener and the watch for abandoned
+//! drills (`drills::watch_abandoned`).
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::state::{ComponentState, component_state};
+use super::state::{Facts, Observed, decide};
 use super::types::{Actor, ComponentMinute, Event, EventKind, Timestamp, proxy_component};
 use super::{History, Notice};
 
@@ -35,6 +36,10 @@ pub fn spawn_tasks(history: &History, registry: &Registry) -> HistoryTasks {
     tracker.spawn(sampler(history.clone(), registry.clone(), cancel.clone()));
     tracker.spawn(pruner(history.clone(), cancel.clone()));
     tracker.spawn(expiry(history.clone(), registry.clone(), cancel.clone()));
+    tracker.spawn(super::drills::watch_abandoned(
+        history.clone(),
+        cancel.clone(),
+    ));
     HistoryTasks { cancel, tracker }
 }
 
@@ -75,24 +80,26 @@ pub async fn sample_once(history: &History, registry: &Registry) {
         .maintenance_components(now)
         .await
         .unwrap_or_default();
+    let impacts = history.incident_impacts().await.unwrap_or_default();
     let minute = now.minute();
+    // The same decision as the page's, so the bars and the live state agree.
     let minutes: Vec<ComponentMinute> = registry
         .list()
         .await
         .iter()
-        .map(|view| {
+        .filter_map(|view| {
             let component = proxy_component(&view.config.name);
-            // A planned window explains the state: show maintenance rather than an outage.
-            let state = if maintenance.contains(&component) {
-                ComponentState::UnderMaintenance
-            } else {
-                component_state(view)
-            };
-            ComponentMinute {
+            let verdict = decide(&Facts {
+                observed: Observed::Proxy(view),
+                maintenance_window: maintenance.contains(&component),
+                incident: impacts.get(&component).copied(),
+                now,
+            });
+            Some(ComponentMinute {
                 component,
                 minute,
-                state,
-            }
+                state: verdict.state?,
+            })
         })
         .collect();
     if minutes.is_empty() {

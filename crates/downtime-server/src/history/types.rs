@@ -511,9 +511,13 @@ pub struct ProbeMinute {
 pub struct DayStat {
     /// The day.
     pub day: Day,
-    /// Percentage of the sampled minutes counted as up (see [`super::uptime_pct`]); `None`
-    /// when nothing was sampled that day.
+    /// Percentage of the day's full length counted as up (see [`super::uptime_pct`]):
+    /// unobserved minutes are not up; `None` when nothing was sampled that day.
     pub uptime_pct: Option<f64>,
+    /// The day's full length in minutes: 1,440, or the minutes begun so far today.
+    pub length_minutes: u32,
+    /// Minutes of that length with nothing recorded (shown as "no data").
+    pub no_data_minutes: u32,
     /// The worst state of the day; `None` when nothing was sampled.
     pub worst_state: Option<ComponentState>,
     /// Sampled minutes.

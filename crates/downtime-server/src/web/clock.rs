@@ -16,6 +16,18 @@ pub fn day_of(ms: i64) -> i64 {
     ms.div_euclid(DAY_MS)
 }
 
+/// The full length in minutes of `day` as of `now_ms`: 1,440 for a past day, the minutes
+/// begun so far for today, 0 for a day to come.
+pub fn day_length(day: i64, now_ms: i64) -> u32 {
+    let now_minute = now_ms.div_euclid(60_000);
+    let first = day.saturating_mul(1_440);
+    let len = now_minute
+        .saturating_add(1)
+        .saturating_sub(first)
+        .clamp(0, 1_440);
+    u32::try_from(len).unwrap_or(0)
+}
+
 /// Year, month (1-12) and day (1-31) of a day number, in the proleptic Gregorian calendar.
 pub fn civil(day: i64) -> (i64, u32, u32) {
     // Shift the epoch to 0000-03-01 so that the leap day ends each 400-year era's years.

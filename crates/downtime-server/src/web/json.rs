@@ -35,7 +35,9 @@ pub fn component(c: &Component, position: usize) -> Value {
     json!({
         "id": c.id,
         "name": c.name,
-        "status": c.state.as_str(),
+        // No data (a proxy that is gone): no status rather than a guess.
+        "status": c.state.map(ComponentState::as_str),
+        "removed": c.state.is_none() && c.kind == super::model::ComponentKind::Dependency,
         "description": if c.reason.is_empty() { Value::Null } else { Value::String(c.reason.clone()) },
         "created_at": clock::rfc3339(c.created_at),
         "updated_at": clock::rfc3339(c.updated_at),
@@ -211,7 +213,7 @@ pub fn component_event(
             "created_at": clock::rfc3339(snapshot.now),
             "component_id": c.id,
             "old_status": was.map(ComponentState::as_str),
-            "new_status": c.state.as_str(),
+            "new_status": c.state.map(ComponentState::as_str),
         },
         "component": component(c, position),
     })

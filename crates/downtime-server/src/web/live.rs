@@ -70,7 +70,7 @@ pub struct LiveComponent {
 /// The parts of a snapshot whose change is worth pushing.
 #[derive(PartialEq, Default)]
 struct Fingerprint {
-    components: Vec<(String, ComponentState, String)>,
+    components: Vec<(String, Option<ComponentState>, String)>,
     incidents: Vec<(String, i64, String, usize)>,
     drills: Vec<(String, Option<String>, Option<i64>)>,
 }
@@ -171,6 +171,7 @@ fn incident_event(i: &crate::history::Incident) -> EventKind {
 }
 
 /// What the live faults say, per proxy: compared every poll, without touching the store.
+/// (Probe results and the clock reach the monitor as store notices: every sampled minute.)
 fn live_print(proxies: &[downtime_model::ProxyView]) -> Vec<(String, ComponentState, String)> {
     proxies
         .iter()
@@ -261,14 +262,14 @@ pub fn spawn_monitor(
 /// Sends `component.updated` for every component whose state changed between two snapshots
 /// (incident events come from the store's notices, one per change).
 fn notify(hooks: &Webhooks, status_url: &str, before: &StatusSnapshot, after: &StatusSnapshot) {
-    let old: HashMap<&str, ComponentState> = before
+    let old: HashMap<&str, Option<ComponentState>> = before
         .components
         .iter()
         .map(|c| (c.id.as_str(), c.state))
         .collect();
     for c in &after.components {
-        let was = old.get(c.id.as_str()).copied();
-        if was != Some(c.state) {
+        let was = old.get(c.id.as_str()).copied().flatten();
+        if old.get(c.id.as_str()).copied() != Some(c.state) {
             let payload = json::component_event(after, status_url, c, was);
             hooks.publish(EventKind::ComponentUpdated, payload);
         }

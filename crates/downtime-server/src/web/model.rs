@@ -52,8 +52,13 @@ pub enum ComponentKind {
 pub struct Day {
     /// Day number (days since 1970-01-01 UTC).
     pub day: i64,
-    /// Fraction of the observed time the component was up (0..=1); `None`: nothing recorded.
+    /// Fraction of the day's full length the component was up (0..=1): unobserved time is
+    /// not up; `None`: nothing recorded.
     pub uptime: Option<f64>,
+    /// The day's full length in minutes (1,440; today: the minutes begun so far).
+    pub length_minutes: u32,
+    /// Minutes of that length something was recorded; the rest is "no data".
+    pub observed_minutes: u32,
     /// The worst state seen that day.
     pub worst: ComponentState,
     /// Minutes spent in a partial or major outage.
@@ -64,7 +69,8 @@ pub struct Day {
     pub maintenance_minutes: u32,
     /// Titles of incidents touching this component that day.
     pub incidents: Vec<String>,
-    /// Today only: the live state, laid over what was recorded.
+    /// Today only: the live state, laid over what was recorded (`None`: operational or no
+    /// data).
     pub live: Option<ComponentState>,
 }
 
@@ -74,6 +80,8 @@ impl Day {
         Day {
             day,
             uptime: None,
+            length_minutes: 1_440,
+            observed_minutes: 0,
             worst: ComponentState::Operational,
             outage_minutes: 0,
             degraded_minutes: 0,
@@ -93,8 +101,8 @@ pub struct Component {
     pub name: String,
     /// What it is.
     pub kind: ComponentKind,
-    /// Current state.
-    pub state: ComponentState,
+    /// Current state; `None`: no data (a proxy that is gone, an endpoint not probed lately).
+    pub state: Option<ComponentState>,
     /// Why, in a few words (the active faults, the last probe); empty when operational.
     pub reason: String,
     /// The last [`DAYS`] days, oldest first, today last.
@@ -109,14 +117,40 @@ pub struct Component {
 pub const DAYS: usize = 90;
 
 impl Component {
-    /// Uptime over the days with data, as a fraction; `None` when no day has data.
+    /// Uptime as a fraction of the whole time from the first day with data to now: days
+    /// and minutes without data in between count as not up; `None` when no day has data.
     pub fn uptime(&self) -> Option<f64> {
-        let known: Vec<f64> = self.days.iter().filter_map(|d| d.uptime).collect();
-        if known.is_empty() {
-            None
-        } else {
-            Some(known.iter().sum::<f64>() / known.len() as f64)
-        }
+        let first = self.days.iter().position(|d| d.uptime.is_some())?;
+        let (up, length) = self.days[first..]
+            .iter()
+            .fold((0.0, 0u64), |(up, length), d| {
+                let len = d.length_minutes.max(d.observed_minutes);
+                (
+                    up + d.uptime.unwrap_or(0.0) * f64::from(len),
+                    length + u64::from(len),
+                )
+            });
+        #[allow(clippy::cast_precision_loss)]
+        let total = length as f64;
+        (length > 0).then(|| up / total)
+    }
+
+    /// The fraction of that time with no data.
+    pub fn no_data(&self) -> Option<f64> {
+        let first = self.days.iter().position(|d| d.uptime.is_some())?;
+        let (missing, length) =
+            self.days[first..]
+                .iter()
+                .fold((0u64, 0u64), |(missing, length), d| {
+                    let len = d.length_minutes.max(d.observed_minutes);
+                    (
+                        missing + u64::from(len - d.observed_minutes.min(len)),
+                        length + u64::from(len),
+                    )
+                });
+        #[allow(clippy::cast_precision_loss)]
+        let share = missing as f64 / length.max(1) as f64;
+        (length > 0).then_some(share)
     }
 }
 
@@ -248,11 +282,12 @@ pub struct StatusSnapshot {
 }
 
 impl StatusSnapshot {
-    /// The state the banner shows: the worst open state of any component.
+    /// The state the banner shows: the worst state of any component (those without data
+    /// do not count).
     pub fn overall(&self) -> ComponentState {
         self.components
             .iter()
-            .map(|c| c.state)
+            .filter_map(|c| c.state)
             .max()
             .unwrap_or(ComponentState::Operational)
     }

@@ -315,6 +315,11 @@ fn bar(day: &Day) -> BarView {
         };
     };
     let mut tip = format!("{date}: {} up", percent(uptime));
+    let length = day.length_minutes.max(day.observed_minutes);
+    if day.observed_minutes < length {
+        let missing = f64::from(length - day.observed_minutes) / f64::from(length.max(1));
+        tip.push_str(&format!(", {} no data", percent(missing)));
+    }
     let mut parts = Vec::new();
     if day.outage_minutes > 0 {
         parts.push(format!("{} min outage", day.outage_minutes));
@@ -345,15 +350,15 @@ fn bar(day: &Day) -> BarView {
     }
 }
 
-/// `99.95 %`, never rounding a loss up to 100.
+/// A fraction as a percentage, in the one format used everywhere
+/// ([`crate::history::format_percent`]: `99.95 %`, `100.00 %`, rounded).
 pub fn percent(fraction: f64) -> String {
-    let p = (fraction * 100.0).clamp(0.0, 100.0);
-    if p >= 100.0 {
-        "100 %".to_owned()
-    } else {
-        // Truncate: 99.999 shows as 99.99, not 100.
-        format!("{:.2} %", (p * 100.0).floor() / 100.0)
-    }
+    crate::history::format_percent(fraction * 100.0)
+}
+
+/// The slug and words of a state, `none`/"No data" without one.
+fn state_words(state: Option<ComponentState>) -> (&'static str, &'static str) {
+    state.map_or(("none", "No data"), |s| (s.slug(), s.title()))
 }
 
 fn component_view(c: &Component) -> ComponentView {
@@ -364,12 +369,15 @@ fn component_view(c: &Component) -> ComponentView {
             ComponentKind::Dependency => "dependency",
             ComponentKind::Endpoint => "endpoint",
         },
-        state_slug: c.state.slug(),
-        state_label: c.state.title(),
+        state_slug: state_words(c.state).0,
+        state_label: state_words(c.state).1,
         reason: c.reason.clone(),
         uptime: c.uptime().map_or_else(
             || "no data yet".to_owned(),
-            |u| format!("{} uptime", percent(u)),
+            |u| match c.no_data().filter(|n| *n > 0.0) {
+                Some(n) => format!("{} uptime, {} no data", percent(u), percent(n)),
+                None => format!("{} uptime", percent(u)),
+            },
         ),
         bars: c.days.iter().map(bar).collect(),
     }
@@ -489,7 +497,7 @@ pub fn view(title: &str, snapshot: &StatusSnapshot) -> PageView {
         affected: snapshot
             .components
             .iter()
-            .filter(|c| c.state != ComponentState::Operational)
+            .filter(|c| c.state.is_some_and(|s| s != ComponentState::Operational))
             .count(),
         component_count: snapshot.components.len(),
         component_key: snapshot
@@ -528,9 +536,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn percents_never_round_up_to_100() {
-        assert_eq!(percent(1.0), "100 %");
-        assert_eq!(percent(0.99999), "99.99 %");
+    fn percents_have_one_format() {
+        assert_eq!(percent(1.0), "100.00 %");
+        assert_eq!(percent(0.75), "75.00 %");
+        assert_eq!(percent(0.88888), "88.89 %");
         assert_eq!(percent(0.5), "50.00 %");
         assert_eq!(percent(-1.0), "0.00 %");
     }

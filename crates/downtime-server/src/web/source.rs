@@ -22,56 +22,25 @@ use super::model::{
     IncidentUpdate, StatusSnapshot,
 };
 use crate::history::{
-    self, ComponentKind as StoredKind, History, IncidentFilter, Notice, Timestamp, component_state,
-    fault_state, proxy_component,
+    self, ComponentKind as StoredKind, Facts, History, IncidentFilter, Notice, Observed, Timestamp,
+    decide, proxy_component,
 };
 
 /// Closed incidents stay in "Recent incidents" this long.
 pub const RECENT_DAYS: i64 = 14;
 /// Drill runs shown.
 pub const DRILLS_SHOWN: u32 = 20;
-/// An endpoint whose last probe is older than this shows as operational (not probed now).
-const PROBE_FRESH_MS: i64 = 3 * 60_000;
 
-/// Why a proxy is in its state, in a few words (empty when operational).
-pub fn proxy_reason(view: &ProxyView) -> String {
-    if !view.config.enabled {
-        return "Proxy disabled: connections are refused".to_owned();
-    }
-    let mut reasons = Vec::new();
-    for toxic in &view.toxics {
-        if fault_state(toxic) == ComponentState::Operational {
-            continue;
-        }
-        let mut reason = format!("{} ({})", toxic.kind.type_name(), toxic.name);
-        if toxic.toxicity < 1.0 {
-            reason.push_str(&format!(
-                " on {:.0} % of {}",
-                f64::from(toxic.toxicity) * 100.0,
-                if toxic.kind.is_http() {
-                    "requests"
-                } else {
-                    "connections"
-                }
-            ));
-        }
-        reasons.push(reason);
-    }
-    if reasons.is_empty() {
-        String::new()
-    } else {
-        format!("Active faults: {}", reasons.join(", "))
-    }
-}
+pub use crate::history::proxy_reason;
 
 /// Days of an uptime bar with nothing recorded; today carries the live state.
-fn empty_days(today: i64, state: ComponentState) -> Vec<Day> {
+fn empty_days(today: i64, state: Option<ComponentState>) -> Vec<Day> {
     let first = today - (DAYS as i64 - 1);
     (first..=today)
         .map(|day| {
             let mut d = Day::empty(day);
             if day == today {
-                d.live = Some(state);
+                d.live = state;
             }
             d
         })
@@ -84,13 +53,19 @@ pub fn live_components(proxies: &[ProxyView], now: i64) -> Vec<Component> {
     proxies
         .iter()
         .map(|p| {
-            let state = component_state(p);
+            let verdict = decide(&Facts {
+                observed: Observed::Proxy(p),
+                maintenance_window: false,
+                incident: None,
+                now: Timestamp(now),
+            });
+            let state = verdict.state;
             Component {
                 id: proxy_component(&p.config.name),
                 name: p.config.name.clone(),
                 kind: ComponentKind::Dependency,
                 state,
-                reason: proxy_reason(p),
+                reason: verdict.reason,
                 days: empty_days(today, state),
                 created_at: now,
                 updated_at: now,
@@ -174,6 +149,8 @@ struct Recorded {
     known: Vec<history::Component>,
     /// Components under a maintenance window in progress.
     maintenance: BTreeSet<String>,
+    /// The worst impact of open manual incidents per component.
+    impacts: HashMap<String, history::Impact>,
     /// Incidents of the last 90 days and every open one, newest first.
     incidents: Vec<Incident>,
     /// Recent drill runs.
@@ -336,7 +313,7 @@ impl Source {
         let names: Vec<String> = proxies.iter().map(|p| p.config.name.clone()).collect();
         let recorded = self.recorded(history, &names, now).await;
         let today = clock::day_of(now);
-        let days_of = |id: &str, state: ComponentState| {
+        let days_of = |id: &str, state: Option<ComponentState>| {
             let mut days = recorded
                 .days
                 .get(id)
@@ -345,70 +322,31 @@ impl Source {
             if let Some(last) = days.last_mut()
                 && last.day == today
             {
-                last.live = Some(state);
+                last.live = state;
             }
             days
         };
-        let known_by_id: HashMap<&str, &history::Component> =
-            recorded.known.iter().map(|c| (c.id.as_str(), c)).collect();
-        let mut components = Vec::new();
-        for view in &proxies {
-            let id = proxy_component(&view.config.name);
-            let mut state = component_state(view);
-            let mut reason = proxy_reason(view);
-            if recorded.maintenance.contains(&id) && state != ComponentState::UnderMaintenance {
-                // A planned window explains the state, as the sampler records it.
-                state = ComponentState::UnderMaintenance;
-                reason = format!("Scheduled maintenance in progress. {reason}")
-                    .trim()
-                    .to_owned();
-            }
-            let stored = known_by_id.get(id.as_str());
-            components.push(Component {
-                created_at: stored.map_or(now, |c| c.first_seen.millis()),
-                updated_at: stored.map_or(now, |c| c.last_seen.millis()),
-                days: days_of(&id, state),
-                id,
-                name: view.config.name.clone(),
-                kind: ComponentKind::Dependency,
-                state,
-                reason,
-            });
-        }
-        let window = now - DAYS as i64 * clock::DAY_MS;
-        for c in recorded
-            .known
-            .iter()
-            .filter(|c| c.kind == StoredKind::Endpoint)
-        {
-            if c.last_seen.millis() < window {
-                continue;
-            }
-            let fresh = now - c.last_seen.millis() <= PROBE_FRESH_MS;
-            let mut state = if fresh {
-                c.last_state.unwrap_or(ComponentState::Operational)
-            } else {
-                ComponentState::Operational
-            };
-            if recorded.maintenance.contains(&c.id) {
-                state = ComponentState::UnderMaintenance;
-            }
-            let reason = match (fresh, state) {
-                (true, ComponentState::Operational) => String::new(),
-                (true, _) => format!("Probes of {} are failing", c.description),
-                (false, _) => format!("Last probed {}", clock::human(c.last_seen.millis())),
-            };
-            components.push(Component {
-                id: c.id.clone(),
-                name: c.name.clone(),
-                kind: ComponentKind::Endpoint,
-                state,
-                reason,
-                days: days_of(&c.id, state),
-                created_at: c.first_seen.millis(),
-                updated_at: c.last_seen.millis(),
-            });
-        }
+        let decided = decide_all(
+            history,
+            &proxies,
+            &recorded.known,
+            &recorded.maintenance,
+            &recorded.impacts,
+            now,
+        );
+        let components = decided
+            .into_iter()
+            .map(|d| Component {
+                created_at: d.stored.map_or(now, |c| c.first_seen.millis()),
+                updated_at: d.stored.map_or(now, |c| c.last_seen.millis()),
+                days: days_of(&d.id, d.verdict.state),
+                id: d.id,
+                name: d.name,
+                kind: d.kind,
+                state: d.verdict.state,
+                reason: d.verdict.reason,
+            })
+            .collect();
         StatusSnapshot {
             now,
             components,
@@ -416,6 +354,113 @@ impl Source {
             drills: recorded.drills.clone(),
         }
     }
+}
+
+/// One component as [`decide`] judged it.
+struct Decided<'a> {
+    id: String,
+    name: String,
+    kind: ComponentKind,
+    verdict: history::Verdict,
+    stored: Option<&'a history::Component>,
+}
+
+/// Every component shown, in display order (live proxies, proxies that are gone, probed
+/// endpoints), each judged by [`decide`] on what is known of it. Components seen in the
+/// last [`DAYS`] days keep their row.
+fn decide_all<'a>(
+    history: &History,
+    proxies: &[ProxyView],
+    known: &'a [history::Component],
+    maintenance: &BTreeSet<String>,
+    impacts: &HashMap<String, history::Impact>,
+    now: i64,
+) -> Vec<Decided<'a>> {
+    let stamp = Timestamp(now);
+    let window = now - DAYS as i64 * clock::DAY_MS;
+    let known_by_id: HashMap<&str, &history::Component> =
+        known.iter().map(|c| (c.id.as_str(), c)).collect();
+    let facts = |id: &str, observed| Facts {
+        observed,
+        maintenance_window: maintenance.contains(id),
+        incident: impacts.get(id).copied(),
+        now: stamp,
+    };
+    let mut out = Vec::new();
+    for view in proxies {
+        let id = proxy_component(&view.config.name);
+        let verdict = decide(&facts(&id, Observed::Proxy(view)));
+        out.push(Decided {
+            stored: known_by_id.get(id.as_str()).copied(),
+            id,
+            name: view.config.name.clone(),
+            kind: ComponentKind::Dependency,
+            verdict,
+        });
+    }
+    let live: BTreeSet<&str> = proxies.iter().map(|p| p.config.name.as_str()).collect();
+    for c in known.iter().filter(|c| c.last_seen.millis() >= window) {
+        let observed = match c.kind {
+            StoredKind::Proxy if live.contains(c.name.as_str()) => continue,
+            StoredKind::Proxy => Observed::Gone {
+                last_seen: c.last_seen,
+            },
+            StoredKind::Endpoint => match history.probe_window(&c.name) {
+                Some(w) => Observed::Probes(w),
+                None => Observed::ProbedMinute {
+                    state: c.last_state,
+                    last_seen: c.last_seen,
+                },
+            },
+        };
+        let mut verdict = decide(&facts(&c.id, observed));
+        if c.kind == StoredKind::Endpoint
+            && verdict
+                .state
+                .is_some_and(|s| s != ComponentState::Operational)
+            && verdict.reason.contains("probes failed")
+        {
+            verdict.reason = format!(
+                "Probes of {} are failing: {}",
+                c.description, verdict.reason
+            );
+        }
+        out.push(Decided {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            kind: match c.kind {
+                StoredKind::Proxy => ComponentKind::Dependency,
+                StoredKind::Endpoint => ComponentKind::Endpoint,
+            },
+            verdict,
+            stored: Some(c),
+        });
+    }
+    // Dependencies first (live, then gone), endpoints last.
+    out.sort_by_key(|d| d.kind == ComponentKind::Endpoint);
+    out
+}
+
+/// Every component's current state, as the page shows it, without the days: for
+/// `/metrics`. `None`: no data.
+pub async fn component_states(
+    registry: &Registry,
+    history: &History,
+) -> Vec<(String, Option<ComponentState>)> {
+    let now = clock::now_ms();
+    let proxies = registry.list().await;
+    let (known, maintenance, impacts) = tokio::join!(
+        history.components(),
+        history.maintenance_components(Timestamp(now)),
+        history.incident_impacts(),
+    );
+    let known = or_log("components", known);
+    let maintenance = or_log("maintenance windows", maintenance);
+    let impacts = or_log("open incidents", impacts);
+    decide_all(history, &proxies, &known, &maintenance, &impacts, now)
+        .into_iter()
+        .map(|d| (d.id, d.verdict.state))
+        .collect()
 }
 
 /// Reads what the store knows for the page: components, maintenance windows, incidents,
@@ -433,15 +478,17 @@ async fn read_recorded(history: &History, cache: &Cache, proxies: &[String], now
         limit: Some(200),
         ..IncidentFilter::default()
     };
-    let (known, maintenance, open, recent, drills) = tokio::join!(
+    let (known, maintenance, impacts, open, recent, drills) = tokio::join!(
         history.components(),
         history.maintenance_components(stamp),
+        history.incident_impacts(),
         history.incidents(&open_filter),
         history.incidents(&recent_filter),
         history.drills(DRILLS_SHOWN),
     );
     let known = or_log("components", known);
     let maintenance: BTreeSet<String> = or_log("maintenance windows", maintenance);
+    let impacts = or_log("open incidents", impacts);
     let mut incidents: Vec<Incident> = or_log("open incidents", open)
         .iter()
         .map(incident)
@@ -454,10 +501,12 @@ async fn read_recorded(history: &History, cache: &Cache, proxies: &[String], now
     incidents.sort_by_key(|i| std::cmp::Reverse((i.created_at, i.id.parse::<i64>().ok())));
 
     let mut ids: Vec<String> = proxies.iter().map(|p| proxy_component(p)).collect();
+    // Endpoints, and proxies that are gone: their rows stay with their history.
     ids.extend(
         known
             .iter()
-            .filter(|c| c.kind == StoredKind::Endpoint && c.last_seen.millis() >= window.millis())
+            .filter(|c| c.last_seen.millis() >= window.millis())
+            .filter(|c| c.kind == StoredKind::Endpoint || !proxies.contains(&c.name))
             .map(|c| c.id.clone()),
     );
     let today = clock::day_of(now);
@@ -470,9 +519,9 @@ async fn read_recorded(history: &History, cache: &Cache, proxies: &[String], now
     let first = today - (DAYS as i64 - 1);
     let mut days = HashMap::new();
     for id in ids {
-        let mut row = empty_days(today, ComponentState::Operational);
+        let mut row = empty_days(today, None);
         for d in &mut row {
-            d.live = None;
+            d.length_minutes = clock::day_length(d.day, now);
         }
         let stats = past.stats.get(&id).into_iter().flatten();
         for s in stats.chain(today_stats.get(&id).into_iter().flatten()) {
@@ -483,6 +532,8 @@ async fn read_recorded(history: &History, cache: &Cache, proxies: &[String], now
                 continue;
             };
             slot.uptime = s.uptime_pct.map(|p| p / 100.0);
+            slot.observed_minutes = s.minutes.min(s.length_minutes);
+            slot.length_minutes = s.length_minutes;
             slot.worst = s.worst_state.unwrap_or(ComponentState::Operational);
             slot.outage_minutes = s.partial_minutes.saturating_add(s.major_minutes);
             slot.degraded_minutes = s.degraded_minutes;
@@ -510,6 +561,7 @@ async fn read_recorded(history: &History, cache: &Cache, proxies: &[String], now
         proxies: proxies.to_vec(),
         known,
         maintenance,
+        impacts,
         incidents,
         drills,
         days,
