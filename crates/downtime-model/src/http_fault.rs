@@ -21,6 +21,11 @@ pub const HTTP_FAULT_TYPES: &[&str] = &[
     "rate_limit",
     "router_timeout",
     "slow_body",
+    "tls_expired",
+    "tls_wrong_host",
+    "tls_untrusted",
+    "tls_handshake_timeout",
+    "tls_alert",
 ];
 
 /// Which requests a fault applies to; every present condition must hold.
@@ -141,6 +146,9 @@ pub enum HttpAction {
     RouterTimeout(RouterTimeout),
     /// Response body bandwidth limit.
     SlowBody(SlowBody),
+    /// A broken TLS handshake (TLS listeners only: an HTTPS proxy or the forward proxy's
+    /// interception).
+    Tls(crate::tls_fault::TlsFault),
 }
 
 /// Settings of `maintenance`.
@@ -454,7 +462,10 @@ impl HttpAction {
                 check_range("attributes.rate", s.rate, 1, limits::MAX_BODY_RATE, "KB/s")?;
                 Ok(HttpAction::SlowBody(s))
             }),
-            _ => return None,
+            other => {
+                return crate::tls_fault::TlsFault::parse(other, attributes)
+                    .map(|r| r.map(HttpAction::Tls));
+            }
         };
         Some(parsed)
     }
@@ -469,6 +480,7 @@ impl HttpAction {
             HttpAction::RateLimit(_) => "rate_limit",
             HttpAction::RouterTimeout(_) => "router_timeout",
             HttpAction::SlowBody(_) => "slow_body",
+            HttpAction::Tls(t) => t.type_name(),
         }
     }
 

@@ -7,6 +7,7 @@
 //! - [`http_options`]: how an HTTP proxy forwards (headers, upstream version, limits);
 //! - [`drill`]: drill files (outage scenarios), checked with every problem's line;
 //! - [`substitute`]: `${VAR}` / `${VAR:-default}` in config and drill files;
+//! - [`tls_fault`]: faults of a TLS handshake (expired, wrong-host, untrusted, stalled, alert);
 //! - [`tls_options`]: TLS termination of an HTTP proxy (names, or a supplied cert and key);
 //! - [`error`]: every refusal with the status code and text Toxiproxy clients expect.
 //!
@@ -19,6 +20,7 @@ pub mod http_fault;
 pub mod http_options;
 pub mod proxy;
 pub mod substitute;
+pub mod tls_fault;
 pub mod tls_options;
 pub mod toxic;
 

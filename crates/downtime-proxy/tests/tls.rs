@@ -340,3 +340,155 @@ async fn https_proxy_mode_puts_an_sdks_calls_under_faults_matched_by_host() {
         .unwrap();
     assert!(answer.starts_with("200 secure upstream"), "{answer}");
 }
+
+/// What `node`'s https module says for `url` (with NODE_EXTRA_CA_CERTS): its error code, or
+/// the status.
+fn node_https(ca: &Path, url: &str) -> Option<String> {
+    let script = "const https=require('https');const r=https.get(process.argv[1],{timeout:2000},res=>{console.log('status '+res.statusCode);process.exit(0)});r.on('timeout',()=>{console.log('timeout');process.exit(0)});r.on('error',e=>{console.log((e.code||'')+' '+e.message);process.exit(0)});";
+    let out = Command::new("node")
+        .args(["-e", script, url])
+        .env("NODE_EXTRA_CA_CERTS", ca)
+        .output()
+        .ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn requests_direct(python: &Path, ca: &Path, url: &str) -> String {
+    let out = Command::new(python)
+        .args([
+            "-c",
+            "import requests,sys\ntry:\n r = requests.get(sys.argv[1], timeout=2)\n print(r.status_code)\nexcept Exception as e:\n print(type(e).__name__, e)",
+            url,
+        ])
+        .env("REQUESTS_CA_BUNDLE", ca)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A TLS fault and what clients must say: (type, attributes, curl's exit code, what curl,
+/// requests and node say, any of the alternatives).
+type Case = (
+    &'static str,
+    Value,
+    i32,
+    &'static [&'static str],
+    &'static [&'static str],
+    &'static [&'static str],
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_tls_fault_gives_curl_requests_and_node_the_error_a_broken_endpoint_gives() {
+    let registry = Registry::new(Some(3));
+    let ca = registry.set_ca_dir(&temp_dir("faults")).unwrap();
+    let addr = http_proxy(
+        &registry,
+        json!({"name": "auth", "listen": "127.0.0.1:0", "protocol": "http", "tls": {}}),
+    )
+    .await;
+    let url = format!("https://localhost:{}/", addr.port());
+    let python = python();
+    // (fault, curl exit code, what curl, requests and node say; any of the alternatives)
+    let cases: [Case; 5] = [
+        (
+            "tls_expired",
+            json!({}),
+            60,
+            &["expired"],
+            &["expired"],
+            &["CERT_HAS_EXPIRED"],
+        ),
+        (
+            "tls_wrong_host",
+            json!({}),
+            60,
+            &["subject name", "does not match"],
+            &["match", "Hostname mismatch"],
+            &["ERR_TLS_CERT_ALTNAME_INVALID"],
+        ),
+        (
+            "tls_untrusted",
+            json!({}),
+            60,
+            &["self-signed", "self signed"],
+            &["self-signed", "self signed"],
+            &["DEPTH_ZERO_SELF_SIGNED_CERT"],
+        ),
+        (
+            "tls_handshake_timeout",
+            json!({}),
+            28,
+            &["timed out", "Timeout"],
+            &["timed out", "Timeout"],
+            &["timeout"],
+        ),
+        (
+            "tls_alert",
+            json!({"alert": "handshake_failure"}),
+            35,
+            &["handshake failure"],
+            &["HANDSHAKE_FAILURE"],
+            &["handshake failure"],
+        ),
+    ];
+    for (kind, attributes, curl_code, curl_says, requests_says, node_says) in cases {
+        let request: ToxicRequest =
+            serde_json::from_value(json!({"name": kind, "type": kind, "attributes": attributes}))
+                .unwrap();
+        registry.add_toxic("auth", request).await.unwrap();
+        let (ca_file, u) = (ca.cert_path(), url.clone());
+        let (code, _, err) =
+            tokio::task::spawn_blocking(move || curl(&ca_file, &u, &["--max-time", "2"]))
+                .await
+                .unwrap();
+        eprintln!("{kind}: curl exit {code}: {}", err.trim());
+        assert_eq!(code, curl_code, "{kind}: {err}");
+        assert!(curl_says.iter().any(|s| err.contains(s)), "{kind}: {err}");
+        if let Some(python) = &python {
+            let (python, ca_file, u) = (python.clone(), ca.cert_path(), url.clone());
+            let said = tokio::task::spawn_blocking(move || requests_direct(&python, &ca_file, &u))
+                .await
+                .unwrap();
+            eprintln!("{kind}: requests: {said}");
+            assert!(
+                requests_says.iter().any(|s| said.contains(s)),
+                "{kind}: {said}"
+            );
+        }
+        let (ca_file, u) = (ca.cert_path(), url.clone());
+        if let Some(said) = tokio::task::spawn_blocking(move || node_https(&ca_file, &u))
+            .await
+            .unwrap()
+        {
+            eprintln!("{kind}: node: {said}");
+            assert!(node_says.iter().any(|s| said.contains(s)), "{kind}: {said}");
+        }
+        registry.remove_toxic("auth", kind).await.unwrap();
+    }
+    // Without a fault the endpoint answers, and the journal names each broken handshake.
+    let (ca_file, u) = (ca.cert_path(), url.clone());
+    let (code, out, err) = tokio::task::spawn_blocking(move || curl(&ca_file, &u, &[]))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("HTTP/2 503") || out.starts_with("HTTP/1.1 503"),
+        "{out}"
+    );
+    let journal = registry.journal("auth", 100).await.unwrap();
+    let faulted: Vec<&str> = journal
+        .iter()
+        .filter(|e| e.method == "TLS")
+        .filter_map(|e| e.fault.as_deref())
+        .collect();
+    assert!(
+        faulted.contains(&"tls_expired") && faulted.contains(&"tls_alert"),
+        "{faulted:?}"
+    );
+    assert!(
+        journal
+            .iter()
+            .filter(|e| e.method == "TLS")
+            .all(|e| e.host.as_deref() == Some("localhost"))
+    );
+}

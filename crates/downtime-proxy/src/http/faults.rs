@@ -197,14 +197,57 @@ pub fn target_host(parts: &Parts) -> Option<String> {
 /// The faults that act on this request, in chain order: each must match, be within its
 /// first_n / every_nth bounds (counted over matching requests), and win its toxicity roll.
 pub fn select<'a>(chain: &'a Chain, parts: &Parts, rng: &Mutex<SmallRng>) -> Vec<&'a ChainEntry> {
+    select_by(chain, rng, |entry| {
+        !is_tls(entry)
+            && entry
+                .toxic
+                .bounds
+                .matcher
+                .as_ref()
+                .is_none_or(|m| matches(m, parts))
+    })
+}
+
+/// Whether a fault acts on TLS handshakes rather than on requests.
+fn is_tls(entry: &ChainEntry) -> bool {
+    matches!(
+        entry.toxic.kind,
+        downtime_model::ToxicKind::Http(downtime_model::http_fault::HttpAction::Tls(_))
+    )
+}
+
+/// The TLS fault that acts on a handshake for `server_name` (SNI), if any: the first TLS
+/// fault whose `match.host` (if set) matches it and that wins its bounds and roll.
+pub fn select_tls<'a>(
+    chain: &'a Chain,
+    server_name: Option<&str>,
+    rng: &Mutex<SmallRng>,
+) -> Option<&'a ChainEntry> {
+    select_by(chain, rng, |entry| {
+        is_tls(entry)
+            && entry.toxic.bounds.matcher.as_ref().is_none_or(|m| {
+                m.host.as_ref().is_none_or(|p| {
+                    glob_match(&p.to_ascii_lowercase(), server_name.unwrap_or_default())
+                })
+            })
+    })
+    .into_iter()
+    .next()
+}
+
+/// The entries `wanted` picks that are within their first_n / every_nth bounds (counted
+/// over the entries picked) and win their toxicity roll, in chain order.
+fn select_by<'a>(
+    chain: &'a Chain,
+    rng: &Mutex<SmallRng>,
+    wanted: impl Fn(&ChainEntry) -> bool,
+) -> Vec<&'a ChainEntry> {
     let mut chosen = Vec::new();
     for entry in &chain.entries {
-        let bounds = &entry.toxic.bounds;
-        if let Some(m) = &bounds.matcher
-            && !matches(m, parts)
-        {
+        if !wanted(entry) {
             continue;
         }
+        let bounds = &entry.toxic.bounds;
         let n = entry
             .state
             .matched

@@ -147,8 +147,12 @@ pub(crate) fn connect(
             let client = TokioIo::new(upgrade.await?);
             match config {
                 Some(config) => {
-                    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-                    let tls = acceptor.accept(client).await?;
+                    let names = [host.clone()];
+                    let Some(tls) =
+                        super::tls_accept::accept(client, &shared, config, &names).await
+                    else {
+                        return Ok(());
+                    };
                     let origin = Arc::new(Origin {
                         authority,
                         tls: true,

@@ -24,6 +24,7 @@ mod forward_proxy;
 pub mod journal;
 mod metered;
 mod pipeline;
+mod tls_accept;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
@@ -51,7 +52,11 @@ pub(crate) struct HttpShared {
     /// Whether the upstream is reached over TLS (`https://`).
     pub(crate) upstream_tls: bool,
     /// TLS termination on the listener, if the proxy has `tls`.
-    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    /// The names of the proxy's certificate (what a broken one of a TLS fault is made for).
+    pub(crate) tls_names: Vec<String>,
+    /// The local CA, for TLS proxies and forward proxies (issues broken leaves too).
+    pub(crate) ca: Option<Arc<crate::tls::LocalCa>>,
     /// Forward mode (`HTTPS_PROXY`): interception settings and the CA.
     pub(crate) forward: Option<forward_proxy::Forwarding>,
     pub(crate) options: HttpOptions,
@@ -189,27 +194,24 @@ pub(crate) fn builder(options: &HttpOptions) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// Serves one client connection until it closes, the proxy stops, or a fault aborts it.
 /// Serves one accepted client: through TLS first when the proxy terminates it (the
-/// handshake bounded by the head timeout), then hyper.
+/// handshake under the TLS faults, bounded by the head timeout), then hyper.
 pub(crate) async fn serve_client(io: ToxicIo, peer: SocketAddr, shared: Arc<HttpShared>) {
     let reset = io.reset_handle();
-    match shared.tls.clone() {
-        None => serve_connection(io, reset, peer, shared, None).await,
-        Some(acceptor) => {
-            let limit = Duration::from_millis(shared.options.header_timeout_ms);
-            let handshake = tokio::select! {
-                () = shared.cancel.cancelled() => return,
-                done = tokio::time::timeout(limit, acceptor.accept(io)) => done,
-            };
-            match handshake {
-                Ok(Ok(stream)) => serve_connection(stream, reset, peer, shared, None).await,
-                Ok(Err(e)) => {
-                    tracing::debug!(proxy = %shared.name, error = %e, "tls handshake failed")
-                }
-                Err(_) => tracing::debug!(proxy = %shared.name, "tls handshake timed out"),
-            }
-        }
+    let Some(config) = shared.tls.clone() else {
+        return serve_connection(io, reset, peer, shared, None).await;
+    };
+    // Each step bounds itself (a stalled-handshake fault holds on purpose).
+    let handshake = async {
+        let names = shared.tls_names.clone();
+        tls_accept::accept(io, &shared, config, &names).await
+    };
+    let stream = tokio::select! {
+        () = shared.cancel.cancelled() => return,
+        stream = handshake => stream,
+    };
+    if let Some(stream) = stream {
+        serve_connection(stream, reset, peer, shared, None).await;
     }
 }
 

@@ -183,7 +183,7 @@ impl Proxy {
             }
             let (upstream_tls, upstream) =
                 downtime_model::proxy::split_scheme(&self.config.upstream);
-            let (acceptor, client_tls, forward) = {
+            let (acceptor, client_tls, forward, ca) = {
                 let mut tls = inner
                     .tls
                     .write()
@@ -196,9 +196,15 @@ impl Proxy {
                         };
                         let config = crate::tls::server_config(options, ca.as_deref())
                             .map_err(|e| Error::invalid("tls", e))?;
-                        Some(tokio_rustls::TlsAcceptor::from(config))
+                        Some(config)
                     }
                     None => None,
+                };
+                // TLS faults make broken certificates from the CA (when there is one).
+                let ca = if acceptor.is_some() || forward_mode {
+                    tls.ca().ok()
+                } else {
+                    None
                 };
                 let client = match upstream_tls || forward_mode {
                     true => Some(tls.client().map_err(|e| Error::invalid("upstream", e))?),
@@ -211,7 +217,7 @@ impl Proxy {
                     )),
                     false => None,
                 };
-                (acceptor, client, forward)
+                (acceptor, client, forward, ca)
             };
             Some(Arc::new(HttpShared {
                 server: crate::http::builder(&options),
@@ -219,6 +225,8 @@ impl Proxy {
                 upstream: (!upstream.is_empty()).then(|| upstream.into()),
                 upstream_tls,
                 tls: acceptor,
+                tls_names: self.config.tls.as_ref().map(|t| t.names.clone()).unwrap_or_default(),
+                ca,
                 forward,
                 options,
                 faults: self.http_tx.subscribe(),

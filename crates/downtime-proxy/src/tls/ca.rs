@@ -24,6 +24,17 @@ const CA_DAYS: i64 = 3650;
 /// Distinct name sets cached; past it the cache starts over (forward mode meets many hosts).
 const MAX_CACHED_LEAVES: usize = 10_000;
 
+/// How a [`LocalCa::broken_leaf`] fails verification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Broken {
+    /// Its validity ended yesterday.
+    Expired,
+    /// It names another host.
+    WrongHost,
+    /// Self-signed: no client trusts it.
+    Untrusted,
+}
+
 /// The local CA and its cache of leaves.
 pub struct LocalCa {
     dir: PathBuf,
@@ -141,6 +152,47 @@ impl LocalCa {
         }
         cache.insert(key_names, issued.clone());
         Ok(issued)
+    }
+
+    /// A certificate made to fail verification the way `broken` says, for TLS faults:
+    /// expired (valid until yesterday), for another name, or self-signed (untrusted).
+    pub(crate) fn broken_leaf(
+        &self,
+        names: &[String],
+        broken: Broken,
+    ) -> Result<Arc<CertifiedKey>, String> {
+        let names = match broken {
+            Broken::WrongHost => vec!["wrong-host.downtime.invalid".to_owned()],
+            _ => names.to_vec(),
+        };
+        let mut params = CertificateParams::new(names.clone())
+            .map_err(|e| format!("cannot issue a certificate for {names:?}: {e}"))?;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        if broken == Broken::Expired {
+            params.not_before = days_from_now(-LEAF_DAYS);
+            params.not_after = days_from_now(-1);
+        } else {
+            params.not_before = days_from_now(-1);
+            params.not_after = days_from_now(LEAF_DAYS);
+        }
+        let key = KeyPair::generate().map_err(|e| format!("cannot make a leaf key: {e}"))?;
+        let (chain, cert) = if broken == Broken::Untrusted {
+            let cert = params
+                .self_signed(&key)
+                .map_err(|e| format!("cannot self-sign: {e}"))?;
+            (vec![cert.der().clone()], cert)
+        } else {
+            params.use_authority_key_identifier_extension = true;
+            let cert = params
+                .signed_by(&key, &self.issuer)
+                .map_err(|e| format!("cannot sign: {e}"))?;
+            (vec![cert.der().clone(), self.cert_der.clone()], cert)
+        };
+        let _ = cert;
+        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let signing = rustls::crypto::ring::sign::any_supported_type(&der)
+            .map_err(|e| format!("unusable leaf key: {e}"))?;
+        Ok(Arc::new(CertifiedKey::new(chain, signing)))
     }
 
     fn issue(&self, names: &[String]) -> Result<CertifiedKey, String> {

@@ -4,6 +4,7 @@
 //! CA files.
 
 mod ca;
+pub(crate) mod hello;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
+pub(crate) use ca::Broken;
 pub use ca::LocalCa;
 
 /// Where the CA lives unless told otherwise: `$DOWNTIME_CA_DIR`, else the user's data
@@ -67,6 +69,19 @@ pub(crate) fn server_config(
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     config.ticketer =
         rustls::crypto::ring::Ticketer::new().map_err(|e| format!("tls tickets: {e}"))?;
+    Ok(Arc::new(config))
+}
+
+/// A server configuration that presents `key` (ALPN h2 and http/1.1).
+pub(crate) fn config_with(
+    key: Arc<rustls::sign::CertifiedKey>,
+) -> Result<Arc<ServerConfig>, String> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("tls: {e}"))?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(Fixed(key)));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 

@@ -15,6 +15,16 @@ use super::verdict::Sample;
 /// read (documented in `docs/drills.md`).
 pub const MAX_BODY: usize = 64 * 1024;
 
+/// The client probes are sent with: `https://` verified against the system's roots plus
+/// the `extra_ca` PEM files (`serve --extra-ca`; each read now, errors name the file).
+pub fn client(extra_ca: &[std::path::PathBuf]) -> Result<reqwest::Client, String> {
+    crate::tls::client_builder(extra_ca)?
+        .user_agent(concat!("downtime-probe/", env!("CARGO_PKG_VERSION")))
+        .pool_max_idle_per_host(64)
+        .build()
+        .map_err(|e| format!("probe client: {e}"))
+}
+
 /// Sends one probe request and judges the answer.
 pub async fn probe_once(client: &reqwest::Client, probe: &Probe) -> (Duration, Result<(), String>) {
     let started = Instant::now();
