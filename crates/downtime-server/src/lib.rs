@@ -9,6 +9,7 @@
 //!   incidents;
 //! - [`web`]: the public status page, its live updates, feed and Statuspage-style JSON;
 //! - [`webhooks`]: signed notifications of status changes, with retries and a delivery log;
+//! - [`tls`]: TLS clients of probes and webhooks, and the API's TLS (`--api-tls`);
 //! - [`run`]: wires the registry, the API and the status page's optional listener of its
 //!   own, and drains them on shutdown.
 
@@ -16,6 +17,7 @@ pub mod api;
 pub mod config;
 pub mod drills;
 pub mod history;
+pub mod tls;
 pub mod web;
 pub mod webhooks;
 
@@ -71,6 +73,18 @@ pub struct ServeOptions {
     pub api_allow_hosts: Vec<String>,
     /// Webhook targets permitted beyond the defaults (`--webhook-allow`).
     pub webhook_allow: Vec<webhooks::AllowRule>,
+    /// CA files (PEM) trusted besides the system's roots by `https://` upstreams, webhook
+    /// deliveries and drill probes (`--extra-ca`, repeatable); each is read at start.
+    pub extra_ca: Vec<std::path::PathBuf>,
+    /// Directory of the local CA (`--ca-dir`, `DOWNTIME_CA_DIR`): opened (or created) at
+    /// start when given; else the default one is opened on first need.
+    pub ca_dir: Option<std::path::PathBuf>,
+    /// Token every control request must carry (`--api-token`, `DOWNTIME_API_TOKEN`):
+    /// `Authorization: Bearer TOKEN` or basic auth with it as password. Required when the
+    /// API is bound off loopback. The status routes stay public.
+    pub api_token: Option<String>,
+    /// Serve the control API over TLS (`--api-tls`).
+    pub api_tls: Option<tls::ApiTls>,
 }
 
 /// Descriptors kept free beyond the two HTTP listeners' caps (history file, proxy
@@ -115,6 +129,38 @@ pub enum ServeError {
     /// The status page's own listener could not be served.
     #[error("status page server: {0}")]
     Status(#[source] std::io::Error),
+    /// The control API is bound off loopback and no token is set.
+    #[error(
+        "the control API would listen on {0}, which is not a loopback address, without a \
+         token: anyone who can reach it could reconfigure every proxy. Set a token with \
+         --api-token TOKEN (or the DOWNTIME_API_TOKEN environment variable); clients then \
+         send \"Authorization: Bearer TOKEN\" or use http://:TOKEN@HOST:PORT. Or bind the \
+         API to 127.0.0.1"
+    )]
+    ApiWithoutToken(std::net::SocketAddr),
+    /// The API token given is unusable.
+    #[error("--api-token: {0}")]
+    ApiToken(&'static str),
+    /// A CA directory, extra CA file or the API's certificate is unusable.
+    #[error("{0}")]
+    Tls(String),
+}
+
+/// Refuses a control API bound to `addr` off loopback (a wildcard included) without a
+/// token, and an empty token; loopback without a token is Toxiproxy's setup and passes.
+pub fn check_api_exposure(
+    addr: std::net::SocketAddr,
+    token: Option<&str>,
+) -> Result<(), ServeError> {
+    match token {
+        Some(t) if t.trim().is_empty() => Err(ServeError::ApiToken("the token is empty")),
+        Some(t) if t.chars().any(char::is_control) => Err(ServeError::ApiToken(
+            "the token contains control characters",
+        )),
+        Some(_) => Ok(()),
+        None if api::guard::is_loopback(addr.ip()) => Ok(()),
+        None => Err(ServeError::ApiWithoutToken(addr)),
+    }
 }
 
 /// Serves the API on `listener` (and the status page on `options.status_listener`, if any)
@@ -125,7 +171,35 @@ pub async fn run(
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let api_addr = listener.local_addr()?;
+    check_api_exposure(api_addr, options.api_token.as_deref())?;
     let registry = Registry::new(options.seed);
+    let ca = match &options.ca_dir {
+        Some(dir) => Some(registry.set_ca_dir(dir).map_err(ServeError::Tls)?),
+        None => None,
+    };
+    if !options.extra_ca.is_empty() {
+        registry
+            .set_extra_ca(options.extra_ca.clone())
+            .map_err(ServeError::Tls)?;
+    }
+    let api_tls = match &options.api_tls {
+        Some(settings) => Some(
+            tls::api_server_config(
+                settings,
+                || match ca {
+                    Some(ca) => Ok(ca),
+                    None => {
+                        downtime_proxy::tls::LocalCa::open(&downtime_proxy::tls::default_ca_dir())
+                            .map(std::sync::Arc::new)
+                    }
+                },
+                api_addr,
+            )
+            .map_err(ServeError::Tls)?,
+        ),
+        None => None,
+    };
     let history = match &options.history {
         Some(path) => history::History::open(path, options.history_settings.clone()).await?,
         None => history::History::memory(options.history_settings.clone()).await?,
@@ -141,6 +215,7 @@ pub async fn run(
                 allow: options.webhook_allow.clone(),
                 own_api: vec![listener.local_addr()?],
             },
+            extra_ca: options.extra_ca.clone(),
             ..webhooks::WebhookOptions::default()
         },
         stop_web.clone(),
@@ -195,10 +270,10 @@ pub async fn run(
         stop_web.clone(),
     );
     let status_web = web_state.clone();
-    let guard = std::sync::Arc::new(api::guard::Guard::new(
-        Some(listener.local_addr()?),
-        &options.api_allow_hosts,
-    ));
+    let guard = std::sync::Arc::new(
+        api::guard::Guard::new(Some(listener.local_addr()?), &options.api_allow_hosts)
+            .with_token(options.api_token.as_deref()),
+    );
     let state = api::AppState {
         registry: registry.clone(),
         metrics: options.metrics,
@@ -214,9 +289,12 @@ pub async fn run(
             drills::schedule::router(runs.clone()),
             guard,
         ));
-    let own_api = own_api_url(listener.local_addr()?);
+    // Scheduled drills reach the API without its token (the drill runner has no way to send
+    // one yet), so with a token their API calls are refused.
+    let own_api = own_api_url(listener.local_addr()?, api_tls.is_some());
     let stop_api = tokio_util::sync::CancellationToken::new();
-    let server = serve_api_on_own_thread(listener, app, options.api_limits, stop_api.clone())?;
+    let server =
+        serve_api_on_own_thread(listener, app, options.api_limits, api_tls, stop_api.clone())?;
     // Served on this (the main) runtime, like the snapshots and renders of the page.
     let status_limits = fit_status_cap(
         options.status_limits,
@@ -295,8 +373,9 @@ fn reachable(addr: std::net::SocketAddr) -> std::net::SocketAddr {
 }
 
 /// The URL this server's own drills use to reach its API (loopback for a wildcard bind).
-fn own_api_url(addr: std::net::SocketAddr) -> String {
-    format!("http://{}", reachable(addr))
+fn own_api_url(addr: std::net::SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{}", reachable(addr))
 }
 
 /// Serves the API on a thread of its own with a single-threaded runtime, so that no amount
@@ -306,6 +385,7 @@ fn serve_api_on_own_thread(
     listener: TcpListener,
     app: axum::Router,
     limits: HttpLimits,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     stop: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<tokio::sync::oneshot::Receiver<std::io::Result<()>>> {
     let listener = listener.into_std()?;
@@ -319,7 +399,7 @@ fn serve_api_on_own_thread(
                 .and_then(|runtime| {
                     runtime.block_on(async move {
                         let listener = TcpListener::from_std(listener)?;
-                        api::listener::serve("api", listener, app, limits, stop).await
+                        api::listener::serve_tls("api", listener, app, limits, tls, stop).await
                     })
                 });
             let _ = done_tx.send(result);
@@ -344,8 +424,32 @@ mod tests {
         assert_eq!(super::reachable(addr("[::]:8080")), addr("[::1]:8080"));
         assert_eq!(super::reachable(addr("10.1.2.3:80")), addr("10.1.2.3:80"));
         assert_eq!(
-            super::own_api_url(addr("0.0.0.0:8474")),
+            super::own_api_url(addr("0.0.0.0:8474"), false),
             "http://127.0.0.1:8474"
         );
+    }
+
+    #[test]
+    fn off_loopback_needs_a_token() {
+        use super::{ServeError, check_api_exposure};
+        for ok in [
+            "127.0.0.1:8474",
+            "127.0.0.2:1",
+            "[::1]:8474",
+            "[::ffff:127.0.0.1]:1",
+        ] {
+            assert!(check_api_exposure(addr(ok), None).is_ok(), "{ok}");
+        }
+        for exposed in ["0.0.0.0:8474", "[::]:8474", "10.1.2.3:8474"] {
+            let err = check_api_exposure(addr(exposed), None).unwrap_err();
+            assert!(matches!(err, ServeError::ApiWithoutToken(_)), "{exposed}");
+            let text = err.to_string();
+            assert!(text.contains("--api-token") && text.contains("DOWNTIME_API_TOKEN"));
+            assert!(check_api_exposure(addr(exposed), Some("t0ken")).is_ok());
+        }
+        assert!(matches!(
+            check_api_exposure(addr("127.0.0.1:1"), Some(" ")),
+            Err(ServeError::ApiToken(_))
+        ));
     }
 }

@@ -132,6 +132,9 @@ pub struct WebhookOptions {
     pub max_hooks: usize,
     /// Which receivers may be targeted.
     pub policy: TargetPolicy,
+    /// CA files trusted for `https://` receivers besides the system's roots
+    /// (`serve --extra-ca`).
+    pub extra_ca: Vec<std::path::PathBuf>,
 }
 
 /// What a delivery log says for any failure to connect, a refused target included.
@@ -332,6 +335,7 @@ impl Default for WebhookOptions {
             log: 100,
             max_hooks: 100,
             policy: TargetPolicy::default(),
+            extra_ca: Vec::new(),
         }
     }
 }
@@ -428,6 +432,8 @@ struct Inner {
     writes: tokio::sync::Mutex<()>,
     options: WebhookOptions,
     policy: Arc<TargetPolicy>,
+    /// TLS of `https://` receivers: system roots plus [`WebhookOptions::extra_ca`].
+    tls: Option<rustls::ClientConfig>,
     stats: WebhookStats,
     stop: CancellationToken,
 }
@@ -540,24 +546,18 @@ fn parse_new(body: &[u8]) -> Result<NewHook, Error> {
     let parsed = reqwest::Url::parse(&url)
         .map_err(|e| Error::invalid("url", format!("{e}, got {url:?}")))?;
     match parsed.scheme() {
-        "http" => {}
-        "https" => {
-            return Err(Error::invalid(
-                "url",
-                format!("https receivers are not supported by this build (no TLS), got {url:?}"),
-            ));
-        }
+        "http" | "https" => {}
         other => {
             return Err(Error::invalid(
                 "url",
-                format!("scheme must be http, got {other:?}"),
+                format!("scheme must be http or https, got {other:?}"),
             ));
         }
     }
     if parsed.host_str().is_none_or(str::is_empty) || url.len() > 2048 {
         return Err(Error::invalid(
             "url",
-            format!("expected http://host[:port]/path, got {url:?}"),
+            format!("expected http(s)://host[:port]/path, got {url:?}"),
         ));
     }
     let secret = match value.get("secret") {
@@ -661,12 +661,22 @@ impl Webhooks {
     }
 
     fn build(options: WebhookOptions, stop: CancellationToken, store: Option<History>) -> Self {
+        // `run` has read the same files already (for the registry), so this fails only
+        // when a file changed since; the system's roots alone are then better than nothing.
+        let tls = match crate::tls::client_config(&options.extra_ca) {
+            Ok(config) => Some(config),
+            Err(e) => {
+                tracing::warn!(error = %e, "webhooks: extra CA files not used");
+                crate::tls::client_config(&[]).ok()
+            }
+        };
         Webhooks {
             inner: Arc::new(Inner {
                 hooks: Mutex::new(BTreeMap::new()),
                 store,
                 writes: tokio::sync::Mutex::new(()),
                 policy: Arc::new(options.policy.clone()),
+                tls,
                 options,
                 stats: WebhookStats::default(),
                 stop,
@@ -855,7 +865,11 @@ impl Inner {
     /// A client for one hook's receiver: no redirects, and names resolved through the
     /// policy with the URL's port.
     fn client_for(&self, port: u16) -> reqwest::Client {
-        reqwest::Client::builder()
+        let builder = match &self.tls {
+            Some(config) => reqwest::Client::builder().tls_backend_preconfigured(config.clone()),
+            None => reqwest::Client::builder(),
+        };
+        builder
             .timeout(self.options.timeout)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("downtime-webhooks/", env!("CARGO_PKG_VERSION")))
@@ -950,6 +964,15 @@ async fn worker(
                         None,
                         Some(format!("no answer within {:?}", inner.options.timeout)),
                     ),
+                    Err(e) if crate::tls::certificate_problem(&e).is_some() => {
+                        let why = crate::tls::certificate_problem(&e).unwrap_or_default();
+                        (
+                            None,
+                            Some(format!(
+                                "the receiver's certificate could not be verified: {why}"
+                            )),
+                        )
+                    }
                     Err(e) if e.is_connect() => {
                         tracing::debug!(url = ?url, error = %error_chain(&e), "webhook delivery failed");
                         (None, Some(CONNECT_FAILED.to_owned()))

@@ -1731,3 +1731,294 @@ async fn the_history_file_and_its_sidecars_are_private() {
         s.stop_and_wait().await;
     }
 }
+
+// --- the control API off loopback (issue 9 item 7) ----------------------------------
+
+const TOKEN: &str = "t0ken-for-tests";
+
+fn with_token(token: &str) -> downtime_server::ServeOptions {
+    downtime_server::ServeOptions {
+        grace: Duration::from_secs(2),
+        api_token: Some(token.to_owned()),
+        ..downtime_server::ServeOptions::default()
+    }
+}
+
+/// GET `url` with an optional `Authorization` value: (status, headers, body).
+async fn get_authorized(
+    url: &str,
+    auth: Option<&str>,
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let mut request = reqwest::Client::new().get(url).timeout(SHORT);
+    if let Some(auth) = auth {
+        request = request.header(reqwest::header::AUTHORIZATION, auth);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (status, headers, response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_token_is_required_as_bearer_or_basic_password() {
+    let s = Server::start_with(with_token(TOKEN));
+    let url = format!("{}/proxies", s.base);
+    for (auth, why) in [
+        (None, "requires a token"),
+        (Some("Bearer wrong".to_owned()), "wrong"),
+        (Some(format!("Bearer {TOKEN}x")), "wrong"),
+        (Some("Basic Ondyb25n".to_owned()), "wrong"), // ":wrong"
+        (Some(TOKEN.to_owned()), "requires a token"), // no scheme
+    ] {
+        let (status, headers, body) = get_authorized(&url, auth.as_deref()).await;
+        assert_eq!(status, 401, "{auth:?}: {body}");
+        let value: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(value["status"], 401);
+        assert!(value["error"].as_str().unwrap().contains(why), "{body}");
+        assert!(!body.contains(TOKEN), "{body}");
+        let challenges: Vec<&str> = headers
+            .get_all(reqwest::header::WWW_AUTHENTICATE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert!(
+            challenges.iter().any(|c| c.starts_with("Bearer")),
+            "{challenges:?}"
+        );
+        assert!(
+            challenges.iter().any(|c| c.starts_with("Basic")),
+            "{challenges:?}"
+        );
+    }
+    let (status, _, body) = get_authorized(&url, Some(&format!("Bearer {TOKEN}"))).await;
+    assert_eq!((status, body.as_str()), (200, "{}"));
+    // Basic auth: the password is the token, the user name anything.
+    for user in ["", "toxiproxy"] {
+        let response = reqwest::Client::new()
+            .get(&url)
+            .basic_auth(user, Some(TOKEN))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200, "user {user:?}");
+    }
+    // Credentials in the URL, as `http://:TOKEN@host:port` (reqwest sends them as basic).
+    let with_credentials = s.base.replace("http://", &format!("http://:{TOKEN}@"));
+    let response = reqwest::get(format!("{with_credentials}/version"))
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    // Writes need it too; the status routes stay public.
+    let create = reqwest::Client::new()
+        .post(&url)
+        .body(r#"{"name":"p","listen":"127.0.0.1:0","upstream":"127.0.0.1:9"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(create.status().as_u16(), 401);
+    for public in ["/status", "/api/v2/status.json", "/api/v2/summary.json"] {
+        let (status, _, body) = get_authorized(&format!("{}{public}", s.base), None).await;
+        assert_eq!(status, 200, "{public}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn without_a_token_loopback_answers_as_toxiproxy() {
+    let s = Server::start();
+    let r = s.get("/proxies").await;
+    assert_eq!((r.status, r.body.as_str()), (200, "{}"));
+    assert!(r.header("www-authenticate").is_none());
+}
+
+#[tokio::test]
+async fn stock_python_client_with_the_token_in_the_url() {
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/compat/python/.venv/bin/python");
+    if !python.exists() {
+        eprintln!(
+            "skipped: no compat venv at {} (bash tests/compat/install.sh)",
+            python.display()
+        );
+        return;
+    }
+    let s = Server::start_with(with_token(TOKEN));
+    let port = s.base.rsplit(':').next().unwrap().to_owned();
+    let script = format!(
+        r#"
+import requests
+from toxiproxy import Toxiproxy
+from toxiproxy.api import APIConsumer
+t = Toxiproxy()
+t.update_api_consumer(":{TOKEN}@127.0.0.1", {port})
+t.create(name="py", listen="127.0.0.1:0", upstream="127.0.0.1:9")
+print("proxies", sorted(t.proxies().keys()))
+print("plain", requests.get("http://127.0.0.1:{port}/proxies").status_code)
+print("url", requests.get("http://:{TOKEN}@127.0.0.1:{port}/proxies").status_code)
+print("auth", requests.get("http://127.0.0.1:{port}/proxies", auth=("", "{TOKEN}")).status_code)
+"#
+    );
+    let out = tokio::process::Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("proxies ['py']"), "{stdout}");
+    assert!(stdout.contains("plain 401"), "{stdout}");
+    assert!(stdout.contains("url 200"), "{stdout}");
+    assert!(stdout.contains("auth 200"), "{stdout}");
+}
+
+/// This machine's first non-loopback IPv4 address, if it has one.
+fn non_loopback_ip() -> Option<std::net::IpAddr> {
+    // Connecting a UDP socket sends nothing; it only picks the outgoing address.
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("192.0.2.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+#[tokio::test]
+async fn an_off_loopback_api_without_a_token_refuses_to_start() {
+    let Some(ip) = non_loopback_ip() else {
+        // Only loopback here: the check itself is tested in lib.rs.
+        let err = downtime_server::check_api_exposure("0.0.0.0:8474".parse().unwrap(), None);
+        assert!(matches!(
+            err,
+            Err(downtime_server::ServeError::ApiWithoutToken(_))
+        ));
+        return;
+    };
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+    let options = downtime_server::ServeOptions {
+        grace: Duration::from_secs(2),
+        ..downtime_server::ServeOptions::default()
+    };
+    let result = tokio::time::timeout(
+        SHORT,
+        downtime_server::run(listener, options, std::future::pending()),
+    )
+    .await
+    .expect("run returned at once");
+    let err = result.expect_err("started off loopback without a token");
+    assert!(
+        matches!(err, downtime_server::ServeError::ApiWithoutToken(_)),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(text.contains(&ip.to_string()), "{text}");
+    assert!(
+        text.contains("--api-token") && text.contains("DOWNTIME_API_TOKEN"),
+        "{text}"
+    );
+    // With a token it serves there, and asks for it.
+    let s = Server::start_at(&format!("{ip}:0"), "http", with_token(TOKEN));
+    let (status, _, _) = get_authorized(&format!("{}/version", s.base), None).await;
+    assert_eq!(status, 401);
+    let (status, _, body) = get_authorized(
+        &format!("{}/version", s.base),
+        Some(&format!("Bearer {TOKEN}")),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+async fn curl(args: &[&str]) -> (bool, String, String) {
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_api_over_tls_answers_curl_with_the_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_dir = dir.path().join("ca");
+    let s = Server::start_at(
+        "127.0.0.1:0",
+        "https",
+        downtime_server::ServeOptions {
+            grace: Duration::from_secs(2),
+            ca_dir: Some(ca_dir.clone()),
+            api_tls: Some(downtime_server::tls::ApiTls::LocalCa { names: Vec::new() }),
+            api_token: Some(TOKEN.to_owned()),
+            ..downtime_server::ServeOptions::default()
+        },
+    );
+    let ca = ca_dir.join("downtime-ca.pem");
+    let ca = ca.to_str().unwrap();
+    let (ok, body, err) = curl(&["--cacert", ca, &format!("{}/version", s.base)]).await;
+    assert!(ok, "{err}");
+    assert!(body.contains("\"status\":401"), "{body}");
+    let auth = format!("Authorization: Bearer {TOKEN}");
+    let (ok, body, err) =
+        curl(&["--cacert", ca, "-H", &auth, &format!("{}/version", s.base)]).await;
+    assert!(ok, "{err}");
+    assert!(body.contains("\"version\""), "{body}");
+    // localhost is in the certificate too, and curl's -u sends basic auth.
+    let localhost = s.base.replace("127.0.0.1", "localhost");
+    let user = format!(":{TOKEN}");
+    let (ok, body, err) =
+        curl(&["--cacert", ca, "-u", &user, &format!("{localhost}/proxies")]).await;
+    assert!(ok, "{err}");
+    assert_eq!(body, "{}");
+    // Without the CA, curl refuses the certificate; plain HTTP gets no answer.
+    let (ok, _, err) = curl(&[&format!("{}/version", s.base)]).await;
+    assert!(!ok && err.contains("certificate"), "{err}");
+    let (ok, _, _) = curl(&[&s.base.replace("https://", "http://")]).await;
+    assert!(!ok);
+}
+
+// --- TLS clients: drill probes (issue 9 item 6) --------------------------------------
+
+fn probe_of(url: String) -> downtime_model::drill::Probe {
+    downtime_model::drill::Probe {
+        name: "secure".into(),
+        method: "GET".into(),
+        url,
+        headers: Default::default(),
+        body: None,
+        interval: Duration::from_millis(100),
+        timeout: SHORT,
+        expect: downtime_model::drill::Expect {
+            status: vec![(200, 299)],
+            body_contains: Some("ok".into()),
+            ..Default::default()
+        },
+    }
+}
+
+#[tokio::test]
+async fn a_probe_of_an_https_endpoint_passes_with_its_ca_trusted() {
+    use downtime_server::drills::probes;
+    let dir = tempfile::tempdir().unwrap();
+    let mut receiver = HttpsReceiver::start(dir.path()).await;
+    let probe = probe_of(format!("https://127.0.0.1:{}/health", receiver.addr.port()));
+    let trusted = probes::client(std::slice::from_ref(&receiver.ca_cert)).unwrap();
+    let (_, outcome) = probes::probe_once(&trusted, &probe).await;
+    assert_eq!(outcome, Ok(()));
+    assert_eq!(receiver.requests.recv().await.unwrap().path, "/health");
+    // Not trusted: the probe fails naming the certificate.
+    let (_, outcome) = probes::probe_once(&probes::client(&[]).unwrap(), &probe).await;
+    let why = outcome.unwrap_err();
+    assert!(
+        why.contains("certificate") || why.contains("connection"),
+        "{why}"
+    );
+    // An unreadable CA file is named.
+    let err = probes::client(&[dir.path().join("missing.pem")]).unwrap_err();
+    assert!(err.contains("missing.pem"), "{err}");
+}

@@ -265,3 +265,110 @@ async fn without_a_history_file_hooks_live_in_memory() {
     assert_eq!(status, 404);
     second.stop().await;
 }
+
+// --- https receivers (issue 9 item 6) -----------------------------------------------
+
+/// The hook's first delivery, once it is no longer pending.
+async fn settled_delivery(running: &Running, id: &str) -> Value {
+    let path = format!("/webhooks/{id}/deliveries");
+    let settled = eventually(LONG, || async {
+        let (_, body) = running.get(&path).await;
+        body.as_array()
+            .and_then(|d| d.first())
+            .is_some_and(|d| d["state"] != "pending")
+    })
+    .await;
+    let (_, log) = running.get(&path).await;
+    assert!(settled, "{log}");
+    log[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_receiver_gets_deliveries_when_its_ca_is_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut trusted = support::HttpsReceiver::start(&dir.path().join("trusted")).await;
+    let untrusted = support::HttpsReceiver::start(&dir.path().join("untrusted")).await;
+    let running = Running {
+        server: support::Server::start_with(ServeOptions {
+            grace: Duration::from_secs(2),
+            extra_ca: vec![trusted.ca_cert.clone()],
+            ..ServeOptions::default()
+        }),
+        client: reqwest::Client::builder().timeout(LONG).build().unwrap(),
+    };
+    let url = format!("https://127.0.0.1:{}/hook", trusted.addr.port());
+    let hook = running.hook(&url).await;
+    let id = hook["id"].as_str().unwrap();
+    let (status, _) = running
+        .post(&format!("/webhooks/{id}/ping"), json!({}))
+        .await;
+    assert!((200..300).contains(&status), "{status}");
+    let got = tokio::time::timeout(LONG, trusted.requests.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.path, "/hook");
+    let signature = got
+        .headers
+        .get("x-downtime-signature")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert_eq!(
+        signature,
+        downtime_server::webhooks::signature(SECRET.as_bytes(), &got.body)
+    );
+    let delivery = settled_delivery(&running, id).await;
+    assert_eq!(delivery["state"], "delivered", "{delivery}");
+
+    // A receiver whose CA is not trusted: the log says the certificate failed.
+    let url = format!("https://127.0.0.1:{}/hook", untrusted.addr.port());
+    let hook = running.hook(&url).await;
+    let id = hook["id"].as_str().unwrap();
+    running
+        .post(&format!("/webhooks/{id}/ping"), json!({}))
+        .await;
+    let first_attempt = eventually(LONG, || {
+        let path = format!("/webhooks/{id}/deliveries");
+        let running = &running;
+        async move {
+            let (_, body) = running.get(&path).await;
+            body[0]["attempts"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+        }
+    })
+    .await;
+    assert!(first_attempt);
+    let (_, log) = running.get(&format!("/webhooks/{id}/deliveries")).await;
+    let error = log[0]["attempts"][0]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        error.starts_with("the receiver's certificate could not be verified: "),
+        "{log}"
+    );
+    // A closed port still reads as before.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let hook = running
+        .hook(&format!("https://127.0.0.1:{port}/hook"))
+        .await;
+    let id = hook["id"].as_str().unwrap();
+    running
+        .post(&format!("/webhooks/{id}/ping"), json!({}))
+        .await;
+    let closed_logged = eventually(LONG, || {
+        let path = format!("/webhooks/{id}/deliveries");
+        let running = &running;
+        async move {
+            let (_, body) = running.get(&path).await;
+            body[0]["attempts"][0]["error"] == downtime_server::webhooks::CONNECT_FAILED
+        }
+    })
+    .await;
+    assert!(closed_logged);
+    running.server.stop_and_wait().await;
+}

@@ -23,14 +23,71 @@
 //!
 //! A request without `Host` (HTTP/1.0 tools) passes the host check: browsers always send
 //! one.
+//!
+//! 4. With an API token (`--api-token`, [`Guard::with_token`]), a request must carry it as
+//!    `Authorization: Bearer TOKEN` or as the password of HTTP basic auth (any user name,
+//!    so `http://:TOKEN@host:8474` works with clients that send URL credentials); without
+//!    it, or with another, the answer is a 401 JSON error with `WWW-Authenticate`. The
+//!    token is kept as its SHA-256 digest and compared with the candidate's digest in
+//!    constant time (so neither its bytes nor its length leak through timing), and it is
+//!    never logged or shown. Without a token nothing changes: Toxiproxy has none.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// The control API's token: only its digest is kept, and it never shows in `Debug`.
+#[derive(Clone)]
+pub struct ApiToken {
+    digest: [u8; 32],
+}
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiToken(..)")
+    }
+}
+
+impl ApiToken {
+    /// The token `secret`.
+    pub fn new(secret: &str) -> Self {
+        ApiToken {
+            digest: Sha256::digest(secret.as_bytes()).into(),
+        }
+    }
+
+    /// Whether `candidate` is the token, in time independent of both (digests compared).
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        let digest: [u8; 32] = Sha256::digest(candidate).into();
+        digest.ct_eq(&self.digest).into()
+    }
+}
+
+/// The token a request presents: a bearer token, or the password of basic auth.
+pub fn presented_token(headers: &HeaderMap) -> Option<Vec<u8>> {
+    let value = headers.get(header::AUTHORIZATION)?.as_bytes();
+    let text = std::str::from_utf8(value).ok()?.trim();
+    let (scheme, rest) = text.split_once(' ')?;
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(rest.as_bytes().to_vec());
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .ok()?;
+        let colon = decoded.iter().position(|&b| b == b':')?;
+        return Some(decoded[colon + 1..].to_vec());
+    }
+    None
+}
 
 /// Who may use the control API, by `Host`.
 #[derive(Debug, Clone)]
@@ -39,6 +96,8 @@ pub struct Guard {
     bound: Option<SocketAddr>,
     /// Lowercased host names or IPs given with `--api-allow-host`.
     allowed: Vec<String>,
+    /// The token every control request must carry, if any.
+    token: Option<ApiToken>,
 }
 
 impl Guard {
@@ -51,7 +110,19 @@ impl Guard {
                 .map(|h| normalize(h.trim()).to_owned())
                 .filter(|h| !h.is_empty())
                 .collect(),
+            token: None,
         }
+    }
+
+    /// This guard, also requiring `token` (when given) on every control request.
+    pub fn with_token(mut self, token: Option<&str>) -> Self {
+        self.token = token.map(ApiToken::new);
+        self
+    }
+
+    /// Whether control requests need a token.
+    pub fn requires_token(&self) -> bool {
+        self.token.is_some()
     }
 
     /// Whether `host` (the host part of a `Host` header, port removed) may address the API.
@@ -90,7 +161,8 @@ fn normalize(host: &str) -> String {
     host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
 }
 
-fn is_loopback(ip: IpAddr) -> bool {
+/// Whether `ip` is loopback (`127.0.0.0/8`, `::1`, or IPv4-mapped loopback).
+pub fn is_loopback(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_loopback(),
         IpAddr::V6(v6) => {
@@ -182,7 +254,35 @@ pub async fn check(State(guard): State<Arc<Guard>>, request: Request, next: Next
             ),
         );
     }
+    if let Some(token) = &guard.token {
+        let message = match presented_token(headers) {
+            Some(candidate) if token.matches(&candidate) => None,
+            Some(_) => Some("the API token is wrong"),
+            None => Some(
+                "the control API requires a token: send Authorization: Bearer TOKEN, or HTTP \
+                 basic auth with the token as password (http://:TOKEN@host:port)",
+            ),
+        };
+        if let Some(message) = message {
+            return unauthorized(message);
+        }
+    }
     next.run(request).await
+}
+
+/// A 401 JSON error inviting bearer or basic authentication.
+fn unauthorized(message: &str) -> Response {
+    let mut response = super::error_answer(StatusCode::UNAUTHORIZED, message);
+    let headers = response.headers_mut();
+    headers.append(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"downtime\""),
+    );
+    headers.append(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"downtime\", charset=\"UTF-8\""),
+    );
+    response
 }
 
 /// `router` with the guard on each of its routes (unknown paths keep their plain 404).
@@ -234,6 +334,35 @@ mod tests {
         }
         let wildcard = Guard::new("0.0.0.0:8474".parse().ok(), &[]);
         assert!(!wildcard.allows_host("0.0.0.0"));
+    }
+
+    #[test]
+    fn tokens_from_bearer_and_basic() {
+        let mut h = HeaderMap::new();
+        assert_eq!(presented_token(&h), None);
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer s3cret"),
+        );
+        assert_eq!(presented_token(&h).as_deref(), Some(&b"s3cret"[..]));
+        // ":s3cret" and "user:s3:cret" in base64: the password is after the first colon.
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("basic OnMzY3JldA=="),
+        );
+        assert_eq!(presented_token(&h).as_deref(), Some(&b"s3cret"[..]));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic dXNlcjpzMzpjcmV0"),
+        );
+        assert_eq!(presented_token(&h).as_deref(), Some(&b"s3:cret"[..]));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Digest x"));
+        assert_eq!(presented_token(&h), None);
+        let token = ApiToken::new("s3cret");
+        assert!(token.matches(b"s3cret"));
+        assert!(!token.matches(b"s3cre"));
+        assert!(!token.matches(b""));
+        assert_eq!(format!("{token:?}"), "ApiToken(..)");
     }
 
     #[test]

@@ -19,6 +19,10 @@
 //!   number. We answer rather than stop accepting because an HTTP client then gets a
 //!   reason instead of a connect that hangs in the kernel's backlog.
 //!
+//! With TLS ([`serve_tls`], the API's `--api-tls`), the handshake must end within the
+//! header-read timeout (it is part of sending the first request head); an over-cap
+//! connection gets its `503` after a handshake bounded by [`REFUSAL_WAIT`].
+//!
 //! Accept errors (`EMFILE` when the process is out of descriptors) are logged and the loop
 //! waits before the next accept, doubling the wait up to a second, so it never spins.
 
@@ -31,7 +35,7 @@ use axum::Router;
 use axum::body::Body;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -77,6 +81,19 @@ pub async fn serve(
     limits: HttpLimits,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_tls(name, listener, app, limits, None, stop).await
+}
+
+/// [`serve`], over TLS when `tls` is given.
+pub async fn serve_tls(
+    name: &'static str,
+    listener: TcpListener,
+    app: Router,
+    limits: HttpLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let active = Arc::new(AtomicUsize::new(0));
     let refusing = Arc::new(AtomicUsize::new(0));
     let tracker = TaskTracker::new();
@@ -103,12 +120,30 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         if active.load(Ordering::Acquire) >= limits.max_connections {
-            refuse(name, stream, &refusing, &tracker);
+            refuse(name, stream, acceptor.clone(), &refusing, &tracker);
             continue;
         }
         active.fetch_add(1, Ordering::AcqRel);
         let slot = Slot(active.clone());
-        tracker.spawn(connection(stream, app.clone(), limits, stop.clone(), slot));
+        let (app, stop) = (app.clone(), stop.clone());
+        match acceptor.clone() {
+            None => {
+                tracker.spawn(connection(stream, app, limits, stop, slot));
+            }
+            Some(acceptor) => {
+                tracker.spawn(async move {
+                    let handshake =
+                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
+                    match handshake.await {
+                        Ok(Ok(tls)) => connection(tls, app, limits, stop, slot).await,
+                        Ok(Err(e)) => {
+                            tracing::debug!(listener = name, error = %e, "tls handshake failed");
+                        }
+                        Err(_) => tracing::debug!(listener = name, "tls handshake timed out"),
+                    }
+                });
+            }
+        }
     }
     tracker.close();
     tracker.wait().await;
@@ -124,13 +159,15 @@ impl Drop for Slot {
     }
 }
 
-async fn connection(
-    stream: TcpStream,
+async fn connection<S>(
+    stream: S,
     app: Router,
     limits: HttpLimits,
     stop: CancellationToken,
     _slot: Slot,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let body_timeout = limits.body_timeout;
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let mut app = app.clone();
@@ -177,6 +214,7 @@ fn refusal_body(name: &str) -> String {
 fn refuse(
     name: &'static str,
     stream: TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     refusing: &Arc<AtomicUsize>,
     tracker: &TaskTracker,
 ) {
@@ -189,6 +227,25 @@ fn refuse(
     let slot = Slot(refusing.clone());
     tracker.spawn(async move {
         let _slot = slot;
+        match tls {
+            None => answer_refusal(name, stream).await,
+            Some(acceptor) => {
+                if let Ok(Ok(stream)) =
+                    tokio::time::timeout(REFUSAL_WAIT, acceptor.accept(stream)).await
+                {
+                    answer_refusal(name, stream).await;
+                }
+            }
+        }
+    });
+}
+
+/// Reads a refused connection's request head (bounded), answers 503 and closes.
+async fn answer_refusal<S>(name: &'static str, stream: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    {
         let mut stream = stream;
         // Read what the client sent (its request head, usually) so that closing does not
         // reset the connection and lose the answer, then answer and close.
@@ -212,7 +269,7 @@ fn refuse(
         })
         .await;
         tracing::debug!(listener = name, "connection over the cap answered 503");
-    });
+    }
 }
 
 /// Raises the soft limit on open files (`RLIMIT_NOFILE`) to the hard limit, so that

@@ -86,6 +86,13 @@ impl Server {
 
     /// Starts `downtime_server::run` on a fresh `127.0.0.1:0` listener on its own runtime.
     pub fn start_with(options: ServeOptions) -> Server {
+        Server::start_at("127.0.0.1:0", "http", options)
+    }
+
+    /// Starts `downtime_server::run` on a listener bound to `bind`; `base` is then
+    /// `SCHEME://ADDR` (`https` for an API served over TLS). Its own client is plain.
+    pub fn start_at(bind: &str, scheme: &str, options: ServeOptions) -> Server {
+        let bind = bind.to_owned();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel::<SocketAddr>();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -97,7 +104,7 @@ impl Server {
                     .build()
                     .expect("server runtime");
                 runtime.block_on(async move {
-                    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
+                    let listener = TcpListener::bind(bind).await.expect("bind api");
                     addr_tx
                         .send(listener.local_addr().expect("api addr"))
                         .expect("report api addr");
@@ -118,7 +125,7 @@ impl Server {
             .build()
             .expect("http client");
         Server {
-            base: format!("http://{addr}"),
+            base: format!("{scheme}://{addr}"),
             client,
             stop: Some(stop_tx),
             thread: Some(thread),
@@ -647,5 +654,106 @@ impl Server {
             .strip_prefix("http://")
             .and_then(|a| a.parse().ok())
             .expect("api address")
+    }
+}
+
+// --- an HTTPS receiver with its own CA -------------------------------------------------
+
+/// One request an [`HttpsReceiver`] got.
+#[derive(Debug)]
+pub struct Received {
+    /// Request path.
+    pub path: String,
+    /// Request headers.
+    pub headers: HeaderMap,
+    /// Request body.
+    pub body: bytes::Bytes,
+}
+
+/// A local HTTPS server whose certificate (for `127.0.0.1` and `localhost`) is issued by a
+/// CA of its own, in the directory it was given; answers every request `200 ok`.
+pub struct HttpsReceiver {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The PEM file of its CA (what a client must trust).
+    pub ca_cert: std::path::PathBuf,
+    /// The requests it got, in order.
+    pub requests: mpsc::UnboundedReceiver<Received>,
+}
+
+#[derive(Debug)]
+struct AlwaysCert(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for AlwaysCert {
+    fn resolve(
+        &self,
+        _: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+impl HttpsReceiver {
+    /// Starts one on `127.0.0.1:0` with a CA created in `ca_dir`.
+    pub async fn start(ca_dir: &std::path::Path) -> HttpsReceiver {
+        use http_body_util::BodyExt;
+        let ca = downtime_proxy::tls::LocalCa::open(ca_dir).expect("test CA");
+        let leaf = ca
+            .leaf(&["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .expect("leaf");
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("tls versions")
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(AlwaysCert(leaf)));
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
+        let addr = listener.local_addr().expect("receiver addr");
+        let (tx, requests) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let tx = tx.clone();
+                            async move {
+                                let path = req.uri().path().to_owned();
+                                let headers = req.headers().clone();
+                                let body = req
+                                    .into_body()
+                                    .collect()
+                                    .await
+                                    .map(http_body_util::Collected::to_bytes)
+                                    .unwrap_or_default();
+                                let _ = tx.send(Received {
+                                    path,
+                                    headers,
+                                    body,
+                                });
+                                Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                    http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                                ))
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        HttpsReceiver {
+            addr,
+            ca_cert: ca.cert_path(),
+            requests,
+        }
     }
 }
