@@ -991,6 +991,29 @@ impl DrillPlan {
             }
         }
 
+        // A fault on a proxy the file declares must suit its protocol: the drill creates
+        // that proxy, so an HTTP fault on a TCP one would only fail mid-drill.
+        for (i, step) in steps.iter().enumerate() {
+            for f in &step.faults {
+                let kind = f.request.kind.as_deref().unwrap_or_default();
+                let declared = proxies.iter().find(|(c, _)| c.name == f.proxy);
+                if let Some((config, _)) = declared
+                    && config.protocol == crate::proxy::Protocol::Tcp
+                    && crate::http_fault::HTTP_FAULT_TYPES.contains(&kind)
+                {
+                    let line = step_lines.get(i).copied().unwrap_or(0);
+                    w.problem(
+                        line,
+                        format!("step {:?}", step.name),
+                        format!(
+                            "{kind:?} is an HTTP fault but proxy {:?} of this file is a TCP proxy (set protocol = \"http\" on it)",
+                            f.proxy
+                        ),
+                    );
+                }
+            }
+        }
+
         let steady_state = w.table(root, "", "steady_state").and_then(|t| {
             w.known_keys(t, "steady_state", &["availability"]);
             w.percent(t, "steady_state", "availability")

@@ -354,3 +354,38 @@ proptest::proptest! {
         }
     }
 }
+
+/// Issue 14: `drill check` passed an HTTP fault on a TCP proxy declared in the same file,
+/// which then failed mid-drill.
+#[test]
+fn issue_14_an_http_fault_on_a_tcp_proxy_of_the_file_is_refused() {
+    let text = r#"
+[[proxy]]
+name = "dep"
+listen = "127.0.0.1:0"
+upstream = "127.0.0.1:1"
+[[probe]]
+url = "http://127.0.0.1:1/"
+[[step]]
+name = "down"
+duration = "1s"
+[[step.fault]]
+proxy = "dep"
+type = "maintenance"
+"#;
+    let problems = DrillPlan::parse(text).unwrap_err();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].key, "step \"down\"");
+    assert!(
+        problems[0].message.contains(
+            "\"maintenance\" is an HTTP fault but proxy \"dep\" of this file is a TCP proxy"
+        ),
+        "{problems:?}"
+    );
+    assert!(
+        DrillPlan::parse(
+            &text.replace("name = \"dep\"\n", "name = \"dep\"\nprotocol = \"http\"\n")
+        )
+        .is_ok()
+    );
+}

@@ -106,20 +106,28 @@ enum Behaviour {
     HalfBody,
     /// `200 OK` with a chunked body that starts with `healthy` and never ends.
     Endless,
+    /// `200 OK` after a delay between 250 and 450 ms that differs from one answer to the next.
+    Slow,
 }
 
 async fn target(behaviour: Behaviour) -> Target {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let task = tokio::spawn(async move {
         loop {
+            let served = served.clone();
             let Ok((mut stream, _)) = listener.accept().await else {
                 continue;
             };
+            let n = served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tokio::spawn(async move {
                 read_head(&mut stream).await;
+                if matches!(behaviour, Behaviour::Slow) {
+                    tokio::time::sleep(Duration::from_millis(250 + (n * 37) % 200)).await;
+                }
                 let answer: &[u8] = match behaviour {
-                    Behaviour::Healthy => {
+                    Behaviour::Healthy | Behaviour::Slow => {
                         b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n"
                     }
                     Behaviour::Hang => b"",
@@ -137,7 +145,7 @@ async fn target(behaviour: Behaviour) -> Target {
                     return;
                 }
                 let _ = stream.write_all(answer).await;
-                if matches!(behaviour, Behaviour::Healthy) {
+                if matches!(behaviour, Behaviour::Healthy | Behaviour::Slow) {
                     let _ = stream.shutdown().await;
                 } else {
                     // Hold the connection open well past any probe timeout.
@@ -610,4 +618,363 @@ attributes = { status = 503 }
         "{ha:?}"
     );
     assert!(a.cleanup.restored && b.cleanup.restored);
+}
+
+// --- issue 14: drills tell the truth -------------------------------------------------
+
+/// Starts a drill in the background (the test changes the server meanwhile).
+fn spawn_run(plan: &DrillPlan, base: &str) -> JoinHandle<DrillReport> {
+    let (plan, base) = (plan.clone(), base.to_owned());
+    tokio::spawn(async move { run(&plan, &base).await })
+}
+
+/// Polls `GET path` until `done` holds (bounded).
+async fn until(server: &Server, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + DRILL_BOUND;
+    loop {
+        let v = server.get(path).await.json();
+        if done(&v) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} never satisfied the test: {v:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn one_step_drill(probe: &str, upstream: &str, extra: &str) -> String {
+    format!(
+        r#"
+name = "lost faults"
+baseline = "1s"
+recovery = "1s"
+[[proxy]]
+name = "dep"
+listen = "127.0.0.1:0"
+upstream = "{upstream}"
+[[probe]]
+name = "app"
+url = "{probe}"
+interval = "100ms"
+timeout = "300ms"
+[[step]]
+name = "slow-dep"
+duration = "3s"
+[[step.fault]]
+proxy = "dep"
+type = "latency"
+attributes = {{ latency = 10 }}
+{extra}
+"#
+    )
+}
+
+/// Issue 14: the runner judged the fault phase *pass* although its faults were gone (the
+/// server had lost them). It now checks during the phase: a lost fault makes the phase
+/// invalid, and the verdict says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_14_a_fault_the_server_lost_makes_its_phase_invalid() {
+    let server = Server::start();
+    let app = target(Behaviour::Healthy).await;
+    let plan = plan(&one_step_drill(&app.url("/"), &unused_upstream(), ""));
+    let drill = spawn_run(&plan, &server.base);
+    // Once the fault is live, the server loses it (as after a reset by someone else).
+    until(&server, "/proxies/dep/toxics", |v| {
+        v.as_array()
+            .is_some_and(|a| a.iter().any(|t| t["name"] == "drill-slow-dep-latency"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        server
+            .delete("/proxies/dep/toxics/drill-slow-dep-latency")
+            .await
+            .status,
+        204
+    );
+    let report = drill.await.unwrap();
+    let json = report_json(&report);
+    assert_eq!(report.outcome, Outcome::Fail, "{json:#}");
+    let step = &json["phases"][1];
+    assert_eq!(step["status"], "invalid", "{json:#}");
+    let reason = report.reason.clone().unwrap();
+    assert!(
+        reason.contains("phase \"slow-dep\" is invalid")
+            && reason.contains("\"drill-slow-dep-latency\" on proxy \"dep\" was gone"),
+        "{reason}"
+    );
+    // Found within about a second of the loss, not at the step's end.
+    let gone_at = report
+        .events
+        .iter()
+        .find(|e| e.what.contains("was gone"))
+        .map(|e| e.at_ms)
+        .unwrap();
+    assert!(
+        (1300..=2900).contains(&gone_at),
+        "lost fault seen at {gone_at} ms"
+    );
+    assert_eq!(json["phases"][0]["status"], "pass");
+    assert_eq!(json["phases"][2]["status"], "pass");
+    assert!(report.table().contains("INVALID"), "{}", report.table());
+    assert!(
+        report.junit().contains("invalid: fault"),
+        "{}",
+        report.junit()
+    );
+    assert!(report.cleanup.restored, "{:?}", report.cleanup);
+}
+
+/// Issue 14: after a failed steady state the table said "baseline 0.0 % pass", marked the
+/// step that never ran FAIL and "recovery pass". The baseline fails with the steady state,
+/// the others are "not run".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_14_phases_after_a_failed_steady_state_are_not_run() {
+    let server = Server::start();
+    let plan = plan(&one_step_drill(&refused_url(), &unused_upstream(), ""));
+    let report = run(&plan, &server.base).await;
+    let json = report_json(&report);
+    let statuses: Vec<&str> = json["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["fail", "not_run", "not_run"], "{json:#}");
+    assert!(
+        json["phases"][0]["reasons"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("steady state not met"),
+        "{json:#}"
+    );
+    let table = report.table();
+    let rows: Vec<&str> = table.lines().skip(1).take(3).collect();
+    assert!(rows[0].contains("FAIL: steady state not met"), "{table}");
+    assert!(
+        rows[1].ends_with("not run") && rows[2].ends_with("not run"),
+        "{table}"
+    );
+    assert!(!table.contains("pass"), "{table}");
+    let junit = report.junit();
+    assert_eq!(junit.matches("<skipped").count(), 2, "{junit}");
+}
+
+/// Issue 14: a drill stopped by its stop condition showed its phases' planned windows and
+/// JUnit lacked the stop reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_14_a_stopped_drill_shows_actual_windows_and_junit_carries_the_stop_reason() {
+    let server = Server::start();
+    let hang = target(Behaviour::Hang).await;
+    let extra =
+        "[steady_state]\navailability = 0\n[stop]\nwindow = \"1s\"\navailability_below = 50\n";
+    let plan = plan(&one_step_drill(&hang.url("/"), &unused_upstream(), extra));
+    let report = run(&plan, &server.base).await;
+    let json = report_json(&report);
+    assert_eq!(report.outcome, Outcome::Fail, "{json:#}");
+    let reason = report.reason.clone().unwrap();
+    assert!(reason.starts_with("stop condition"), "{reason}");
+    let step = &report.phases[1];
+    assert_eq!(step.planned_end_ms, 4000);
+    assert!(
+        (1900..3500).contains(&step.end_ms),
+        "the step ended at {} ms, planned 4000 ms",
+        step.end_ms
+    );
+    assert_eq!(json["phases"][2]["status"], "not_run", "{json:#}");
+    assert!(
+        report.table().contains("cut short, planned to 4s"),
+        "{}",
+        report.table()
+    );
+    let junit = report.junit();
+    assert!(
+        junit.contains("name=\"run\"><failure message=\"stop condition"),
+        "{junit}"
+    );
+}
+
+/// Issue 14: a drill run next to other changes (another drill's faults, a proxy created by
+/// hand) reported "server configuration NOT restored" naming nothing. Only what this drill
+/// changed is checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_14_restore_check_ignores_what_others_changed_meanwhile() {
+    let server = Server::start();
+    let app = target(Behaviour::Healthy).await;
+    let upstream = unused_upstream();
+    // A proxy that exists before the drill, which the drill faults.
+    let shared = server
+        .post(
+            "/proxies",
+            &json!({"name": "shared", "listen": "127.0.0.1:0", "upstream": upstream}).to_string(),
+        )
+        .await;
+    assert_eq!(shared.status, 201);
+    let text = one_step_drill(&app.url("/"), &upstream, "")
+        .replace("proxy = \"dep\"\ntype", "proxy = \"shared\"\ntype");
+    let plan = plan(&text);
+    let drill = spawn_run(&plan, &server.base);
+    until(&server, "/proxies/shared/toxics", |v| {
+        v.as_array()
+            .is_some_and(|a| a.iter().any(|t| t["name"] == "drill-lock"))
+    })
+    .await;
+    // Meanwhile, someone else adds a fault to the shared proxy and creates a proxy.
+    server
+        .toxic(
+            "shared",
+            json!({"name": "theirs", "type": "latency", "attributes": {"latency": 1}}),
+        )
+        .await;
+    let other = server
+        .post(
+            "/proxies",
+            &json!({"name": "other", "listen": "127.0.0.1:0", "upstream": upstream}).to_string(),
+        )
+        .await;
+    assert_eq!(other.status, 201);
+    let report = drill.await.unwrap();
+    assert!(report.cleanup.restored, "{:?}", report.cleanup);
+    assert_eq!(report.outcome, Outcome::Pass, "{:#}", report_json(&report));
+    assert!(report.table().contains("server configuration restored"));
+    // What is ours is checked, and named when left behind.
+    let before = json!({"shared": {"toxics": []}});
+    let after = json!({
+        "shared": {"toxics": [{"name": "drill-slow-dep-latency"}, {"name": "theirs"}]},
+        "dep": {"toxics": []},
+    });
+    let ours = ["drill-slow-dep-latency".to_owned(), "drill-lock".to_owned()]
+        .into_iter()
+        .collect();
+    assert_eq!(
+        runner::not_restored(&before, &after, &["shared".into()], &["dep".into()], &ours),
+        [
+            "proxy \"dep\" created by the drill still exists",
+            "proxy \"shared\": fault \"drill-slow-dep-latency\" of the drill is still there",
+        ]
+    );
+}
+
+/// Issue 14: failure reasons were split per millisecond ("took 1501ms", "took 1502ms"...),
+/// hiding the real top reasons. Answers over the latency budget share a band.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_14_latency_failures_are_bucketed_by_band() {
+    let server = Server::start();
+    let slow = target(Behaviour::Slow).await;
+    let text = one_step_drill(
+        &slow.url("/"),
+        &unused_upstream(),
+        "[steady_state]\navailability = 0\n",
+    )
+    .replace(
+        "timeout = \"300ms\"",
+        "timeout = \"2s\"\n[probe.expect]\nlatency = \"200ms\"",
+    );
+    let report = run(&plan(&text), &server.base).await;
+    let probe = &report.probes[0];
+    assert!(probe.samples >= 30, "{probe:?}");
+    let reasons: Vec<&str> = probe.failures.iter().map(|(r, _)| r.as_str()).collect();
+    assert!(
+        !reasons.is_empty() && reasons.len() <= 3,
+        "a few bands for answers of 250-450 ms (one reason per ms before): {reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .all(|r| *r == "took 200-300ms, over the 200ms budget"
+                || *r == "took 300-400ms, over the 200ms budget"
+                || *r == "took 400-800ms, over the 200ms budget"),
+        "{reasons:?}"
+    );
+    let counted: usize = probe.failures.iter().map(|(_, n)| n).sum();
+    assert_eq!(counted, probe.samples - probe.passed, "{probe:?}");
+}
+
+/// Issue 14: incident timelines read like runner internals (`inject maintenance
+/// "drill-maintenance-maintenance" into ...`) and flipped Identified → Monitoring →
+/// Identified between back-to-back steps. Updates are written for people, one status per
+/// phase.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_14_incident_updates_are_for_people_with_one_status_per_phase() {
+    let server = Server::start();
+    let app = target(Behaviour::Healthy).await;
+    let text = format!(
+        r#"
+name = "checkout-maintenance"
+baseline = "1s"
+recovery = "1s"
+[[proxy]]
+name = "payments"
+protocol = "http"
+listen = "127.0.0.1:0"
+[[probe]]
+url = "{app}"
+interval = "100ms"
+[[step]]
+name = "maintenance"
+duration = "1s"
+[[step.fault]]
+proxy = "payments"
+type = "maintenance"
+[[step]]
+name = "errors"
+at = "1s"
+duration = "1s"
+[[step.fault]]
+proxy = "payments"
+type = "status"
+attributes = {{ status = 500 }}
+"#,
+        app = app.url("/")
+    );
+    let report = run(&plan(&text), &server.base).await;
+    assert_eq!(report.outcome, Outcome::Pass, "{:#}", report_json(&report));
+    let drills = server.get("/history/drills").await.json();
+    let incident = drills[0]["incident"].as_i64().unwrap();
+    let incident = server.get(&format!("/incidents/{incident}")).await.json();
+    let updates: Vec<(String, String)> = incident["updates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["status"].as_str().unwrap().to_owned(),
+                u["body"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let statuses: Vec<&str> = updates.iter().map(|u| u.0.as_str()).collect();
+    // Newest first or oldest first: either way, no flip back to identified.
+    let mut order = statuses.clone();
+    if order.first() == Some(&"resolved") {
+        order.reverse();
+    }
+    let mut seen = order.clone();
+    seen.dedup();
+    assert_eq!(
+        seen,
+        ["identified", "monitoring", "resolved"],
+        "{updates:#?}"
+    );
+    let bodies: Vec<&str> = updates.iter().map(|u| u.1.as_str()).collect();
+    assert!(
+        bodies.contains(
+            &"payments: maintenance answers injected by drill \"checkout-maintenance\" (step 1 of 2)."
+        ),
+        "{bodies:#?}"
+    );
+    assert!(
+        bodies.iter().any(|b| b.contains(
+            "payments: HTTP 500 errors injected by drill \"checkout-maintenance\" (step 2 of 2)."
+        ) && b.contains("maintenance answers removed")),
+        "back-to-back steps make one update: {bodies:#?}"
+    );
+    assert!(
+        bodies
+            .iter()
+            .all(|b| !b.contains("drill-maintenance-maintenance")),
+        "{bodies:#?}"
+    );
 }

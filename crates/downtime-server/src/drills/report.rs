@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::verdict::PhaseResult;
+use super::verdict::{PhaseResult, PhaseStatus};
 
 /// How a drill ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -99,11 +99,22 @@ impl DrillReport {
             "PHASE", "WINDOW", "SAMPLES", "AVAILABILITY", "P95", "P99", "VERDICT"
         ));
         for p in &self.phases {
-            let window = format!("{}-{}s", secs(p.start_ms), secs(p.end_ms));
-            let verdict = if p.pass {
-                "pass".to_owned()
+            let window = match p.status {
+                PhaseStatus::NotRun => "-".to_owned(),
+                _ => format!("{}-{}s", secs(p.start_ms), secs(p.end_ms)),
+            };
+            let verdict = match p.status {
+                PhaseStatus::Pass => "pass".to_owned(),
+                PhaseStatus::NotRun => "not run".to_owned(),
+                status => format!("{}: {}", status.as_str(), p.reasons.join("; ")),
+            };
+            let verdict = if p.end_ms < p.planned_end_ms && p.status != PhaseStatus::NotRun {
+                format!(
+                    "{verdict} (cut short, planned to {}s)",
+                    secs(p.planned_end_ms)
+                )
             } else {
-                format!("FAIL: {}", p.reasons.join("; "))
+                verdict
             };
             out.push_str(&format!(
                 "{:<name_w$}  {:>9}  {:>7}  {:>12.1}%  {:>5}ms  {:>5}ms  {}\n",
@@ -124,25 +135,53 @@ impl DrillReport {
             self.cleanup.removed_faults,
             self.cleanup.deleted_proxies,
             if self.cleanup.restored {
-                "restored"
+                "restored".to_owned()
+            } else if self.cleanup.problems.is_empty() {
+                "NOT restored".to_owned()
             } else {
-                "NOT restored"
+                format!("NOT restored: {}", self.cleanup.problems.join("; "))
             }
         ));
-        for p in &self.cleanup.problems {
-            out.push_str(&format!("cleanup problem: {p}\n"));
+        if self.cleanup.restored {
+            for p in &self.cleanup.problems {
+                out.push_str(&format!("cleanup problem: {p}\n"));
+            }
         }
         out
     }
 
-    /// JUnit XML: one test case per phase.
+    /// Why the drill did not pass when no phase says it (a stop condition, a failed cleanup):
+    /// JUnit shows it as its own test case.
+    fn run_reason(&self) -> Option<&str> {
+        let reason = self.reason.as_deref()?;
+        let told = self
+            .phases
+            .iter()
+            .filter(|p| matches!(p.status, PhaseStatus::Fail | PhaseStatus::Invalid))
+            .any(|p| reason.starts_with(&format!("phase {:?}", p.name)));
+        (self.outcome != Outcome::Pass && !told).then_some(reason)
+    }
+
+    /// JUnit XML: one test case per phase (skipped when it never ran), plus a `run` case
+    /// carrying the stop reason when no phase carries it.
     pub fn junit(&self) -> String {
-        let failures = self.phases.iter().filter(|p| !p.pass).count();
+        let run_reason = self.run_reason();
+        let failures = self
+            .phases
+            .iter()
+            .filter(|p| matches!(p.status, PhaseStatus::Fail | PhaseStatus::Invalid))
+            .count()
+            + usize::from(run_reason.is_some() && self.outcome == Outcome::Fail);
+        let skipped = self
+            .phases
+            .iter()
+            .filter(|p| p.status == PhaseStatus::NotRun)
+            .count();
         let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n");
         out.push_str(&format!(
-            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" time=\"{:.3}\">\n",
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{skipped}\" time=\"{:.3}\">\n",
             xml(&format!("drill: {}", self.drill)),
-            self.phases.len(),
+            self.phases.len() + usize::from(run_reason.is_some()),
             failures,
             u8::from(self.outcome == Outcome::Aborted),
             self.duration_ms as f64 / 1000.0
@@ -154,8 +193,16 @@ impl DrillReport {
                 xml(&p.name),
                 p.end_ms.saturating_sub(p.start_ms) as f64 / 1000.0
             ));
-            if !p.pass {
-                let message = p.reasons.join("; ");
+            if p.status == PhaseStatus::NotRun {
+                out.push_str(&format!(
+                    "      <skipped message=\"{}\"/>\n",
+                    xml(&p.reasons.join("; "))
+                ));
+            } else if !p.pass {
+                let message = match p.status {
+                    PhaseStatus::Invalid => format!("invalid: {}", p.reasons.join("; ")),
+                    _ => p.reasons.join("; "),
+                };
                 out.push_str(&format!(
                     "      <failure message=\"{}\">samples={} availability={}% p95={}ms p99={}ms</failure>\n",
                     xml(&message),
@@ -167,11 +214,16 @@ impl DrillReport {
             }
             out.push_str("    </testcase>\n");
         }
-        if self.outcome == Outcome::Aborted {
+        if let Some(reason) = run_reason {
+            let tag = if self.outcome == Outcome::Aborted {
+                "error"
+            } else {
+                "failure"
+            };
             out.push_str(&format!(
-                "    <testcase classname=\"{}\" name=\"run\"><error message=\"{}\"/></testcase>\n",
+                "    <testcase classname=\"{}\" name=\"run\"><{tag} message=\"{}\"/></testcase>\n",
                 xml(&format!("drill.{}", self.drill)),
-                xml(self.reason.as_deref().unwrap_or("aborted"))
+                xml(reason)
             ));
         }
         out.push_str("  </testsuite>\n</testsuites>\n");

@@ -6,7 +6,7 @@
 //! toxicity 0, created with the API's own duplicate check) on each touched proxy keeps two
 //! drills off the same proxy.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -17,10 +17,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::probes::spawn_probes;
+use super::probes::{InFlight, spawn_probes};
 use super::report::{Cleanup, DrillReport, Event, Outcome, ProbeSummary};
-use super::timeline::{Action, describe, timeline};
-use super::verdict::{self, Sample, Tally};
+use super::timeline::{Action, describe, for_people, timeline};
+use super::verdict::{self, PhaseRun, PhaseStatus, RecentStats, Sample, Tally};
 use crate::history::Timestamp;
 use crate::history::client::{DrillRecorder, FaultChange};
 
@@ -35,6 +35,8 @@ const TICK: Duration = Duration::from_millis(250);
 const SAMPLE_QUEUE: usize = 4096;
 /// Samples taken from the queue at once.
 const SAMPLE_BATCH: usize = 256;
+/// How often the runner asks the server whether its faults are still there.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// `origin + offset`, or a century later when that does not fit (a valid plan never gets
 /// near: its offsets are at most a few days).
@@ -154,17 +156,19 @@ struct Progress {
 }
 
 impl Progress {
-    fn show(&mut self, phase: &str, elapsed: Duration, total: Duration, tally: &Tally) {
+    fn show(
+        &mut self,
+        phase: &str,
+        elapsed: Duration,
+        total: Duration,
+        tally: &Tally,
+        in_flight: usize,
+    ) {
         if self.quiet {
             return;
         }
-        let (rate, p95) = tally.recent_stats(elapsed.saturating_sub(Duration::from_secs(5)));
-        let p95 = p95.as_millis();
-        let line = format!(
-            "[{phase}] {:>5.1}s / {:.1}s  probes ok {rate:>5.1}% (last 5s)  p95 {p95}ms",
-            elapsed.as_secs_f64(),
-            total.as_secs_f64()
-        );
+        let stats = tally.recent_stats(elapsed.saturating_sub(Duration::from_secs(5)));
+        let line = progress_line(phase, elapsed, total, &stats, in_flight);
         let mut err = std::io::stderr();
         if self.tty {
             let _ = write!(err, "\r\x1b[2K{line}");
@@ -199,6 +203,43 @@ impl Progress {
     }
 }
 
+/// The progress line: answered probes of the last 5 s (passed, failed, of which timed out)
+/// and the requests still under way, so a hanging app never reads as "100 % ok".
+pub fn progress_line(
+    phase: &str,
+    elapsed: Duration,
+    total: Duration,
+    stats: &RecentStats,
+    in_flight: usize,
+) -> String {
+    let answered = stats.ok + stats.failed;
+    let probes = if answered == 0 {
+        "probes: no answer yet (last 5s)".to_owned()
+    } else {
+        let rate = stats.ok as f64 * 100.0 / answered as f64;
+        format!(
+            "probes ok {rate:>5.1}% of {answered} (last 5s), {} failed ({} timed out)  p95 {}ms",
+            stats.failed,
+            stats.timed_out,
+            stats.p95.as_millis()
+        )
+    };
+    format!(
+        "[{phase}] {:>5.1}s / {:.1}s  {probes}, {in_flight} in flight",
+        elapsed.as_secs_f64(),
+        total.as_secs_f64()
+    )
+}
+
+/// A fault the runner injected and has not removed yet.
+#[derive(Debug, Clone, PartialEq)]
+struct Injected {
+    proxy: String,
+    name: String,
+    /// Index of its step in the plan.
+    step: usize,
+}
+
 /// Options of one run.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions {
@@ -213,11 +254,17 @@ struct Run<'a> {
     api: Api,
     origin: Instant,
     events: Vec<Event>,
-    injected: Vec<(String, String)>,
+    injected: Vec<Injected>,
     locked: Vec<String>,
     created: Vec<String>,
+    /// Proxies the drill locked or faulted (for the restore check).
+    touched: Vec<String>,
     tally: Tally,
+    /// What the runner saw of each phase (by the tally's phase index).
+    phase_runs: Vec<PhaseRun>,
     rx: mpsc::Receiver<Sample>,
+    in_flight: InFlight,
+    last_check: Option<Instant>,
     progress: Progress,
     /// Best-effort reports to the server's history (a no-op against plain Toxiproxy).
     history: DrillRecorder,
@@ -314,8 +361,9 @@ impl Run<'_> {
             self.drain();
             let elapsed = self.elapsed();
             let phase = self.phase_name(elapsed);
+            let in_flight = self.in_flight.count();
             self.progress
-                .show(&phase, elapsed, self.plan.total(), &self.tally);
+                .show(&phase, elapsed, self.plan.total(), &self.tally, in_flight);
             if faults_live
                 && let Some(stop) = self.plan.stop
                 && elapsed.saturating_sub(self.plan.baseline) >= stop.window
@@ -351,7 +399,70 @@ impl Run<'_> {
             {
                 return Some((Outcome::Aborted, "halted (downtime halt)".to_owned()));
             }
+            if self.last_check.is_none_or(|t| t.elapsed() >= CHECK_EVERY) {
+                self.last_check = Some(Instant::now());
+                self.check_faults().await;
+            }
         }
+    }
+
+    /// Asks the server whether every injected fault is still there; a fault it lost (a
+    /// restart, someone's reset) makes its step's phase invalid: it no longer tests what the
+    /// plan says.
+    async fn check_faults(&mut self) {
+        let proxies: BTreeSet<String> = self.injected.iter().map(|f| f.proxy.clone()).collect();
+        for proxy in proxies {
+            let at = self.elapsed();
+            let answer = self
+                .api
+                .get(&format!("/proxies/{}/toxics", enc(&proxy)))
+                .await;
+            let live: Option<HashSet<String>> = answer.as_ref().ok().map(|list| {
+                list.as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|t| t.get("name").and_then(Value::as_str).map(str::to_owned))
+                    .collect()
+            });
+            let lost: Vec<Injected> = self
+                .injected
+                .iter()
+                .filter(|f| f.proxy == proxy && live.as_ref().is_none_or(|l| !l.contains(&f.name)))
+                .cloned()
+                .collect();
+            for fault in lost {
+                let why = match &answer {
+                    Err(e) if !e.contains("HTTP 404") => format!("the server did not answer ({e})"),
+                    _ => "the server no longer has it".to_owned(),
+                };
+                self.lose(&fault, at, &why);
+            }
+        }
+    }
+
+    /// Records that the server lost `fault` at `at`: the step's phase is invalid.
+    fn lose(&mut self, fault: &Injected, at: Duration, why: &str) {
+        self.injected.retain(|f| f != fault);
+        let step = &self.plan.steps[fault.step];
+        let into = at.saturating_sub(self.plan.baseline.saturating_add(step.at));
+        let text = format!(
+            "fault {:?} on proxy {:?} was gone at {:.1}s ({:.1}s into step {:?}): {why}; the phase did not test what was planned",
+            fault.name,
+            fault.proxy,
+            at.as_secs_f64(),
+            into.as_secs_f64(),
+            step.name
+        );
+        if let Some(run) = self.phase_runs.get_mut(fault.step + 1)
+            && run.invalid.is_empty()
+        {
+            run.invalid.push(text.clone());
+        }
+        self.history.fault_changed(FaultChange::Removed {
+            proxy: fault.proxy.clone(),
+            name: fault.name.clone(),
+        });
+        self.log_at(at, text);
     }
 
     async fn apply(&mut self, action: &Action) -> Result<(), String> {
@@ -394,7 +505,14 @@ impl Run<'_> {
                 self.api
                     .post(&format!("/proxies/{}/toxics", enc(&proxy)), body.clone())
                     .await?;
-                self.injected.push((proxy.clone(), name));
+                self.injected.push(Injected {
+                    proxy: proxy.clone(),
+                    name,
+                    step: *step,
+                });
+                if let Some(run) = self.phase_runs.get_mut(step + 1) {
+                    run.ran = true;
+                }
                 FaultChange::Applied { proxy, body }
             }
             Action::SetToxicity {
@@ -420,9 +538,25 @@ impl Run<'_> {
                     .saturating_sub(self.elapsed())
                     .saturating_add(TTL_MARGIN);
                 let ttl = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-                self.api
+                let name = fault_name(s, f);
+                let mine = self
+                    .injected
+                    .iter()
+                    .find(|i| i.proxy == f.proxy && i.name == name)
+                    .cloned();
+                // A fault the server already lost is not re-created: its phase is invalid.
+                let Some(mine) = mine else { return Ok(()) };
+                if let Err(e) = self
+                    .api
                     .post(&path, json!({ "toxicity": toxicity, "ttl": ttl }))
-                    .await?;
+                    .await
+                {
+                    if e.contains("HTTP 404") {
+                        self.lose(&mine, started, "the server no longer has it");
+                        return Ok(());
+                    }
+                    return Err(e);
+                }
                 FaultChange::Toxicity {
                     proxy: f.proxy.clone(),
                     name: fault_name(s, f),
@@ -434,9 +568,20 @@ impl Run<'_> {
                 let f = &s.faults[*fault];
                 let name = fault_name(s, f);
                 let path = format!("/proxies/{}/toxics/{}", enc(&f.proxy), enc(&name));
-                self.api.delete(&path).await?;
-                self.injected
-                    .retain(|(p, n)| !(p == &f.proxy && n == &name));
+                let mine = self
+                    .injected
+                    .iter()
+                    .find(|i| i.proxy == f.proxy && i.name == name)
+                    .cloned();
+                let Some(mine) = mine else { return Ok(()) };
+                if let Err(e) = self.api.delete(&path).await {
+                    if e.contains("HTTP 404") {
+                        self.lose(&mine, started, "the server no longer has it");
+                        return Ok(());
+                    }
+                    return Err(e);
+                }
+                self.injected.retain(|i| i != &mine);
                 FaultChange::Removed {
                     proxy: f.proxy.clone(),
                     name,
@@ -445,8 +590,7 @@ impl Run<'_> {
         };
         // Logged at the moment the call was issued: the time the plan is judged by.
         let text = describe(self.plan, action);
-        let phase = self.phase_name(started);
-        self.history.fault_changed(change, &phase, &text);
+        self.history.fault_changed(change);
         self.log_at(started, text);
         Ok(())
     }
@@ -454,7 +598,7 @@ impl Run<'_> {
     /// Removes every fault still injected (first thing on an abort, so faults never wait for
     /// in-flight probes to end).
     async fn remove_faults(&mut self, cleanup: &mut Cleanup) {
-        for (proxy, name) in std::mem::take(&mut self.injected) {
+        for Injected { proxy, name, .. } in std::mem::take(&mut self.injected) {
             match self
                 .api
                 .delete(&format!("/proxies/{}/toxics/{}", enc(&proxy), enc(&name)))
@@ -480,6 +624,7 @@ impl Run<'_> {
                 cleanup.problems.push(e);
             }
         }
+        let created = self.created.clone();
         for proxy in std::mem::take(&mut self.created) {
             match self.api.delete(&format!("/proxies/{}", enc(&proxy))).await {
                 Ok(_) => cleanup.deleted_proxies += 1,
@@ -488,17 +633,79 @@ impl Run<'_> {
         }
         match self.api.get("/proxies").await {
             Ok(after) => {
-                cleanup.restored = &after == snapshot;
-                if !cleanup.restored {
-                    cleanup
-                        .problems
-                        .push("the server's proxies differ from before the drill".to_owned());
-                }
+                let ours = ours(self.plan);
+                let left = not_restored(snapshot, &after, &self.touched, &created, &ours);
+                cleanup.restored = left.is_empty();
+                cleanup.problems.extend(left);
             }
-            Err(e) => cleanup.problems.push(e),
+            Err(e) => {
+                cleanup.problems.push(e);
+                cleanup.restored = false;
+            }
         }
         cleanup
     }
+}
+
+/// The fault names this drill may leave on a proxy: its faults and its lock.
+fn ours(plan: &DrillPlan) -> HashSet<String> {
+    let mut names: HashSet<String> = plan
+        .steps
+        .iter()
+        .flat_map(|s| s.faults.iter().map(move |f| fault_name(s, f)))
+        .collect();
+    names.insert(LOCK_NAME.to_owned());
+    names
+}
+
+/// What this drill changed and did not put back, named: a proxy it created that is still
+/// there, a proxy it touched that is gone, a fault or lock of its own still on a proxy.
+/// Changes made by others meanwhile (another drill's faults, a proxy created by hand) are
+/// not this drill's to restore and are ignored.
+pub fn not_restored(
+    before: &Value,
+    after: &Value,
+    touched: &[String],
+    created: &[String],
+    ours: &HashSet<String>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for proxy in created {
+        if after.get(proxy).is_some() {
+            problems.push(format!("proxy {proxy:?} created by the drill still exists"));
+        }
+    }
+    let names = |p: &Value| -> HashSet<String> {
+        p.get("toxics")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.get("name").and_then(Value::as_str).map(str::to_owned))
+            .collect()
+    };
+    for proxy in touched.iter().filter(|p| !created.contains(p)) {
+        let Some(was) = before.get(proxy) else {
+            continue;
+        };
+        let Some(now) = after.get(proxy) else {
+            problems.push(format!(
+                "proxy {proxy:?} is gone (it existed before the drill)"
+            ));
+            continue;
+        };
+        let had = names(was);
+        let mut left: Vec<String> = names(now)
+            .into_iter()
+            .filter(|n| ours.contains(n) && !had.contains(n))
+            .collect();
+        left.sort();
+        for name in left {
+            problems.push(format!(
+                "proxy {proxy:?}: fault {name:?} of the drill is still there"
+            ));
+        }
+    }
+    problems
 }
 
 /// Runs `plan` against the API at `base`. Setup problems (unreachable server, unknown proxy,
@@ -539,8 +746,12 @@ pub async fn run(
         injected: Vec::new(),
         locked: Vec::new(),
         created: Vec::new(),
+        touched: Vec::new(),
         tally: Tally::new(verdict::phases(plan), plan.probes.len(), keep),
+        phase_runs: vec![PhaseRun::default(); verdict::phases(plan).len()],
         rx,
+        in_flight: InFlight::default(),
+        last_check: None,
         progress: Progress {
             tty: std::io::stderr().is_terminal(),
             quiet: options.quiet,
@@ -569,6 +780,7 @@ pub async fn run(
             .saturating_add(Duration::from_secs(60));
         let mut touched: Vec<&str> = touched.into_iter().collect();
         touched.sort_unstable();
+        run.touched = touched.iter().map(|p| (*p).to_owned()).collect();
         for proxy in touched {
             run.api
                 .get(&format!("/proxies/{}", enc(proxy)))
@@ -624,6 +836,7 @@ pub async fn run(
         stop_probes.clone(),
         &tracker,
         tx,
+        &run.in_flight,
     );
     run.log(format!(
         "drill {:?} started (seed {}), baseline {}s",
@@ -633,6 +846,8 @@ pub async fn run(
     ));
 
     let mut outcome: Option<(Outcome, String)> = None;
+    run.phase_runs[0].ran = true;
+    let recovery = run.phase_runs.len() - 1;
     // Baseline, then the steady-state check.
     if let Some(stop) = run
         .wait(
@@ -657,6 +872,9 @@ pub async fn run(
                 "steady state met: availability {a:.1}% (required {required}%)"
             )),
             Some(a) => {
+                run.phase_runs[0].failed.push(format!(
+                    "steady state not met: availability {a:.1}% is below {required}%"
+                ));
                 outcome = Some((
                     Outcome::Fail,
                     format!(
@@ -665,6 +883,9 @@ pub async fn run(
                 ));
             }
             None => {
+                run.phase_runs[0]
+                    .failed
+                    .push("steady state not met: no probe answered".to_owned());
                 outcome = Some((
                     Outcome::Fail,
                     "steady state not met: no probe answered during the baseline; nothing was injected".to_owned(),
@@ -675,7 +896,9 @@ pub async fn run(
 
     // The fault timeline.
     if outcome.is_none() {
-        for planned in timeline(plan) {
+        let planned_all = timeline(plan);
+        let mut headlines: Vec<String> = Vec::new();
+        for (i, planned) in planned_all.iter().enumerate() {
             let faults_live = !run.injected.is_empty();
             if let Some(stop) = run
                 .wait(
@@ -693,10 +916,22 @@ pub async fn run(
                 outcome = Some((Outcome::Aborted, format!("could not change a fault: {e}")));
                 break;
             }
+            headlines.extend(for_people(plan, &planned.action));
+            // Actions due at the same time (a step ending as the next begins) make one
+            // update of the incident, so its status does not flip in between.
+            if planned_all
+                .get(i + 1)
+                .is_none_or(|next| next.at != planned.at)
+            {
+                let phase = run.phase_name(planned.at);
+                let text = std::mem::take(&mut headlines).join(" ");
+                run.history.phase(&phase, &text);
+            }
         }
     }
     // Recovery (only when the timeline ran to its end).
     if outcome.is_none() {
+        run.phase_runs[recovery].ran = true;
         let end = deadline(
             run.origin,
             plan.baseline
@@ -752,11 +987,37 @@ pub async fn run(
     ));
     run.progress.done();
 
-    // Verdict: phases that were (at least partly) run.
-    let phases = run.tally.evaluate(|w| !cut_short || w.start < ended_at);
-    let (outcome, reason) = match outcome {
-        Some((o, r)) => (o, Some(r)),
-        None => match phases.iter().find(|p| !p.pass) {
+    // Verdict: every phase, those that never began marked so, those cut short judged on
+    // their actual window.
+    if cut_short {
+        for r in &mut run.phase_runs {
+            r.cut_at = Some(ended_at);
+        }
+    }
+    let phases = run.tally.evaluate_runs(&run.phase_runs);
+    let invalid = phases.iter().find(|p| p.status == PhaseStatus::Invalid);
+    let (outcome, reason) = match (outcome, invalid) {
+        // A stop condition or an abort on a phase that lost its faults: say both.
+        (Some((o, r)), Some(p)) => (
+            o,
+            Some(format!(
+                "{r}; phase {:?} is invalid: {}",
+                p.name, p.reasons[0]
+            )),
+        ),
+        (Some((o, r)), None) => (o, Some(r)),
+        (None, _) => match phases
+            .iter()
+            .find(|p| matches!(p.status, PhaseStatus::Fail | PhaseStatus::Invalid))
+        {
+            Some(p) if p.status == PhaseStatus::Invalid => (
+                Outcome::Fail,
+                Some(format!(
+                    "phase {:?} is invalid: {}",
+                    p.name,
+                    p.reasons.join("; ")
+                )),
+            ),
             Some(p) => (
                 Outcome::Fail,
                 Some(format!("phase {:?}: {}", p.name, p.reasons.join("; "))),
@@ -804,4 +1065,34 @@ pub async fn run(
     };
     run.history.finished(&report).await;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 14: progress counted only finished probes, so it read "probes ok 100.0 %"
+    /// while every probe hung. Requests under way and timeouts are counted.
+    #[test]
+    fn issue_14_progress_counts_requests_in_flight_and_timeouts() {
+        let total = Duration::from_secs(10);
+        let at = Duration::from_secs(2);
+        let none = RecentStats::default();
+        assert_eq!(
+            progress_line("baseline", at, total, &none, 12),
+            "[baseline]   2.0s / 10.0s  probes: no answer yet (last 5s), 12 in flight"
+        );
+        let hung = RecentStats {
+            ok: 3,
+            failed: 9,
+            timed_out: 9,
+            p95: Duration::from_millis(2000),
+        };
+        let line = progress_line("outage", at, total, &hung, 20);
+        assert!(
+            line.contains("probes ok  25.0% of 12 (last 5s), 9 failed (9 timed out)"),
+            "{line}"
+        );
+        assert!(line.ends_with("20 in flight"), "{line}");
+    }
 }

@@ -115,6 +115,106 @@ pub fn describe(plan: &DrillPlan, action: &Action) -> String {
     }
 }
 
+/// What a fault does, in words for the status page ("maintenance answers", "HTTP 500
+/// errors", "3000ms of added latency").
+fn fault_effect(kind: &str, attributes: Option<&serde_json::Value>) -> String {
+    let attr = |key: &str| {
+        attributes
+            .and_then(|a| a.get(key))
+            .and_then(serde_json::Value::as_u64)
+    };
+    match kind {
+        "maintenance" => "maintenance answers".to_owned(),
+        "status" => match attr("status") {
+            Some(code) => format!("HTTP {code} errors"),
+            None => "error answers".to_owned(),
+        },
+        "latency" | "http_latency" => match attr("latency") {
+            Some(ms) => format!("{ms}ms of added latency"),
+            None => "added latency".to_owned(),
+        },
+        "abort" => "aborted requests".to_owned(),
+        "rate_limit" => "rate limiting".to_owned(),
+        "router_timeout" => "router timeouts".to_owned(),
+        "slow_body" => "slow answer bodies".to_owned(),
+        "timeout" => "connection timeouts".to_owned(),
+        "reset_peer" => "connection resets".to_owned(),
+        "bandwidth" => match attr("rate") {
+            Some(rate) => format!("bandwidth limited to {rate} KB/s"),
+            None => "limited bandwidth".to_owned(),
+        },
+        "slow_close" => "delayed connection closes".to_owned(),
+        "slicer" => "sliced packets".to_owned(),
+        "limit_data" => "connections cut after a few bytes".to_owned(),
+        other => format!("{other} faults"),
+    }
+}
+
+/// An incident update for people, e.g. `payments: maintenance answers injected by drill
+/// "checkout" (step 1 of 3)`; `None` for nothing worth telling.
+pub fn for_people(plan: &DrillPlan, action: &Action) -> Option<String> {
+    let (step, fault) = match action {
+        Action::Apply { step, fault, .. }
+        | Action::SetToxicity { step, fault, .. }
+        | Action::Remove { step, fault } => (*step, *fault),
+    };
+    let s = plan.steps.get(step)?;
+    let f = s.faults.get(fault)?;
+    let effect = fault_effect(
+        f.request.kind.as_deref().unwrap_or("?"),
+        f.request.attributes.as_ref(),
+    );
+    let which = format!("step {} of {}", step + 1, plan.steps.len());
+    let drill = &plan.name;
+    let share = |p: f32| {
+        if p < 1.0 {
+            format!(" on {:.0}% of requests", f64::from(p) * 100.0)
+        } else {
+            String::new()
+        }
+    };
+    Some(match action {
+        Action::Apply { toxicity, .. } => {
+            let p = toxicity.or(f.request.toxicity).unwrap_or(1.0);
+            format!(
+                "{}: {effect}{} injected by drill {drill:?} ({which}).",
+                f.proxy,
+                share(p)
+            )
+        }
+        Action::SetToxicity { toxicity, .. } => {
+            let share = if *toxicity < 1.0 {
+                share(*toxicity)
+            } else {
+                " on every request".to_owned()
+            };
+            format!(
+                "{}: {effect} now{share} (drill {drill:?}, {which}).",
+                f.proxy
+            )
+        }
+        Action::Remove { .. } => {
+            let last = plan
+                .steps
+                .iter()
+                .map(|t| t.at.saturating_add(t.duration))
+                .max()
+                == Some(s.at.saturating_add(s.duration));
+            if last {
+                format!(
+                    "{}: {effect} removed; drill {drill:?} injected its last fault and watches the recovery.",
+                    f.proxy
+                )
+            } else {
+                format!(
+                    "{}: {effect} removed ({which} of drill {drill:?} ended).",
+                    f.proxy
+                )
+            }
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +256,18 @@ type = "timeout"
         assert_eq!(
             describe(&plan, &t[5].action),
             "remove \"drill-b-timeout\" from p"
+        );
+        assert_eq!(
+            for_people(&plan, &t[0].action).unwrap(),
+            "p: added latency on 0% of requests injected by drill \"drill\" (step 1 of 2)."
+        );
+        assert_eq!(
+            for_people(&plan, &t[4].action).unwrap(),
+            "p: connection timeouts injected by drill \"drill\" (step 2 of 2)."
+        );
+        assert_eq!(
+            for_people(&plan, &t[5].action).unwrap(),
+            "p: connection timeouts removed; drill \"drill\" injected its last fault and watches the recovery."
         );
     }
 }

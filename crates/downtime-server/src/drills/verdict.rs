@@ -25,6 +25,9 @@ pub struct Sample {
     pub latency: Duration,
     /// Whether every condition held.
     pub ok: bool,
+    /// Whether it failed for want of an answer within the probe's timeout.
+    #[serde(default)]
+    pub timed_out: bool,
     /// Why it failed.
     pub reason: Option<String>,
 }
@@ -60,6 +63,45 @@ pub struct PhaseWindow {
     pub thresholds: Thresholds,
 }
 
+/// How a phase ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PhaseStatus {
+    /// It ran and met its thresholds.
+    Pass,
+    /// It ran and missed a threshold (or, for the baseline, the steady state).
+    Fail,
+    /// It ran but did not test what was planned: the server lost its faults.
+    Invalid,
+    /// The drill stopped before it began.
+    NotRun,
+}
+
+impl PhaseStatus {
+    /// The word shown in tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PhaseStatus::Pass => "pass",
+            PhaseStatus::Fail => "FAIL",
+            PhaseStatus::Invalid => "INVALID",
+            PhaseStatus::NotRun => "not run",
+        }
+    }
+}
+
+/// What the runner saw of one phase, beyond its samples.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PhaseRun {
+    /// Whether it began (for a step: whether one of its faults was injected).
+    pub ran: bool,
+    /// When it was cut short (stop condition, halt, signal), from the drill's start.
+    pub cut_at: Option<Duration>,
+    /// Why it did not test what was planned (faults the server lost).
+    pub invalid: Vec<String>,
+    /// Failures found by the runner rather than by thresholds (the steady state).
+    pub failed: Vec<String>,
+}
+
 /// The verdict of one phase.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PhaseResult {
@@ -67,10 +109,14 @@ pub struct PhaseResult {
     pub name: String,
     /// Phase kind.
     pub kind: PhaseKind,
+    /// Pass, fail, invalid or not run.
+    pub status: PhaseStatus,
     /// Start in ms from the drill's start.
     pub start_ms: u64,
-    /// End in ms.
+    /// End in ms: when it actually ended (a phase cut short ends early).
     pub end_ms: u64,
+    /// The end the plan gave it.
+    pub planned_end_ms: u64,
     /// Probe requests started in the window.
     pub samples: usize,
     /// Of which passed.
@@ -240,6 +286,20 @@ struct Recent {
     at: Duration,
     latency: Duration,
     ok: bool,
+    timed_out: bool,
+}
+
+/// The answered samples of a recent window, for the progress line.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RecentStats {
+    /// Samples that passed.
+    pub ok: usize,
+    /// Samples that failed (timeouts included).
+    pub failed: usize,
+    /// Of the failed, how many got no answer within their timeout.
+    pub timed_out: usize,
+    /// 95th-percentile latency of the answered samples.
+    pub p95: Duration,
 }
 
 /// Everything a drill needs from its samples, folded as they arrive, in bounded memory.
@@ -303,6 +363,7 @@ impl Tally {
             at: sample.at,
             latency: sample.latency,
             ok: sample.ok,
+            timed_out: sample.timed_out,
         });
     }
 
@@ -323,20 +384,23 @@ impl Tally {
         (t.samples > 0).then(|| t.passed as f64 * 100.0 / t.samples as f64)
     }
 
-    /// Passing percentage and 95th-percentile latency of the samples started since `since`.
-    pub fn recent_stats(&self, since: Duration) -> (f64, Duration) {
+    /// Counts and 95th-percentile latency of the samples started since `since` (those that
+    /// are answered; requests still under way are counted by the caller).
+    pub fn recent_stats(&self, since: Duration) -> RecentStats {
         let mut latencies: Vec<Duration> = Vec::new();
-        let mut ok = 0usize;
+        let mut stats = RecentStats::default();
         for r in self.recent.iter().filter(|r| r.at >= since) {
             latencies.push(r.latency);
-            ok += usize::from(r.ok);
+            if r.ok {
+                stats.ok += 1;
+            } else {
+                stats.failed += 1;
+                stats.timed_out += usize::from(r.timed_out);
+            }
         }
-        if latencies.is_empty() {
-            return (100.0, Duration::ZERO);
-        }
-        let rate = ok as f64 * 100.0 / latencies.len() as f64;
         latencies.sort();
-        (rate, percentile(&latencies, 95.0))
+        stats.p95 = percentile(&latencies, 95.0);
+        stats
     }
 
     /// Counts of probe `index`.
@@ -354,7 +418,61 @@ impl Tally {
             .map(|(w, t)| judge_phase(w, t))
             .collect()
     }
+
+    /// Judges every phase given what the runner saw of it (`runs`, by phase index): a phase
+    /// that never began is `not run` (never a failure of its own), one cut short is judged
+    /// on its actual window, one whose faults the server lost is `invalid`.
+    pub fn evaluate_runs(&self, runs: &[PhaseRun]) -> Vec<PhaseResult> {
+        self.windows
+            .iter()
+            .zip(&self.phases)
+            .enumerate()
+            .map(|(i, (w, t))| {
+                let run = runs.get(i).cloned().unwrap_or(PhaseRun {
+                    ran: true,
+                    ..PhaseRun::default()
+                });
+                let mut result = judge_phase(w, t);
+                if !run.ran {
+                    result.status = PhaseStatus::NotRun;
+                    result.pass = false;
+                    result.reasons = vec!["not run: the drill stopped before it".to_owned()];
+                    result.end_ms = result.start_ms;
+                    return result;
+                }
+                if let Some(cut) = run.cut_at {
+                    let cut = ms(cut).max(result.start_ms);
+                    if cut < result.end_ms {
+                        result.end_ms = cut;
+                        // Silence in a window cut to nothing proves nothing either way.
+                        if t.samples == 0 {
+                            result.reasons.retain(|r| r != NO_RESULTS);
+                        }
+                    }
+                }
+                if !run.failed.is_empty() {
+                    result.reasons.splice(0..0, run.failed);
+                }
+                if !run.invalid.is_empty() {
+                    result.status = PhaseStatus::Invalid;
+                    result.pass = false;
+                    result.reasons.splice(0..0, run.invalid);
+                    return result;
+                }
+                result.pass = result.reasons.is_empty();
+                result.status = if result.pass {
+                    PhaseStatus::Pass
+                } else {
+                    PhaseStatus::Fail
+                };
+                result
+            })
+            .collect()
+    }
 }
+
+/// The reason of a phase without samples.
+const NO_RESULTS: &str = "no probe results in this phase";
 
 /// The `p`-th percentile (0..=100) of sorted values, nearest-rank.
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -401,7 +519,7 @@ fn judge_phase(w: &PhaseWindow, t: &PhaseTally) -> PhaseResult {
     let mut reasons = Vec::new();
     let mut thresholds = Vec::new();
     if n == 0 {
-        reasons.push("no probe results in this phase".to_owned());
+        reasons.push(NO_RESULTS.to_owned());
     }
     if let Some(min) = w.thresholds.availability {
         thresholds.push(format!("availability >= {min}%"));
@@ -421,18 +539,25 @@ fn judge_phase(w: &PhaseWindow, t: &PhaseTally) -> PhaseResult {
             reasons.push(format!("p99 latency {}ms is above {}ms", ms(p99), ms(max)));
         }
     }
+    let pass = reasons.is_empty();
     PhaseResult {
         name: w.name.clone(),
         kind: w.kind,
+        status: if pass {
+            PhaseStatus::Pass
+        } else {
+            PhaseStatus::Fail
+        },
         start_ms: ms(w.start),
         end_ms: ms(w.end),
+        planned_end_ms: ms(w.end),
         samples: n,
         passed,
         availability: (avail * 10.0).round() / 10.0,
         p95_ms: ms(p95),
         p99_ms: ms(p99),
         thresholds,
-        pass: reasons.is_empty(),
+        pass,
         reasons,
     }
 }
@@ -447,6 +572,7 @@ mod tests {
             at: Duration::from_millis(at_ms),
             latency: Duration::from_millis(latency_ms),
             ok,
+            timed_out: false,
             reason: None,
         }
     }
@@ -470,6 +596,7 @@ mod tests {
                 at: Duration::from_millis(i),
                 latency: Duration::from_micros(i % 5000),
                 ok: i % 4 != 0,
+                timed_out: false,
                 reason: (i % 4 == 0).then(|| format!("took {i}ms, over the budget")),
             });
             assert!(tally.recent.len() <= MAX_RECENT);

@@ -19,6 +19,9 @@ use crate::drills::report::{DrillReport, Outcome};
 
 /// Longest wait between two posts of probe samples.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(2);
+/// How often the runner tells the server it is alive; the server marks a drill abandoned
+/// after [`super::drills::ABANDON_AFTER`] without one.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 /// Most queued messages; beyond, reports are dropped (the drill goes on).
 const QUEUE: usize = 1024;
 /// How long the end of a drill waits for the last reports.
@@ -120,8 +123,8 @@ impl DrillRecorder {
         }
     }
 
-    /// Reports a change of the live faults, in phase `phase` with the runner's text.
-    pub fn fault_changed(&self, change: FaultChange, phase: &str, text: &str) {
+    /// Notes a change of the live faults; [`DrillRecorder::phase`] reports them.
+    pub fn fault_changed(&self, change: FaultChange) {
         let Some(inner) = &self.inner else { return };
         {
             let mut faults = match inner.faults.lock() {
@@ -150,6 +153,14 @@ impl DrillRecorder {
                     faults.remove(&(proxy, name));
                 }
             }
+        }
+    }
+
+    /// Reports the faults live now, in phase `phase`, with an update written for people
+    /// (one per instant of the timeline, so back-to-back steps make one update).
+    pub fn phase(&self, phase: &str, text: &str) {
+        if self.inner.is_none() {
+            return;
         }
         let body = self.phase_body(phase, text);
         self.send(Msg::Phase(body));
@@ -262,9 +273,19 @@ async fn post_all(
     };
     let mut pending: Vec<ProbeSample> = Vec::new();
     let mut flush_at = tokio::time::Instant::now() + SAMPLE_EVERY;
+    let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let msg = tokio::select! {
             msg = rx.recv() => msg,
+            _ = heartbeat.tick() => {
+                post(
+                    format!("/history/drills/{id}/phases"),
+                    json!({ "heartbeat": true }),
+                )
+                .await;
+                continue;
+            }
             () = tokio::time::sleep_until(flush_at), if !pending.is_empty() => {
                 let samples = std::mem::take(&mut pending);
                 post("/history/probes".to_owned(), json!({ "samples": samples })).await;

@@ -5,6 +5,7 @@
 //! a remote server is recorded there, and one run against plain Toxiproxy just gets 404s.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use downtime_model::ToxicRequest;
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,11 @@ use super::{History, HistoryError, Incident, NewIncident, Notice};
 const MAX_NAME: usize = 200;
 /// Longest phase text, in characters.
 const MAX_TEXT: usize = 2_000;
+/// A running drill without a heartbeat (or any report) for this long is abandoned: its
+/// runner reports every [`super::client::HEARTBEAT_EVERY`].
+pub const ABANDON_AFTER: Duration = Duration::from_secs(15);
+/// How often the server looks for abandoned drills.
+pub const ABANDON_CHECK: Duration = Duration::from_secs(2);
 
 /// How a drill ended (the runner's outcome).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -31,6 +37,8 @@ pub enum DrillOutcome {
     Fail,
     /// Interrupted or halted.
     Aborted,
+    /// Its runner stopped reporting (killed, or the server restarted under it).
+    Abandoned,
 }
 
 impl DrillOutcome {
@@ -40,6 +48,7 @@ impl DrillOutcome {
             DrillOutcome::Pass => "pass",
             DrillOutcome::Fail => "fail",
             DrillOutcome::Aborted => "aborted",
+            DrillOutcome::Abandoned => "abandoned",
         }
     }
 
@@ -48,6 +57,7 @@ impl DrillOutcome {
             "pass" => Some(DrillOutcome::Pass),
             "fail" => Some(DrillOutcome::Fail),
             "aborted" => Some(DrillOutcome::Aborted),
+            "abandoned" => Some(DrillOutcome::Abandoned),
             _ => None,
         }
     }
@@ -74,12 +84,17 @@ pub struct PhaseFault {
     pub toxic: Value,
 }
 
-/// Body of `POST /history/drills/{id}/phases`: the drill entered a phase.
+/// Body of `POST /history/drills/{id}/phases`: the drill entered a phase, or (with
+/// `heartbeat`) its runner is still alive.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DrillPhase {
-    /// Phase name (a step name, `recovery`).
+    /// Phase name (a step name, `recovery`); required unless `heartbeat`.
+    #[serde(default)]
     pub phase: String,
+    /// Only a sign of life: nothing is recorded but the time.
+    #[serde(default)]
+    pub heartbeat: bool,
     /// What happened, for the timeline.
     #[serde(default)]
     pub text: String,
@@ -229,6 +244,9 @@ impl History {
         phase: DrillPhase,
         actor: Actor,
     ) -> Result<Option<Incident>, HistoryError> {
+        if phase.heartbeat {
+            return self.drill_heartbeat(id).await;
+        }
         if phase.phase.trim().is_empty() {
             return Err(HistoryError::invalid("phase", "must not be empty"));
         }
@@ -272,14 +290,15 @@ impl History {
                     status: IncidentStatus::Identified,
                     impact: faults_impact(&states),
                     components,
-                    body: format!(
-                        "Drill \"{name}\" started faulting {} ({}). {}",
-                        proxies.join(", "),
-                        phase.phase,
-                        phase.text
-                    )
-                    .trim_end()
-                    .to_owned(),
+                    body: if phase.text.trim().is_empty() {
+                        format!(
+                            "Drill \"{name}\" started faulting {} ({}).",
+                            proxies.join(", "),
+                            phase.phase
+                        )
+                    } else {
+                        phase.text.clone()
+                    },
                     scheduled: None,
                     source: IncidentSource::Drill,
                     drill: Some(id),
@@ -295,13 +314,28 @@ impl History {
             None => None,
             Some(incident_id) => {
                 let current = incidents::load(&mut tx, incident_id).await?;
+                sqlx::query("UPDATE drills SET heartbeat_ms = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(now.millis())
+                    .execute(&mut *tx)
+                    .await?;
+                let status = if faulting {
+                    IncidentStatus::Identified
+                } else {
+                    IncidentStatus::Monitoring
+                };
+                let body = if phase.text.trim().is_empty() {
+                    format!("Drill \"{name}\": {}.", phase.phase)
+                } else {
+                    phase.text.clone()
+                };
                 let mut patch = IncidentPatch {
-                    status: Some(if faulting {
-                        IncidentStatus::Identified
-                    } else {
-                        IncidentStatus::Monitoring
-                    }),
-                    body: Some(format!("{}: {}", phase.phase, phase.text)),
+                    // One status per phase: an unchanged status is not repeated.
+                    status: current
+                        .as_ref()
+                        .is_none_or(|c| c.status != status)
+                        .then_some(status),
+                    body: Some(body),
                     ..IncidentPatch::default()
                 };
                 if let Some(current) = &current {
@@ -349,7 +383,10 @@ impl History {
         let outcome = DrillOutcome::parse(&end.outcome).ok_or_else(|| {
             HistoryError::invalid(
                 "outcome",
-                format!("expected pass, fail or aborted, got {:?}", end.outcome),
+                format!(
+                    "expected pass, fail, aborted or abandoned, got {:?}",
+                    end.outcome
+                ),
             )
         })?;
         if let Some(reason) = &end.reason {
@@ -382,9 +419,13 @@ impl History {
         .await?;
         let mut incident = None;
         if let Some(incident_id) = record.summary.incident {
-            let verdict = match &end.reason {
-                Some(r) => format!("Drill ended: {}: {r}", outcome.as_str()),
-                None => format!("Drill ended: {}.", outcome.as_str()),
+            let name = &record.summary.name;
+            let verdict = match (outcome, &end.reason) {
+                (DrillOutcome::Abandoned, Some(r)) => {
+                    format!("Drill \"{name}\" was {r}.")
+                }
+                (_, Some(r)) => format!("Drill \"{name}\" ended: {}: {r}.", outcome.as_str()),
+                (_, None) => format!("Drill \"{name}\" ended: {}.", outcome.as_str()),
             };
             let patch = IncidentPatch {
                 status: Some(IncidentStatus::Resolved),
@@ -409,6 +450,73 @@ impl History {
         Ok(record)
     }
 
+    /// A sign of life from drill `id`'s runner; returns its incident.
+    async fn drill_heartbeat(&self, id: i64) -> Result<Option<Incident>, HistoryError> {
+        let now = Timestamp::now();
+        let mut conn = self.pool().acquire().await?;
+        let record = load(&mut conn, id)
+            .await?
+            .ok_or_else(|| HistoryError::NotFound(format!("drill {id}")))?;
+        if record.summary.ended_at.is_some() {
+            return Err(HistoryError::Conflict(format!("drill {id} has ended")));
+        }
+        sqlx::query("UPDATE drills SET heartbeat_ms = $2 WHERE id = $1")
+            .bind(id)
+            .bind(now.millis())
+            .execute(&mut *conn)
+            .await?;
+        match record.summary.incident {
+            Some(incident) => Ok(incidents::load(&mut conn, incident).await?),
+            None => Ok(None),
+        }
+    }
+
+    /// Marks abandoned every running drill whose last sign of life (start, phase or
+    /// heartbeat) is older than `silent_for` (zero: every running drill, as at start-up,
+    /// when no runner can still be driving this server's faults), and resolves their
+    /// incidents saying so. Returns the drills it ended.
+    pub async fn abandon_silent_drills(
+        &self,
+        silent_for: Duration,
+    ) -> Result<Vec<DrillSummary>, HistoryError> {
+        let now = Timestamp::now();
+        let limit = now
+            .millis()
+            .saturating_sub(i64::try_from(silent_for.as_millis()).unwrap_or(i64::MAX));
+        let ids: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT id, COALESCE(heartbeat_ms, started_ms) FROM drills \
+             WHERE ended_ms IS NULL AND COALESCE(heartbeat_ms, started_ms) <= $1",
+        )
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        let mut ended = Vec::new();
+        for (id, last) in ids {
+            let silent = Duration::from_millis(u64::try_from(now.millis() - last).unwrap_or(0));
+            let reason = if silent_for.is_zero() {
+                "abandoned: the server restarted while the drill was running; its faults are gone"
+                    .to_owned()
+            } else {
+                format!(
+                    "abandoned: the drill's runner stopped reporting (no heartbeat for {}s); its faults expire by their TTL",
+                    silent.as_secs()
+                )
+            };
+            let end = DrillEnd {
+                outcome: DrillOutcome::Abandoned.as_str().to_owned(),
+                reason: Some(reason),
+                report: None,
+            };
+            match self.drill_ended(id, end, Actor::System).await {
+                Ok(record) => ended.push(record.summary),
+                // Ended meanwhile by its runner: nothing to do.
+                Err(HistoryError::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(ended)
+    }
+
     /// Drill runs, newest first (at most `limit`, capped at 500).
     pub async fn drills(&self, limit: u32) -> Result<Vec<DrillSummary>, HistoryError> {
         let rows = sqlx::query(
@@ -430,6 +538,28 @@ impl History {
         load(&mut conn, id)
             .await?
             .ok_or_else(|| HistoryError::NotFound(format!("drill {id}")))
+    }
+}
+
+/// Watches for drills whose runner went silent until `cancel`: at start every drill left
+/// "running" by a previous server is abandoned (no runner can still hold this server's
+/// faults), then every [`ABANDON_CHECK`] those silent for [`ABANDON_AFTER`].
+pub async fn watch_abandoned(history: History, cancel: tokio_util::sync::CancellationToken) {
+    let mut silent_for = Duration::ZERO;
+    loop {
+        match history.abandon_silent_drills(silent_for).await {
+            Ok(ended) => {
+                for d in ended {
+                    tracing::info!(drill = d.id, name = %d.name, "drill abandoned");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "history: cannot look for abandoned drills"),
+        }
+        silent_for = ABANDON_AFTER;
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(ABANDON_CHECK) => {}
+        }
     }
 }
 

@@ -40,6 +40,10 @@ pub fn spawn_tasks(history: &History, registry: &Registry) -> HistoryTasks {
         history.clone(),
         cancel.clone(),
     ));
+    tracker.spawn(super::drills::watch_abandoned(
+        history.clone(),
+        cancel.clone(),
+    ));
     HistoryTasks { cancel, tracker }
 }
 
