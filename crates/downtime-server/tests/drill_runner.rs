@@ -978,3 +978,36 @@ attributes = {{ status = 500 }}
         "{bodies:#?}"
     );
 }
+
+/// Issue 14: a drill whose runner was killed stayed "running" for ever and its incident open.
+/// Without heartbeats for `ABANDON_AFTER` the server marks it abandoned and resolves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_14_a_drill_whose_runner_went_silent_is_abandoned() {
+    let server = Server::start();
+    let started = server
+        .post("/history/drills", r#"{"name": "killed"}"#)
+        .await
+        .json();
+    let id = started["id"].as_i64().unwrap();
+    let phase = json!({"phase": "outage", "text": "dep: maintenance answers injected.",
+        "faults": [{"proxy": "dep", "toxic": {"name": "m", "type": "maintenance"}}]});
+    let answer = server
+        .post(&format!("/history/drills/{id}/phases"), &phase.to_string())
+        .await
+        .json();
+    let incident = answer["incident"]["id"].as_i64().unwrap();
+    // The runner dies here: no heartbeat, no end.
+    let drill = until(&server, &format!("/history/drills/{id}"), |v| {
+        v["outcome"] == "abandoned"
+    })
+    .await;
+    assert!(
+        drill["reason"]
+            .as_str()
+            .unwrap()
+            .contains("stopped reporting"),
+        "{drill:#}"
+    );
+    let incident = server.get(&format!("/incidents/{incident}")).await.json();
+    assert_eq!(incident["status"], "resolved", "{incident:#}");
+}
