@@ -1,5 +1,6 @@
 //! The `downtime` binary: `serve` runs the server; every other command is a client of its API.
 
+mod ca;
 mod client;
 mod drill;
 mod serve;
@@ -36,6 +37,8 @@ struct Cli {
 enum Command {
     /// Run the fault proxy and its control API.
     Serve(serve::ServeArgs),
+    /// Create (once) the local certificate authority and show how to trust it.
+    Ca(ca::CaArgs),
     /// Run or check a drill: an outage scenario with probes and a verdict.
     #[command(subcommand)]
     Drill(drill::DrillCommand),
@@ -55,6 +58,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
+        Command::Ca(args) => ca::run(args),
         Command::Drill(command) => drill::run(command, &cli.global.host).await,
         Command::Client(command) => client::run(cli.global, command).await,
     }

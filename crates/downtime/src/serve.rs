@@ -70,6 +70,32 @@ pub struct ServeArgs {
     /// API. Repeatable.
     #[arg(long, value_name = "CIDR_OR_HOST")]
     pub webhook_allow: Vec<downtime_server::webhooks::AllowRule>,
+    /// Also trust the CA certificates in FILE (PEM) for https:// upstreams, webhook
+    /// deliveries and drill probes, besides the system's roots. Repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub extra_ca: Vec<std::path::PathBuf>,
+    /// The local CA's directory, issuing the certificates of TLS proxies and of the
+    /// forward proxy's interception (see `downtime ca`).
+    #[arg(long, value_name = "DIR", env = "DOWNTIME_CA_DIR")]
+    pub ca_dir: Option<std::path::PathBuf>,
+    /// Require `Authorization: Bearer TOKEN` (or basic auth with TOKEN as password) on the
+    /// control API; needed to bind it off loopback. The status routes stay public.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "DOWNTIME_API_TOKEN",
+        hide_env_values = true
+    )]
+    pub api_token: Option<String>,
+    /// Serve the control API over TLS with a certificate from the local CA.
+    #[arg(long)]
+    pub api_tls: bool,
+    /// Serve the control API over TLS with this certificate chain (PEM; with --api-tls-key).
+    #[arg(long, value_name = "FILE", requires = "api_tls_key")]
+    pub api_tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --api-tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "api_tls_cert")]
+    pub api_tls_key: Option<std::path::PathBuf>,
 }
 
 /// Parses `--max-connections`: 1 to 1,000,000.
@@ -142,14 +168,11 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     downtime_server::api::listener::raise_nofile_limit();
-    if !is_loopback_host(&args.host) {
-        // No API token yet (it comes with TLS): anyone who reaches this address can
-        // reconfigure every proxy. Said on every start.
+    if !is_loopback_host(&args.host) && args.api_token.is_some() && !args.api_tls {
         tracing::warn!(
             host = ?args.host,
-            "the control API is bound off loopback and has no authentication: anyone who \
-             can reach it can change or stop every proxy; keep it on 127.0.0.1 or firewall it \
-             (clients naming it by another host need --api-allow-host NAME)"
+            "the control API is bound off loopback without TLS: its token crosses the network \
+             in clear; add --api-tls"
         );
     }
     // (name, listen) of each configured proxy, to name the one whose port is taken.
@@ -198,6 +221,12 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         status_page,
         status_listener: status_bound.map(|a| a.to_string()),
         history_file: history_file.clone(),
+        ca_cert: Some(
+            args.ca_dir
+                .clone()
+                .unwrap_or_else(downtime_proxy::tls::default_ca_dir)
+                .join("downtime-ca.pem"),
+        ),
     };
     let options = ServeOptions {
         seed: args.seed,
@@ -228,6 +257,14 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         },
         api_allow_hosts: args.api_allow_host,
         webhook_allow: args.webhook_allow,
+        extra_ca: args.extra_ca,
+        ca_dir: args.ca_dir,
+        api_token: args.api_token,
+        api_tls: match (args.api_tls_cert, args.api_tls_key, args.api_tls) {
+            (Some(cert), Some(key), _) => Some(downtime_server::tls::ApiTls::Files { cert, key }),
+            (_, _, true) => Some(downtime_server::tls::ApiTls::LocalCa { names: Vec::new() }),
+            _ => None,
+        },
     };
     match downtime_server::run(listener, options, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -340,6 +377,8 @@ struct Banner {
     status_page: String,
     status_listener: Option<String>,
     history_file: Option<std::path::PathBuf>,
+    /// The local CA's certificate, for the trust lines of forward proxies.
+    ca_cert: Option<std::path::PathBuf>,
 }
 
 impl Banner {
@@ -368,9 +407,19 @@ impl Banner {
         for p in proxies {
             let c = &p.config;
             out.push_str(&format!("proxy {}: {}\n", c.name, route(c)));
-            if c.protocol == downtime_model::Protocol::Http {
+            if c.mode == Some(downtime_model::proxy::ProxyMode::Forward) {
+                // The one-variable switch: every outbound call of the app goes through.
                 out.push_str(&format!(
-                    "  export {}=http://{}\n",
+                    "  export HTTPS_PROXY=http://{0} HTTP_PROXY=http://{0}\n",
+                    c.listen
+                ));
+                if let Some(cert) = &self.ca_cert {
+                    out.push_str(&crate::ca::trust_lines(cert));
+                }
+            } else if c.protocol == downtime_model::Protocol::Http {
+                let scheme = if c.tls.is_some() { "https" } else { "http" };
+                out.push_str(&format!(
+                    "  export {}={scheme}://{}\n",
                     env_name(&c.name, "URL"),
                     c.listen
                 ));
@@ -390,7 +439,16 @@ impl Banner {
 /// `, disabled` when it does not listen.
 fn route(c: &downtime_model::ProxyConfig) -> String {
     let http = c.protocol == downtime_model::Protocol::Http;
-    let mut text = if http && c.upstream.is_empty() {
+    let mut text = if c.mode == Some(downtime_model::proxy::ProxyMode::Forward) {
+        let intercept = match &c.intercept {
+            Some(p) => p.join(", "),
+            None => "every host".to_owned(),
+        };
+        format!(
+            "{} (forward proxy, HTTPS intercepted for {intercept})",
+            c.listen
+        )
+    } else if http && c.upstream.is_empty() {
         format!(
             "{} (http stand-in, no upstream: answers from its faults, maintenance by default)",
             c.listen

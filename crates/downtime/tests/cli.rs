@@ -645,7 +645,15 @@ fn serve_on_all_interfaces(name: &str) -> (std::process::Child, u16, std::path::
         .env("LOG_LEVEL", "info")
         .env("NO_COLOR", "1")
         .args([
-            "serve", "--host", "0.0.0.0", "--port", "0", "--db", ":memory:",
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "0",
+            "--db",
+            ":memory:",
+            "--api-token",
+            "s3cret",
         ])
         .stdout(file.try_clone().unwrap())
         .stderr(file)
@@ -658,7 +666,8 @@ fn serve_on_all_interfaces(name: &str) -> (std::process::Child, u16, std::path::
             l.strip_prefix("downtime API listening on http://0.0.0.0:")
                 .and_then(|p| p.trim().parse::<u16>().ok())
         });
-        if let Some(port) = port.filter(|&p| support::version_answers(p)) {
+        // The API needs the token now, so the port line (printed once it listens) is enough.
+        if let Some(port) = port {
             return (child, port, log);
         }
         if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
@@ -683,6 +692,19 @@ fn raw(port: u16, request: &str) -> String {
 }
 
 #[test]
+fn serve_off_loopback_needs_a_token() {
+    let out = cli()
+        .args([
+            "serve", "--host", "0.0.0.0", "--port", "0", "--db", ":memory:",
+        ])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--api-token"), "{err}");
+}
+
+#[test]
 fn serve_off_loopback_warns_and_user_text_never_starts_a_log_line() {
     let (mut child, port, log) = serve_on_all_interfaces("off-loopback");
     let post = |path: &str, body: &str| {
@@ -690,7 +712,7 @@ fn serve_off_loopback_warns_and_user_text_never_starts_a_log_line() {
             port,
             &format!(
                 "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\
-                 Connection: close\r\n\r\n{body}",
+                 Authorization: Bearer s3cret\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             ),
         )
@@ -718,10 +740,8 @@ fn serve_off_loopback_warns_and_user_text_never_starts_a_log_line() {
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_file(&log);
-    assert!(
-        text.contains("bound off loopback and has no authentication"),
-        "{text}"
-    );
+    assert!(text.contains("bound off loopback without TLS"), "{text}");
+    assert!(!text.contains("s3cret"), "the token was logged: {text}");
     assert!(text.contains("open-files limit"), "{text}");
     assert!(text.contains("toxic expired"), "{text}");
     assert!(
@@ -1126,4 +1146,104 @@ fn example_configs_check_and_take_their_ports_from_the_environment() {
             out.stdout
         );
     }
+}
+
+#[test]
+fn ca_is_created_once_and_says_how_to_trust_it() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("cli-ca-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let dir_text = dir.to_string_lossy().into_owned();
+    let first = cli().args(["ca", "--ca-dir", &dir_text]).output().unwrap();
+    let first = String::from_utf8_lossy(&first.stdout).into_owned();
+    assert!(first.contains("was created in"), "{first}");
+    for var in [
+        "SSL_CERT_FILE",
+        "REQUESTS_CA_BUNDLE",
+        "NODE_EXTRA_CA_CERTS",
+        "CURL_CA_BUNDLE",
+        "keytool",
+    ] {
+        assert!(first.contains(var), "{var} missing:\n{first}");
+    }
+    let again = cli().args(["ca", "--ca-dir", &dir_text]).output().unwrap();
+    assert!(String::from_utf8_lossy(&again.stdout).contains(" is in "));
+    let pem = cli()
+        .args(["ca", "--pem"])
+        .env("DOWNTIME_CA_DIR", &dir)
+        .output()
+        .unwrap();
+    let pem = String::from_utf8_lossy(&pem.stdout).into_owned();
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
+    assert_eq!(
+        pem,
+        std::fs::read_to_string(dir.join("downtime-ca.pem")).unwrap()
+    );
+    // A directory that cannot be made: exit 2 naming it.
+    let bad = cli()
+        .args(["ca", "--ca-dir", "/proc/downtime-ca"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("/proc/downtime-ca"));
+}
+
+#[test]
+fn create_makes_https_stand_ins_and_forward_proxies_with_their_export_lines() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("cli-serve-ca-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let dir_text = dir.to_string_lossy().into_owned();
+    let s = Server::start_with(&[], &["--ca-dir", &dir_text]);
+    let out = s
+        .run(&["create", "--tls", "-l", "127.0.0.1:0", "payments"])
+        .ok();
+    assert!(
+        out.stdout
+            .contains("export PAYMENTS_URL=https://127.0.0.1:"),
+        "{}",
+        out.stdout
+    );
+    let view = s.proxy("payments");
+    assert_eq!(view["protocol"], "http");
+    assert!(
+        view["tls"]["names"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n == "localhost")
+    );
+    let out = s
+        .run(&[
+            "create",
+            "--forward",
+            "--intercept",
+            "*.stripe.com",
+            "-l",
+            "127.0.0.1:0",
+            "egress",
+        ])
+        .ok();
+    assert!(
+        out.stdout.contains("export HTTPS_PROXY=http://127.0.0.1:"),
+        "{}",
+        out.stdout
+    );
+    let view = s.proxy("egress");
+    assert_eq!(view["mode"], "forward");
+    assert_eq!(view["intercept"], serde_json::json!(["*.stripe.com"]));
+    // The https stand-in answers with a certificate from the server's CA.
+    let listen = s.proxy("payments")["listen"].as_str().unwrap().to_owned();
+    let port = listen.rsplit(':').next().unwrap();
+    let curl = std::process::Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(dir.join("downtime-ca.pem"))
+        .arg(format!("https://localhost:{port}/"))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&curl.stdout).contains("maintenance"),
+        "{}",
+        String::from_utf8_lossy(&curl.stderr)
+    );
 }

@@ -105,13 +105,26 @@ pub struct CreateArgs {
         short = 'u',
         long,
         value_name = "ADDR",
-        required_unless_present = "protocol",
-        required_if_eq("protocol", "tcp")
+        required_unless_present_any = ["protocol", "forward", "tls"],
+        required_if_eq("protocol", "tcp"),
+        conflicts_with = "forward"
     )]
     upstream: Option<String>,
     /// What the proxy speaks [default: tcp].
     #[arg(long, value_name = "PROTOCOL")]
     protocol: Option<Protocol>,
+    /// Terminate TLS (an HTTP proxy or stand-in at https://), with a certificate from the
+    /// server's local CA for localhost, 127.0.0.1, ::1 and the listen host.
+    #[arg(long)]
+    tls: bool,
+    /// A forward proxy for HTTP_PROXY/HTTPS_PROXY instead of a reverse proxy (no upstream:
+    /// each request names its host).
+    #[arg(long)]
+    forward: bool,
+    /// With --forward: intercept HTTPS only for hosts matching PATTERN (e.g. '*.stripe.com';
+    /// repeatable); others are tunnelled untouched. Default: every host.
+    #[arg(long, value_name = "PATTERN", requires = "forward")]
+    intercept: Vec<String>,
     /// Name of the new proxy.
     proxy: String,
     #[command(flatten)]
@@ -459,8 +472,17 @@ fn create_body(args: &CreateArgs) -> Value {
         if let Some(upstream) = &args.upstream {
             fields.insert("upstream".to_owned(), json!(upstream));
         }
-        if args.protocol == Some(Protocol::Http) {
+        if args.protocol == Some(Protocol::Http) || args.tls || args.forward {
             fields.insert("protocol".to_owned(), json!("http"));
+        }
+        if args.tls {
+            fields.insert("tls".to_owned(), json!({}));
+        }
+        if args.forward {
+            fields.insert("mode".to_owned(), json!("forward"));
+            if !args.intercept.is_empty() {
+                fields.insert("intercept".to_owned(), json!(args.intercept));
+            }
         }
     }
     body
@@ -476,7 +498,18 @@ async fn create(api: &Api, args: &CreateArgs) -> anyhow::Result<Output> {
         .map(|proxy| proxy.listen)
         .unwrap_or_else(|_| args.listen.clone());
     let upstream = args.upstream.as_deref().unwrap_or_default();
-    let human = if args.protocol == Some(Protocol::Http) {
+    let human = if args.forward {
+        format!(
+            "Created new forward proxy {} listening on {listen}\nexport HTTPS_PROXY=http://{listen} HTTP_PROXY=http://{listen}\n(trust the server's CA in the app: `downtime ca` prints how)\n",
+            args.proxy
+        )
+    } else if args.tls {
+        format!(
+            "Created new https proxy {} listening on {listen}\nexport {}=https://{listen}\n",
+            args.proxy,
+            http::env_var_name(&args.proxy)
+        )
+    } else if args.protocol == Some(Protocol::Http) {
         let role = if upstream.is_empty() {
             "a stand-in answering from its faults (maintenance by default)".to_owned()
         } else {
