@@ -1247,3 +1247,69 @@ fn create_makes_https_stand_ins_and_forward_proxies_with_their_export_lines() {
         String::from_utf8_lossy(&curl.stderr)
     );
 }
+
+#[test]
+fn fault_add_takes_tls_faults_and_a_host_to_match() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("cli-tls-faults-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let dir_text = dir.to_string_lossy().into_owned();
+    let s = Server::start_with(&[], &["--ca-dir", &dir_text]);
+    s.run(&["create", "--tls", "-l", "127.0.0.1:0", "auth"])
+        .ok();
+    let out = s
+        .run(&[
+            "fault",
+            "add",
+            "auth",
+            "--type",
+            "tls_alert",
+            "--alert",
+            "unknown_ca",
+        ])
+        .ok();
+    assert!(out.stdout.contains("alert=unknown_ca"), "{}", out.stdout);
+    let listen = s.proxy("auth")["listen"].as_str().unwrap().to_owned();
+    let port = listen.rsplit(':').next().unwrap();
+    let curl = std::process::Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(dir.join("downtime-ca.pem"))
+        .arg(format!("https://localhost:{port}/"))
+        .output()
+        .unwrap();
+    assert_eq!(curl.status.code(), Some(35));
+    assert!(String::from_utf8_lossy(&curl.stderr).contains("unknown ca"));
+    s.run(&["create", "--forward", "-l", "127.0.0.1:0", "egress"])
+        .ok();
+    let out = s
+        .run(&[
+            "fault",
+            "add",
+            "egress",
+            "--type",
+            "status",
+            "--status",
+            "503",
+            "--match-host",
+            "*.stripe.com",
+        ])
+        .ok();
+    assert!(out.stdout.contains("host *.stripe.com"), "{}", out.stdout);
+    assert_eq!(
+        s.proxy("egress")["toxics"][0]["match"]["host"],
+        "*.stripe.com"
+    );
+    let bad = s.run(&[
+        "fault",
+        "add",
+        "auth",
+        "-n",
+        "other",
+        "--type",
+        "tls_alert",
+        "--alert",
+        "nope",
+    ]);
+    assert_ne!(bad.code, 0);
+    assert!(bad.stderr.contains("attributes.alert"), "{}", bad.stderr);
+}

@@ -91,6 +91,13 @@ pub struct Targeting {
     #[arg(long = "method", value_name = "METHOD", value_parser = values::parse_method,
           help_heading = "Which requests")]
     methods: Vec<String>,
+    /// Only requests (or TLS handshakes) for this host; `*` wildcards, e.g. '*.stripe.com'.
+    #[arg(
+        long = "match-host",
+        value_name = "PATTERN",
+        help_heading = "Which requests"
+    )]
+    match_host: Option<String>,
     /// Only requests whose path matches; `*` matches any run of characters, e.g. '/apps/*'.
     #[arg(long, value_name = "PATTERN", value_parser = values::parse_path_pattern,
           help_heading = "Which requests")]
@@ -156,6 +163,21 @@ pub enum FaultType {
     /// A response body bandwidth limit.
     #[value(name = "slow_body", alias = "slow-body")]
     SlowBody,
+    /// TLS proxies: serve a certificate that expired yesterday.
+    #[value(name = "tls_expired", alias = "tls-expired")]
+    TlsExpired,
+    /// TLS proxies: serve a certificate for another name.
+    #[value(name = "tls_wrong_host", alias = "tls-wrong-host")]
+    TlsWrongHost,
+    /// TLS proxies: serve a self-signed certificate.
+    #[value(name = "tls_untrusted", alias = "tls-untrusted")]
+    TlsUntrusted,
+    /// TLS proxies: never answer the client's hello.
+    #[value(name = "tls_handshake_timeout", alias = "tls-handshake-timeout")]
+    TlsHandshakeTimeout,
+    /// TLS proxies: answer the hello with a fatal alert.
+    #[value(name = "tls_alert", alias = "tls-alert")]
+    TlsAlert,
 }
 
 impl FaultType {
@@ -169,6 +191,11 @@ impl FaultType {
             FaultType::RateLimit => "rate_limit",
             FaultType::RouterTimeout => "router_timeout",
             FaultType::SlowBody => "slow_body",
+            FaultType::TlsExpired => "tls_expired",
+            FaultType::TlsWrongHost => "tls_wrong_host",
+            FaultType::TlsUntrusted => "tls_untrusted",
+            FaultType::TlsHandshakeTimeout => "tls_handshake_timeout",
+            FaultType::TlsAlert => "tls_alert",
         }
     }
 }
@@ -233,6 +260,9 @@ pub struct FaultAddArgs {
     /// How the delay is drawn [default: fixed].
     #[arg(long, value_name = "SHAPE", help_heading = "http_latency")]
     distribution: Option<Distribution>,
+    /// The alert a tls_alert answers with [default: handshake_failure].
+    #[arg(long, value_name = "NAME", help_heading = "tls_alert")]
+    alert: Option<String>,
     /// How the exchange breaks [default: reset].
     #[arg(long, value_name = "MODE", help_heading = "abort")]
     mode: Option<AbortMode>,
@@ -356,6 +386,7 @@ fn type_flags(args: &FaultAddArgs) -> Vec<(&'static str, bool, &'static [FaultTy
         ("--timeout", args.timeout.is_some(), &[RouterTimeout]),
         ("--idle", args.idle.is_some(), &[RouterTimeout]),
         ("--rate", args.rate.is_some(), &[SlowBody]),
+        ("--alert", args.alert.is_some(), &[FaultType::TlsAlert]),
     ]
 }
 
@@ -417,6 +448,7 @@ fn body_value(raw: &str) -> Value {
 /// apply to the rest.
 fn fault_attributes(args: &FaultAddArgs) -> Map<String, Value> {
     let mut map = Map::new();
+    put(&mut map, "alert", args.alert.clone().map(Value::String));
     answer_attributes(&args.answer, &mut map);
     put(&mut map, "body", args.body.as_deref().map(body_value));
     put(&mut map, "latency", args.latency.map(Value::from));
@@ -469,6 +501,11 @@ fn fault_body(
         &mut matcher,
         "path",
         targeting.path.clone().map(Value::String),
+    );
+    put(
+        &mut matcher,
+        "host",
+        targeting.match_host.clone().map(Value::String),
     );
     if !targeting.match_headers.is_empty() {
         matcher.insert(

@@ -104,6 +104,9 @@ pub struct Match {
     /// Query parameter → value pattern.
     #[serde(default)]
     pub query: BTreeMap<String, String>,
+    /// Host pattern (requests, or TLS handshakes by SNI).
+    #[serde(default)]
+    pub host: Option<String>,
 }
 
 /// Reads a method list the way the server accepts it: one string or several.
@@ -372,6 +375,9 @@ pub fn fault_target(fault: &Toxic) -> String {
         return "all".to_owned();
     };
     let mut parts = Vec::new();
+    if let Some(host) = &m.host {
+        parts.push(format!("host {host}"));
+    }
     if !m.method.is_empty() {
         parts.push(m.method.join(","));
     }
