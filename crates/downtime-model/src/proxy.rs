@@ -222,7 +222,10 @@ impl ProxyRequest {
                 ));
             }
         } else if self.intercept.is_some() {
-            return Err(Error::invalid("intercept", "only a forward proxy intercepts (\"mode\": \"forward\")"));
+            return Err(Error::invalid(
+                "intercept",
+                "only a forward proxy intercepts (\"mode\": \"forward\")",
+            ));
         }
         if let Some(patterns) = &self.intercept
             && let Some(bad) = patterns.iter().find(|p| !valid_host_pattern(p))

@@ -225,7 +225,12 @@ impl Proxy {
                 upstream: (!upstream.is_empty()).then(|| upstream.into()),
                 upstream_tls,
                 tls: acceptor,
-                tls_names: self.config.tls.as_ref().map(|t| t.names.clone()).unwrap_or_default(),
+                tls_names: self
+                    .config
+                    .tls
+                    .as_ref()
+                    .map(|t| t.names.clone())
+                    .unwrap_or_default(),
                 ca,
                 forward,
                 options,
