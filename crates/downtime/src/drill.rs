@@ -153,11 +153,41 @@ pub fn plan_text(plan: &DrillPlan) -> String {
     out
 }
 
+/// Checks before anything runs that each report file can be written, so that a bad path
+/// is a setup error (exit 2) at once, not found after the whole drill, hiding its verdict.
+/// A file that did not exist is removed again.
+fn check_writable(path: &Path, what: &str) -> Result<(), ExitCode> {
+    let existed = path.exists();
+    match std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+    {
+        Ok(_) => {
+            if !existed {
+                let _ = std::fs::remove_file(path);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("downtime: {what} {}: cannot write: {e}", path.display());
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
 async fn run_drill(args: RunArgs) -> ExitCode {
     let plan = match load(&args.file) {
         Ok(p) => p,
         Err(code) => return code,
     };
+    for (path, what) in [(&args.report, "--report"), (&args.junit, "--junit")] {
+        if let Some(path) = path
+            && let Err(code) = check_writable(path, what)
+        {
+            return code;
+        }
+    }
     let interrupt = CancellationToken::new();
     let on_signal = interrupt.clone();
     tokio::spawn(async move {

@@ -48,14 +48,19 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // `drill run --quiet` is quiet: only errors are logged (the embedded server's warnings
+    // are not the drill's output), unless LOG_LEVEL asks for more.
+    let quiet =
+        matches!(&cli.command, Command::Drill(drill::DrillCommand::Run(args)) if args.quiet);
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LOG_LEVEL")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_env("LOG_LEVEL").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(if quiet { "error" } else { "info" })
+            }),
         )
         .with_writer(|| OneLine(std::io::stderr()))
         .init();
-    let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Ca(args) => ca::run(args),

@@ -1220,3 +1220,26 @@ type = "maintenance"
         "{stderr}"
     );
 }
+
+#[test]
+fn an_unwritable_report_path_is_a_setup_error_before_the_drill_runs() {
+    let drill = examples().join("drills").join("maintenance.toml");
+    let started = std::time::Instant::now();
+    for flag in ["--report", "--junit"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_downtime"))
+            .args(["drill", "run"])
+            .arg(&drill)
+            .args([flag, "/proc/no-such-dir/report"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flag}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(flag) && err.contains("cannot write"), "{err}");
+    }
+    // Refused at once: the drill (baseline 5 s at least) never started.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -253,6 +253,9 @@ fn validate(
     let drill = dir.join(&raw.drill);
     let text = std::fs::read_to_string(&drill)
         .map_err(|e| at("drill", format!("cannot read {}: {e}", drill.display())))?;
+    // `${VAR}` / `${VAR:-default}`, as in the config file and `drill run`.
+    let text = downtime_model::substitute::substitute_env(&text)
+        .map_err(|e| at("drill", format!("{}: {e}", drill.display())))?;
     let plan = DrillPlan::parse(&text).map_err(|problems| {
         let list: Vec<String> = problems
             .iter()
