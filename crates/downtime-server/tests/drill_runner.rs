@@ -1011,3 +1011,39 @@ async fn issue_14_a_drill_whose_runner_went_silent_is_abandoned() {
     let incident = server.get(&format!("/incidents/{incident}")).await.json();
     assert_eq!(incident["status"], "resolved", "{incident:#}");
 }
+
+/// Issue 9: a drill probes an `https://` endpoint whose certificate comes from a CA the
+/// run trusts (`drill run --extra-ca`); without it, every probe fails on the certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_9_probes_reach_https_endpoints_trusting_extra_cas() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = support::HttpsReceiver::start(dir.path()).await;
+    let url = format!("https://127.0.0.1:{}/health", receiver.addr.port());
+    let plan = plan(&one_step_drill(&url, &unused_upstream(), ""));
+    let trusted = tokio::time::timeout(
+        DRILL_BOUND,
+        runner::run(
+            &plan,
+            &server.base,
+            CancellationToken::new(),
+            RunOptions {
+                quiet: true,
+                extra_ca: vec![receiver.ca_cert.clone()],
+                ..RunOptions::default()
+            },
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let json = report_json(&trusted);
+    assert_eq!(trusted.outcome, Outcome::Pass, "{json:#}");
+    let untrusted = run(&plan, &server.base).await;
+    assert_eq!(
+        untrusted.outcome,
+        Outcome::Fail,
+        "{:#}",
+        report_json(&untrusted)
+    );
+}

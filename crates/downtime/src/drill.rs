@@ -51,9 +51,13 @@ pub struct RunArgs {
     /// the client.
     #[arg(short = 'h', long, visible_alias = "host", value_name = "URL")]
     pub server: Option<String>,
-    /// No live progress.
+    /// No live progress, and only errors in the log.
     #[arg(long)]
     pub quiet: bool,
+    /// Also trust the CA certificates in FILE (PEM) when probing https:// endpoints, besides
+    /// the system's roots. Repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub extra_ca: Vec<PathBuf>,
 }
 
 fn load(file: &Path) -> Result<DrillPlan, ExitCode> {
@@ -215,6 +219,7 @@ async fn run_drill(args: RunArgs) -> ExitCode {
     };
     let options = runner::RunOptions {
         quiet: args.quiet,
+        extra_ca: args.extra_ca.clone(),
         ..runner::RunOptions::default()
     };
     let result = runner::run(&plan, &base, interrupt, options).await;

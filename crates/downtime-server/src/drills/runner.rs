@@ -241,12 +241,15 @@ struct Injected {
 }
 
 /// Options of one run.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// No progress output (tests, scheduled runs).
     pub quiet: bool,
     /// Started by a schedule, not by a person: changes are recorded with actor `schedule`.
     pub scheduled: bool,
+    /// CA files (PEM) probes of `https://` endpoints trust besides the system's roots
+    /// (`drill run --extra-ca`, the server's `--extra-ca` for scheduled runs).
+    pub extra_ca: Vec<std::path::PathBuf>,
 }
 
 struct Run<'a> {
@@ -814,11 +817,13 @@ pub async fn run(
 
     let stop_probes = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let probe_client = reqwest::Client::builder()
-        .user_agent(concat!("downtime-probe/", env!("CARGO_PKG_VERSION")))
-        .pool_max_idle_per_host(64)
-        .build()
-        .unwrap_or_default();
+    let probe_client = match super::probes::client(&options.extra_ca) {
+        Ok(c) => c,
+        Err(e) => {
+            run.cleanup(&snapshot, Cleanup::default()).await;
+            return Err(SetupError(e));
+        }
+    };
     run.origin = Instant::now();
     let probes = plan.probes.iter();
     run.history = DrillRecorder::start(

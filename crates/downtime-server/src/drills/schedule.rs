@@ -418,14 +418,20 @@ pub struct Scheduler {
     tracker: TaskTracker,
 }
 
-/// Starts one task per schedule, running drills against the API at `base`.
-pub fn start(schedules: Vec<Schedule>, base: String, runs: Runs) -> Scheduler {
+/// Starts one task per schedule, running drills against the API at `base`; their probes
+/// trust `extra_ca` besides the system's roots.
+pub fn start(
+    schedules: Vec<Schedule>,
+    base: String,
+    runs: Runs,
+    extra_ca: Vec<std::path::PathBuf>,
+) -> Scheduler {
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     for schedule in schedules {
         tracker.spawn(schedule_loop(
             schedule,
-            base.clone(),
+            (base.clone(), extra_ca.clone()),
             runs.clone(),
             stop.clone(),
         ));
@@ -447,7 +453,12 @@ impl Scheduler {
     }
 }
 
-async fn schedule_loop(schedule: Schedule, base: String, runs: Runs, stop: CancellationToken) {
+async fn schedule_loop(
+    schedule: Schedule,
+    (base, extra_ca): (String, Vec<std::path::PathBuf>),
+    runs: Runs,
+    stop: CancellationToken,
+) {
     tracing::info!(
         schedule = %schedule.name,
         cron = %schedule.cron_text,
@@ -494,6 +505,7 @@ async fn schedule_loop(schedule: Schedule, base: String, runs: Runs, stop: Cance
             RunOptions {
                 quiet: true,
                 scheduled: true,
+                extra_ca: extra_ca.clone(),
             },
         )
         .await;
