@@ -56,7 +56,7 @@ pub enum UpstreamProtocol {
 }
 
 /// The HTTP options of a proxy, as stored and shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HttpOptions {
     /// Which `Host` the upstream sees.
     pub host: HostHeader,
@@ -76,6 +76,15 @@ pub struct HttpOptions {
     pub header_timeout_ms: u64,
     /// Milliseconds a request body may go without a byte (408 after).
     pub body_timeout_ms: u64,
+    /// TLS to the upstream (also implied by an `https://` upstream).
+    pub upstream_tls: bool,
+    /// A CA file (PEM) trusted for this proxy's upstream, besides the system's roots and
+    /// the server's `--extra-ca` files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_ca: Option<String>,
+    /// Do not verify the upstream's certificate (shown here and logged at start, since it
+    /// makes the proxy trust anyone on the path).
+    pub upstream_insecure: bool,
 }
 
 impl Default for HttpOptions {
@@ -90,6 +99,9 @@ impl Default for HttpOptions {
             max_headers: DEFAULT_MAX_HEADERS,
             header_timeout_ms: DEFAULT_HEADER_TIMEOUT_MS,
             body_timeout_ms: DEFAULT_BODY_TIMEOUT_MS,
+            upstream_tls: false,
+            upstream_ca: None,
+            upstream_insecure: false,
         }
     }
 }
@@ -125,11 +137,21 @@ pub struct HttpOptionsRequest {
     /// 100 ms to [`MAX_TIMEOUT_MS`].
     #[serde(default)]
     pub body_timeout_ms: Option<u64>,
+    /// Defaults to false (true for an `https://` upstream).
+    #[serde(default)]
+    pub upstream_tls: Option<bool>,
+    /// A PEM file.
+    #[serde(default)]
+    pub upstream_ca: Option<String>,
+    /// Defaults to false.
+    #[serde(default)]
+    pub upstream_insecure: Option<bool>,
 }
 
 impl HttpOptionsRequest {
     /// Merges the request over `base`, checking every limit against its maximum.
     pub fn apply(&self, base: HttpOptions) -> Result<HttpOptions, Error> {
+        let base = &base;
         let limit = |field: &str, value: Option<u32>, current: u32, min: u32, max: u32| {
             let v = value.unwrap_or(current);
             if v < min || v > max {
@@ -161,6 +183,18 @@ impl HttpOptionsRequest {
                 self.body_timeout_ms,
                 base.body_timeout_ms,
             )?,
+            upstream_tls: self.upstream_tls.unwrap_or(base.upstream_tls),
+            upstream_ca: match &self.upstream_ca {
+                Some(path) if path.is_empty() => {
+                    return Err(Error::invalid(
+                        "http.upstream_ca",
+                        "expected a PEM file, got \"\"",
+                    ));
+                }
+                Some(path) => Some(path.clone()),
+                None => base.upstream_ca.clone(),
+            },
+            upstream_insecure: self.upstream_insecure.unwrap_or(base.upstream_insecure),
             host: self.host.unwrap_or(base.host),
             forwarded: self.forwarded.unwrap_or(base.forwarded),
             rewrite_location: self.rewrite_location.unwrap_or(base.rewrite_location),

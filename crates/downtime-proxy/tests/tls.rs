@@ -492,3 +492,51 @@ async fn every_tls_fault_gives_curl_requests_and_node_the_error_a_broken_endpoin
             .all(|e| e.host.as_deref() == Some("localhost"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_may_trust_its_own_upstream_ca_or_be_told_not_to_verify() {
+    let (up, up_ca) = https_upstream(&temp_dir("own-ca")).await;
+    let registry = Registry::new(Some(3));
+    let client = reqwest::Client::new();
+    let get = |addr: SocketAddr| {
+        let client = client.clone();
+        async move {
+            let r = client.get(format!("http://{addr}/x")).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    // Its own CA file, for a bare host:port with upstream_tls.
+    let own = http_proxy(
+        &registry,
+        json!({"name": "own", "listen": "127.0.0.1:0", "protocol": "http",
+               "upstream": format!("127.0.0.1:{}", up.port()),
+               "http": {"upstream_tls": true, "upstream_ca": up_ca.to_string_lossy()}}),
+    )
+    .await;
+    let (status, text) = get(own).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.starts_with("secure upstream: /x"), "{text}");
+    // Not verified, when asked; the view says so.
+    let insecure = http_proxy(
+        &registry,
+        json!({"name": "insecure", "listen": "127.0.0.1:0", "protocol": "http",
+               "upstream": format!("https://127.0.0.1:{}", up.port()),
+               "http": {"upstream_insecure": true}}),
+    )
+    .await;
+    let (status, _) = get(insecure).await;
+    assert_eq!(status, 200);
+    let view = registry.get("insecure").await.unwrap();
+    let shown = serde_json::to_value(&view).unwrap();
+    assert_eq!(shown["http"]["upstream_insecure"], true, "{shown}");
+    // A CA file that does not exist stops the proxy's creation, naming it.
+    let request: ProxyRequest = serde_json::from_value(json!({
+        "name": "bad", "listen": "127.0.0.1:0", "protocol": "http",
+        "upstream": format!("https://127.0.0.1:{}", up.port()),
+        "http": {"upstream_ca": "/nonexistent/ca.pem"}
+    }))
+    .unwrap();
+    let (config, toxics) = request.validate(None).unwrap();
+    let err = registry.create(config, toxics).await.unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+}

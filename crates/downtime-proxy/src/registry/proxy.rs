@@ -175,14 +175,15 @@ impl Proxy {
                 Err(poisoned) => poisoned.into_inner().clone(),
             };
             let forward_mode = self.config.mode == Some(downtime_model::proxy::ProxyMode::Forward);
-            let mut options = self.config.http.unwrap_or_default();
+            let mut options = self.config.http.clone().unwrap_or_default();
             if forward_mode {
                 // Third-party APIs get the app's requests as the app sent them.
                 options.forwarded = false;
                 options.rewrite_location = false;
             }
-            let (upstream_tls, upstream) =
+            let (https_upstream, upstream) =
                 downtime_model::proxy::split_scheme(&self.config.upstream);
+            let upstream_tls = https_upstream || options.upstream_tls;
             let (acceptor, client_tls, forward, ca) = {
                 let mut tls = inner
                     .tls
@@ -206,9 +207,20 @@ impl Proxy {
                 } else {
                     None
                 };
-                let client = match upstream_tls || forward_mode {
-                    true => Some(tls.client().map_err(|e| Error::invalid("upstream", e))?),
-                    false => None,
+                let client = if options.upstream_ca.is_some() || options.upstream_insecure {
+                    // This proxy's own trust: its CA file, or (asked for) none at all.
+                    if options.upstream_insecure {
+                        tracing::warn!(proxy = %self.config.name, "upstream certificates are NOT verified (http.upstream_insecure)");
+                    }
+                    let mut files = tls.extra_ca.clone();
+                    files.extend(options.upstream_ca.iter().map(std::path::PathBuf::from));
+                    let config = crate::tls::client_config_with(&files, options.upstream_insecure)
+                        .map_err(|e| Error::invalid("http.upstream_ca", e))?;
+                    Some(Arc::new(config))
+                } else if upstream_tls || forward_mode {
+                    Some(tls.client().map_err(|e| Error::invalid("upstream", e))?)
+                } else {
+                    None
                 };
                 let forward = match forward_mode {
                     true => Some(crate::http::Forwarding::new(

@@ -122,6 +122,24 @@ fn add_ca_file(roots: &mut RootCertStore, path: &Path) -> Result<(), String> {
 /// The client side for `https://` upstreams: the system's roots plus `extra` CA files (the
 /// HTTPS connector sets ALPN itself: h2 and http/1.1).
 pub(crate) fn client_config(extra: &[PathBuf]) -> Result<ClientConfig, String> {
+    client_config_with(extra, false)
+}
+
+/// As [`client_config`]; `insecure` accepts any certificate (a proxy's explicit
+/// `http.upstream_insecure`).
+pub(crate) fn client_config_with(
+    extra: &[PathBuf],
+    insecure: bool,
+) -> Result<ClientConfig, String> {
+    if insecure {
+        let config = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("tls: {e}"))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnything(provider())))
+            .with_no_client_auth();
+        return Ok(config);
+    }
     let mut roots = RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for cert in native.certs {
@@ -136,4 +154,54 @@ pub(crate) fn client_config(extra: &[PathBuf]) -> Result<ClientConfig, String> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(config)
+}
+
+/// A verifier that accepts every certificate but still checks the handshake signatures
+/// (so the session is encrypted to whoever answered, just not authenticated).
+#[derive(Debug)]
+struct AcceptAnything(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnything {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
