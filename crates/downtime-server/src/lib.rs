@@ -309,8 +309,12 @@ pub async fn run(
             stop_web.clone(),
         )
     });
-    let scheduler =
-        drills::schedule::start(options.schedules, own_api, runs, options.extra_ca.clone());
+    let scheduler = drills::schedule::start(
+        options.schedules,
+        own_api,
+        runs,
+        (options.extra_ca.clone(), options.api_token.clone()),
+    );
     shutdown.await;
     tracing::debug!("shutting down");
     // Scheduled drills abort and clean up through the API, so before the API stops.

@@ -1047,3 +1047,50 @@ async fn issue_9_probes_reach_https_endpoints_trusting_extra_cas() {
         report_json(&untrusted)
     );
 }
+
+/// Issue 9: a server with an API token runs drills that carry it (scheduled ones get the
+/// server's own); without it the drill cannot even start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_9_drills_carry_the_api_token() {
+    let server = Server::start_with(downtime_server::ServeOptions {
+        api_token: Some("drill-token".to_owned()),
+        grace: Duration::from_secs(1),
+        ..downtime_server::ServeOptions::default()
+    });
+    let app = target(Behaviour::Healthy).await;
+    let plan = plan(&one_step_drill(&app.url("/"), &unused_upstream(), ""));
+    let with_token = tokio::time::timeout(
+        DRILL_BOUND,
+        runner::run(
+            &plan,
+            &server.base,
+            CancellationToken::new(),
+            RunOptions {
+                quiet: true,
+                api_token: Some("drill-token".to_owned()),
+                ..RunOptions::default()
+            },
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        with_token.outcome,
+        Outcome::Pass,
+        "{:#}",
+        report_json(&with_token)
+    );
+    let refused = runner::run(
+        &plan,
+        &server.base,
+        CancellationToken::new(),
+        RunOptions {
+            quiet: true,
+            ..RunOptions::default()
+        },
+    )
+    .await;
+    let err = refused.err().expect("refused without the token");
+    assert!(err.to_string().contains("401"), "{err}");
+}

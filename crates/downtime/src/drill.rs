@@ -58,6 +58,14 @@ pub struct RunArgs {
     /// the system's roots. Repeatable.
     #[arg(long, value_name = "FILE")]
     pub extra_ca: Vec<PathBuf>,
+    /// The server's API token (`serve --api-token`), sent as `Authorization: Bearer`.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "DOWNTIME_API_TOKEN",
+        hide_env_values = true
+    )]
+    pub api_token: Option<String>,
 }
 
 fn load(file: &Path) -> Result<DrillPlan, ExitCode> {
@@ -220,6 +228,7 @@ async fn run_drill(args: RunArgs) -> ExitCode {
     let options = runner::RunOptions {
         quiet: args.quiet,
         extra_ca: args.extra_ca.clone(),
+        api_token: args.api_token.clone(),
         ..runner::RunOptions::default()
     };
     let result = runner::run(&plan, &base, interrupt, options).await;

@@ -57,6 +57,24 @@ const SCHEDULE_AGENT: &str = concat!("downtime-schedule/", env!("CARGO_PKG_VERSI
 #[error("{0}")]
 pub struct SetupError(pub String);
 
+/// An HTTP client of the downtime API: `agent` as User-Agent, and the API token (if any)
+/// on every request, never in a URL (URLs end up in error messages and logs).
+fn api_client(agent: &'static str, timeout: Duration, token: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token
+        && let Ok(mut value) = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+    {
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    reqwest::Client::builder()
+        .user_agent(agent)
+        .timeout(timeout)
+        .default_headers(headers)
+        .build()
+        .unwrap_or_default()
+}
+
 /// A small client of the downtime API.
 #[derive(Clone)]
 pub struct Api {
@@ -75,11 +93,12 @@ impl Api {
     /// A client sending `agent` as its User-Agent: the server records who made each change
     /// from it (`downtime-drill/` is a drill, `downtime-schedule/` a scheduled one).
     fn as_agent(base: &str, agent: &'static str) -> Self {
-        let client = reqwest::Client::builder()
-            .user_agent(agent)
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap_or_default();
+        Api::with_token(base, agent, None)
+    }
+
+    /// As [`Api::as_agent`], sending `Authorization: Bearer TOKEN` when the API needs one.
+    fn with_token(base: &str, agent: &'static str, token: Option<&str>) -> Self {
+        let client = api_client(agent, Duration::from_secs(10), token);
         Api {
             client,
             base: base.trim_end_matches('/').to_owned(),
@@ -250,6 +269,9 @@ pub struct RunOptions {
     /// CA files (PEM) probes of `https://` endpoints trust besides the system's roots
     /// (`drill run --extra-ca`, the server's `--extra-ca` for scheduled runs).
     pub extra_ca: Vec<std::path::PathBuf>,
+    /// The API token, sent as `Authorization: Bearer` (`drill run --api-token`, the
+    /// server's own token for scheduled runs).
+    pub api_token: Option<String>,
 }
 
 struct Run<'a> {
@@ -719,14 +741,12 @@ pub async fn run(
     interrupt: CancellationToken,
     options: RunOptions,
 ) -> Result<DrillReport, SetupError> {
-    let api = Api::as_agent(
-        base,
-        if options.scheduled {
-            SCHEDULE_AGENT
-        } else {
-            DRILL_AGENT
-        },
-    );
+    let agent = if options.scheduled {
+        SCHEDULE_AGENT
+    } else {
+        DRILL_AGENT
+    };
+    let api = Api::with_token(base, agent, options.api_token.as_deref());
     api.get("/version")
         .await
         .map_err(|e| SetupError(format!("cannot reach the downtime API: {e}")))?;
@@ -828,7 +848,11 @@ pub async fn run(
     let probes = plan.probes.iter();
     run.history = DrillRecorder::start(
         base,
-        run.api.agent,
+        api_client(
+            run.api.agent,
+            Duration::from_secs(5),
+            options.api_token.as_deref(),
+        ),
         &plan.name,
         plan.seed,
         probes.map(|p| (p.name.clone(), p.url.clone())).collect(),

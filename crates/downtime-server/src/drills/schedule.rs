@@ -418,20 +418,20 @@ pub struct Scheduler {
     tracker: TaskTracker,
 }
 
-/// Starts one task per schedule, running drills against the API at `base`; their probes
-/// trust `extra_ca` besides the system's roots.
+/// Starts one task per schedule, running drills against the API at `base` (with the API
+/// token, if any); their probes trust `extra_ca` besides the system's roots.
 pub fn start(
     schedules: Vec<Schedule>,
     base: String,
     runs: Runs,
-    extra_ca: Vec<std::path::PathBuf>,
+    (extra_ca, api_token): (Vec<std::path::PathBuf>, Option<String>),
 ) -> Scheduler {
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     for schedule in schedules {
         tracker.spawn(schedule_loop(
             schedule,
-            (base.clone(), extra_ca.clone()),
+            (base.clone(), extra_ca.clone(), api_token.clone()),
             runs.clone(),
             stop.clone(),
         ));
@@ -455,7 +455,7 @@ impl Scheduler {
 
 async fn schedule_loop(
     schedule: Schedule,
-    (base, extra_ca): (String, Vec<std::path::PathBuf>),
+    (base, extra_ca, api_token): (String, Vec<std::path::PathBuf>, Option<String>),
     runs: Runs,
     stop: CancellationToken,
 ) {
@@ -506,6 +506,7 @@ async fn schedule_loop(
                 quiet: true,
                 scheduled: true,
                 extra_ca: extra_ca.clone(),
+                api_token: api_token.clone(),
             },
         )
         .await;

@@ -82,23 +82,19 @@ impl DrillRecorder {
         DrillRecorder { inner: None }
     }
 
-    /// Starts reporting the drill `name` to the API at `base`, as `agent` (the User-Agent
-    /// that tells the server whether a person or a schedule runs it). `probes` are the probes'
-    /// (name, url) by index; `origin` is the wall-clock time of the drill's time zero, which
-    /// sample offsets are added to.
+    /// Starts reporting the drill `name` to the API at `base` with `client` (whose
+    /// User-Agent tells the server whether a person or a schedule runs it, and which carries
+    /// the API token if there is one). `probes` are the probes' (name, url) by index;
+    /// `origin` is the wall-clock time of the drill's time zero, which sample offsets are
+    /// added to.
     pub fn start(
         base: &str,
-        agent: &'static str,
+        client: reqwest::Client,
         name: &str,
         seed: u64,
         probes: Vec<(String, String)>,
         origin: Timestamp,
     ) -> Self {
-        let client = reqwest::Client::builder()
-            .user_agent(agent)
-            .timeout(Duration::from_secs(5))
-            .build()
-            .unwrap_or_default();
         let (tx, rx) = mpsc::channel(QUEUE);
         let base = base.trim_end_matches('/').to_owned();
         let start = json!({ "name": name, "seed": seed });
