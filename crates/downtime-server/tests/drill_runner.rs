@@ -1091,6 +1091,8 @@ async fn issue_9_drills_carry_the_api_token() {
         },
     )
     .await;
-    let err = refused.err().expect("refused without the token");
+    let Err(err) = refused else {
+        panic!("a drill without the token started");
+    };
     assert!(err.to_string().contains("401"), "{err}");
 }
