@@ -264,12 +264,17 @@ impl Registry {
     /// Creates a proxy with its toxics in one step: connections never see it without them.
     pub async fn create(
         &self,
-        config: ProxyConfig,
+        mut config: ProxyConfig,
         toxics: Vec<Toxic>,
     ) -> Result<ProxyView, Error> {
+        // Host names resolve before the lock is taken: a slow DNS answer holds up no one.
+        let resolved = pre_resolve(&config).await;
         let mut proxies = self.inner.proxies.lock().await;
         if proxies.contains_key(&config.name) {
             return Err(Error::ProxyExists);
+        }
+        if let Some(address) = resolved {
+            config.listen = address?;
         }
         let mut proxy = self.build(config, toxics).await?;
         self.arm_all(&mut proxy);
@@ -314,8 +319,14 @@ impl Registry {
 
     async fn populate_now(
         &self,
-        items: Vec<(ProxyConfig, Vec<Toxic>)>,
+        mut items: Vec<(ProxyConfig, Vec<Toxic>)>,
     ) -> Result<Vec<ProxyView>, PopulateError> {
+        // Resolved before the lock; an unresolvable listen fails in its turn below.
+        for (config, _) in &mut items {
+            if let Some(Ok(address)) = pre_resolve(config).await {
+                config.listen = address;
+            }
+        }
         let mut proxies = self.inner.proxies.lock().await;
         let mut done = Vec::with_capacity(items.len());
         let mut created: Vec<String> = Vec::new();
@@ -581,6 +592,19 @@ impl Registry {
         self.inner.tracker.close();
         let _ = tokio::time::timeout(grace, self.inner.tracker.wait()).await;
     }
+}
+
+/// The listen address of an enabled proxy as a literal socket address, resolved now (off
+/// the registry lock); `None` for a disabled proxy, which keeps its text until it starts.
+async fn pre_resolve(config: &ProxyConfig) -> Option<Result<String, Error>> {
+    if !config.enabled {
+        return None;
+    }
+    Some(
+        listener::resolve_listen(&config.listen)
+            .await
+            .map(|a| a.to_string()),
+    )
 }
 
 /// Runs a control operation as its own task and waits for it, so that the caller going
