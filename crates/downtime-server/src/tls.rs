@@ -8,7 +8,7 @@ use std::sync::Arc;
 use downtime_proxy::tls::LocalCa;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::{ClientConfig, ServerConfig};
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -17,29 +17,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// A client configuration trusting the system's roots plus every certificate of the
 /// `extra_ca` PEM files (each read now: errors name the file).
 pub fn client_config(extra_ca: &[PathBuf]) -> Result<ClientConfig, String> {
-    let mut roots = RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        // A system root rustls cannot parse is skipped, as browsers do.
-        let _ = roots.add(cert);
-    }
-    for path in extra_ca {
-        let mut added = 0;
-        for cert in CertificateDer::pem_file_iter(path)
-            .map_err(|e| format!("extra CA {}: {e}", path.display()))?
-        {
-            let cert = cert.map_err(|e| format!("extra CA {}: {e}", path.display()))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("extra CA {}: {e}", path.display()))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(format!(
-                "extra CA {}: no certificate in the file",
-                path.display()
-            ));
-        }
-    }
+    let roots = downtime_proxy::tls::root_store(extra_ca)?;
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("tls: {e}"))?

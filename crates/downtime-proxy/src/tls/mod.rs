@@ -98,6 +98,20 @@ impl rustls::server::ResolvesServerCert for Fixed {
     }
 }
 
+/// The roots a TLS client of downtime trusts: the system's (one rustls cannot parse is
+/// skipped, as browsers do) plus every certificate of the `extra` PEM files, each read now
+/// (errors name the file).
+pub fn root_store(extra: &[PathBuf]) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    for path in extra {
+        add_ca_file(&mut roots, path)?;
+    }
+    Ok(roots)
+}
+
 /// Reads every certificate of a PEM file into `roots`.
 fn add_ca_file(roots: &mut RootCertStore, path: &Path) -> Result<(), String> {
     let certs = CertificateDer::pem_file_iter(path)
@@ -140,14 +154,7 @@ pub(crate) fn client_config_with(
             .with_no_client_auth();
         return Ok(config);
     }
-    let mut roots = RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
-        let _ = roots.add(cert);
-    }
-    for path in extra {
-        add_ca_file(&mut roots, path)?;
-    }
+    let roots = root_store(extra)?;
     let config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("tls: {e}"))?
