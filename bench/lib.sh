@@ -28,6 +28,7 @@ NGX_BW2_PORT=$((PORT_BASE + 84))     # nginx stream proxy_download_rate 10000000
 IPERF_PORT=$((PORT_BASE + 201))      # iperf3 server
 NGX_503_PORT=$((PORT_BASE + 301))    # nginx http return 503 (f)
 NGX_PROXY_PORT=$((PORT_BASE + 302))  # nginx http proxy_pass + keepalive (f)
+NGX_TLS_PORT=$((PORT_BASE + 303))    # nginx https (TLS 1.3) return 503 (h)
 DT_API_PORT=$((PORT_BASE + 474))     # downtime REST API
 DT_TCP_PORT=$((PORT_BASE + 91))      # downtime proxy "tcp" -> upstream, no toxics (a, c, e)
 DT_BULK_PORT=$((PORT_BASE + 92))     # downtime proxy "bulk" -> iperf3 (b)
@@ -38,6 +39,7 @@ DT_STREAM_PORT=$((PORT_BASE + 96))   # downtime proxy "stream" -> upstream, toxi
 DT_STANDIN_PORT=$((PORT_BASE + 97))  # downtime HTTP stand-in "standin", no upstream (f)
 DT_WEB_PORT=$((PORT_BASE + 98))      # downtime HTTP proxy "web" -> upstream, no faults (f)
 DT_WEB20_PORT=$((PORT_BASE + 99))    # downtime HTTP proxy "web20" -> upstream, 20 faults that never match (f)
+DT_TLS_PORT=$((PORT_BASE + 100))     # downtime HTTPS stand-in "tlsstandin" ("tls": {}, local CA), no upstream (h)
 
 STARTED_PIDS=()
 
@@ -148,6 +150,7 @@ render() { # template output
         -e "s|@IPERF_PORT@|$IPERF_PORT|g" \
         -e "s|@NGX_503_PORT@|$NGX_503_PORT|g" \
         -e "s|@NGX_PROXY_PORT@|$NGX_PROXY_PORT|g" \
+        -e "s|@NGX_TLS_PORT@|$NGX_TLS_PORT|g" \
         "$1" >"$2"
     # The 503 body of the HTTP reference: downtime's own maintenance answer, fetched at run
     # time (bench/run.sh writes it to $WORK/standin.body), as an nginx quoted string.
@@ -226,7 +229,7 @@ start_downtime() {
     fi
     LOG_LEVEL=$DT_LOG_LEVEL taskset -c "$SERVER_CPU" "$DOWNTIME_BIN" serve \
         --host 127.0.0.1 --port "$DT_API_PORT" --seed 1 --db "${DT_DB:-$WORK/history.db}" \
-        >"$WORK/downtime.log" 2>&1 &
+        ${DT_CA_DIR:+--ca-dir "$DT_CA_DIR"} >"$WORK/downtime.log" 2>&1 &
     DT_PID=$!
     STARTED_PIDS+=("$DT_PID")
     local i
@@ -251,6 +254,13 @@ dt_http_proxy() { # NAME LISTEN_PORT [UPSTREAM_PORT]: an HTTP proxy (a stand-in 
     dt_api DELETE "/proxies/$1" >/dev/null
     dt_expect 201 POST /proxies \
         "{\"name\":\"$1\",\"protocol\":\"http\",\"listen\":\"127.0.0.1:$2\"$up}" &&
+        wait_port "$2" 5
+}
+
+dt_tls_standin() { # NAME LISTEN_PORT: an HTTPS stand-in, leaf from the local CA ("tls": {})
+    dt_api DELETE "/proxies/$1" >/dev/null
+    dt_expect 201 POST /proxies \
+        "{\"name\":\"$1\",\"protocol\":\"http\",\"listen\":\"127.0.0.1:$2\",\"tls\":{}}" &&
         wait_port "$2" 5
 }
 

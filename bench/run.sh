@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Loopback end-to-end benchmarks: downtime against nginx (Debian) as the reference.
 #
-# usage: bench/run.sh [a] [b] [c] [d] [e] [f] [g] [all]      (default: a b c d e)
+# usage: bench/run.sh [a] [b] [c] [d] [e] [f] [g] [h] [all]  (default: a b c d e)
 #   a  small request/response through a no-toxic TCP proxy (wrk, 64 keep-alive conns)
 #   b  bulk TCP transfer (iperf3, one stream, both directions)
 #   c  100 ms latency toxic: added latency p50/p99, small and 1 MiB responses, through a TCP
@@ -12,6 +12,10 @@
 #      proxy_pass (upstream keepalive); the same with 20 faults that do not match; 1 MiB bodies
 #   g  cost of recording history: HTTP pass-through while a fault is added and removed on
 #      another proxy every 20 ms, with history off (--db :memory:) and on (SQLite file)
+#   h  TLS: an HTTPS stand-in ("tls": {}, leaf from the local CA made by `downtime ca`) vs
+#      nginx ssl + return 503 (same body; its ECDSA P-256 leaf issued by openssl from the
+#      same CA), TLS 1.3, tickets on: keep-alive (wrk -c64 over TLS), new handshakes (wrk
+#      -H 'Connection: close'), openssl s_time -new and -reuse (resumption)
 #
 # Environment: REPEAT (2), DURATION (10 s per wrk/iperf3 run), LAT_SAMPLES (200),
 # IDLE_CONNS (10000), STREAM_CONNS (1000), CHURN_CYCLES (200), CHURN_TOXIC (latency 10 ms
@@ -19,7 +23,8 @@
 # SKIP_DOWNTIME=1, BENCH_PORT_BASE (18000), BENCH_OUT (results directory),
 # SERVER_CPU (0), LOAD_CPU (1), KEEP_WORK=1 (keep the temp dir with configs and logs),
 # HTTP_FAULTS (20: non-matching faults on proxy web20 in f), DT_DB (history file of the
-# server under test: $WORK/history.db; g sets it itself).
+# server under test: $WORK/history.db; g sets it itself), STIME_SECS (10: each openssl
+# s_time run in h).
 #
 # The server under test runs on SERVER_CPU, everything else (load, upstream) on LOAD_CPU.
 # Every load run is bounded in time; every process started here is stopped by PID.
@@ -31,9 +36,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 TARGETS=()
 for t in "$@"; do
     case "$t" in
-        all) TARGETS=(a b c d e f g) ;;
-        a | b | c | d | e | f | g) TARGETS+=("$t") ;;
-        -h | --help) sed -n '2,25p' "$0"; exit 0 ;;
+        all) TARGETS=(a b c d e f g h) ;;
+        a | b | c | d | e | f | g | h) TARGETS+=("$t") ;;
+        -h | --help) sed -n '2,30p' "$0"; exit 0 ;;
         *) echo "unknown target: $t" >&2; exit 2 ;;
     esac
 done
@@ -91,10 +96,20 @@ truncate -s 100000000 "$WORK/files/100MB.bin"
 check_ports_free "$UP_PORT" "$NGX_TCP_PORT" "$NGX_BULK_PORT" "$NGX_BW1_PORT" "$NGX_BW2_PORT" \
     "$IPERF_PORT" "$NGX_503_PORT" "$NGX_PROXY_PORT" "$DT_API_PORT" "$DT_TCP_PORT" \
     "$DT_BULK_PORT" "$DT_LAT_PORT" "$DT_BW_PORT" "$DT_WEBLAT_PORT" "$DT_STREAM_PORT" \
-    "$DT_STANDIN_PORT" "$DT_WEB_PORT" "$DT_WEB20_PORT" || exit 1
+    "$DT_STANDIN_PORT" "$DT_WEB_PORT" "$DT_WEB20_PORT" "$NGX_TLS_PORT" "$DT_TLS_PORT" || exit 1
+
+# h: downtime's local CA in the work dir (serve --ca-dir), made before downtime starts
+DT_CA_DIR=""
+if want h && [ -z "${SKIP_DOWNTIME:-}" ] && [ -x "$DOWNTIME_BIN" ]; then
+    if "$DOWNTIME_BIN" ca --ca-dir "$WORK/ca" >"$WORK/ca.out" 2>&1; then
+        DT_CA_DIR=$WORK/ca
+    else
+        log "downtime ca --ca-dir $WORK/ca failed: $(head -3 "$WORK/ca.out")"
+    fi
+fi
 
 # "master worker" PIDs, set by start_nginx
-NGX_PID_stream="" NGX_PID_httpref=""
+NGX_PID_stream="" NGX_PID_httpref="" NGX_PID_tlsref=""
 start_nginx upstream "$LOAD_CPU" "$UP_PORT" || exit 1
 start_nginx stream "$SERVER_CPU" "$NGX_TCP_PORT" || exit 1
 
@@ -145,8 +160,11 @@ run_wrk() {
     shift 5
     local t0=0 t1=0
     [ $# -gt 0 ] && t0=$(cpu_ticks "$@")
+    # WRK_SCHEME (http or https) and WRK_HEADER (one extra request header) for target h
+    local hdr=()
+    [ -n "${WRK_HEADER:-}" ] && hdr=(-H "$WRK_HEADER")
     taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${secs}s" --timeout "${WRK_TIMEOUT:-2s}" --latency \
-        "http://127.0.0.1:$port$path" >"$OUT/$label.txt" 2>&1
+        "${hdr[@]}" "${WRK_SCHEME:-http}://127.0.0.1:$port$path" >"$OUT/$label.txt" 2>&1
     [ $# -gt 0 ] && t1=$(cpu_ticks "$@")
     WRK_REQS=$(awk '/requests in/ {print $1}' "$OUT/$label.txt")
     WRK_RPS=$(awk '/^Requests\/sec/ {print $2}' "$OUT/$label.txt")
@@ -561,6 +579,120 @@ target_g() {
         emit g.events downtime "$events" "$rep"
         [ -n "$off" ] && [ -n "$on" ] && emit g.cost downtime "$(calc "(1 - $on / $off) * 100" 2)" "$rep"
     done
+}
+
+# ---------------------------------------------------------------- h
+STIME_SECS=${STIME_SECS:-10}
+# h_certs: nginx's leaf, ECDSA P-256, issued with openssl from downtime's local CA
+# ($DT_CA_DIR; without downtime, a P-256 CA made here with openssl) for the names
+# downtime's default leaf carries (localhost, 127.0.0.1, ::1); chain leaf + CA, as downtime
+# sends it.
+h_certs() {
+    local d=$WORK/tls ca=$DT_CA_DIR
+    mkdir -p "$d"
+    if [ -z "$ca" ]; then
+        ca=$d/ca
+        mkdir -p "$ca"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+            -subj "/CN=bench CA" -keyout "$ca/downtime-ca-key.pem" -out "$ca/downtime-ca.pem" \
+            2>"$d/openssl.err" || return 1
+    fi
+    H_CA=$ca/downtime-ca.pem
+    printf '%s\n' 'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1' 'extendedKeyUsage=serverAuth' \
+        'keyUsage=critical,digitalSignature' 'basicConstraints=CA:FALSE' >"$d/ext.cnf"
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$d/nginx-key.pem" 2>>"$d/openssl.err" &&
+        openssl req -new -key "$d/nginx-key.pem" -subj /CN=127.0.0.1 -out "$d/nginx.csr" 2>>"$d/openssl.err" &&
+        openssl x509 -req -in "$d/nginx.csr" -CA "$H_CA" -CAkey "$ca/downtime-ca-key.pem" \
+            -CAcreateserial -CAserial "$d/ca.srl" -days 30 -sha256 -extfile "$d/ext.cnf" \
+            -out "$d/nginx-leaf.pem" 2>>"$d/openssl.err" &&
+        cat "$d/nginx-leaf.pem" "$H_CA" >"$d/nginx-chain.pem" &&
+        chmod 644 "$d"/nginx-*.pem
+}
+
+# run_stime LABEL PORT new|reuse PIDS...: openssl s_time, one connection at a time for
+# STIME_SECS, each fetching / (HTTP/1.0, closed by the server); sets ST_RATE (connections
+# per wall second), ST_CPU (server us per connection), ST_REUSED (% resumed: s_time prints
+# 'r' for a resumed session, '*' for a full handshake)
+run_stime() {
+    local label=$1 port=$2 mode=$3
+    shift 3
+    local t0 t1 ns0 ns1 conns secs
+    t0=$(cpu_ticks "$@")
+    ns0=$(date +%s%N)
+    timeout $((STIME_SECS + 20)) taskset -c "$LOAD_CPU" openssl s_time -connect "127.0.0.1:$port" \
+        -"$mode" -time "$STIME_SECS" -tls1_3 -www / >"$OUT/$label.txt" 2>&1
+    ns1=$(date +%s%N)
+    t1=$(cpu_ticks "$@")
+    # "N connections in S real seconds, ...": s_time's seconds are whole; time it here
+    conns=$(awk '/connections in .* real seconds/ {print $1; exit}' "$OUT/$label.txt")
+    secs=$(calc "($ns1 - $ns0) / 1e9" 3)
+    ST_RATE="" ST_CPU="" ST_REUSED=""
+    if [ -n "${conns:-}" ] && [ "$conns" -gt 0 ]; then
+        ST_RATE=$(calc "$conns / $secs" 1)
+        ST_CPU=$(calc "($t1 - $t0) * 1000000 / $CLK_TCK / $conns" 1)
+        local r star
+        r=$(grep -E '^[*r.]+$' "$OUT/$label.txt" | tr -cd 'r' | wc -c)
+        star=$(grep -E '^[*r.]+$' "$OUT/$label.txt" | tr -cd '*' | wc -c)
+        [ $((r + star)) -gt 0 ] && ST_REUSED=$(calc "$r * 100 / ($r + $star)" 1)
+    fi
+    log "$label: ${conns:-?} connections in ${secs:-?} s = ${ST_RATE:-?}/s, server cpu ${ST_CPU:-?} us/conn, resumed ${ST_REUSED:-?} %"
+}
+
+# h_side WHO PORT REP PIDS...: the four TLS measurements against one server
+h_side() {
+    local who=$1 port=$2 rep=$3
+    shift 3
+    WRK_SCHEME=https run_wrk "h-ka-$who-$rep" "$port" / 64 "$DURATION" "$@"
+    emit h.ka_rps "$who" "$WRK_RPS" "$rep"
+    emit h.ka_cpu "$who" "$CPU_US" "$rep"
+    WRK_SCHEME=https WRK_HEADER='Connection: close' run_wrk "h-close-$who-$rep" "$port" / 64 "$DURATION" "$@"
+    emit h.close_rps "$who" "$WRK_RPS" "$rep"
+    emit h.close_cpu "$who" "$CPU_US" "$rep"
+    emit h.close_errors "$who" "${WRK_SOCKERR:-0}" "$rep"
+    run_stime "h-new-$who-$rep" "$port" new "$@"
+    emit h.new_rate "$who" "$ST_RATE" "$rep"
+    emit h.new_cpu "$who" "$ST_CPU" "$rep"
+    run_stime "h-reuse-$who-$rep" "$port" reuse "$@"
+    emit h.reuse_rate "$who" "$ST_RATE" "$rep"
+    emit h.reuse_cpu "$who" "$ST_CPU" "$rep"
+    emit h.reused_pct "$who" "$ST_REUSED" "$rep"
+}
+
+target_h() {
+    command -v openssl >/dev/null || { log "h needs openssl"; return 1; }
+    if [ "$DT_OK" = 1 ]; then
+        [ -n "$DT_CA_DIR" ] || { log "h: no local CA for downtime"; return 1; }
+        dt_tls_standin tlsstandin "$DT_TLS_PORT" || return 1
+        curl -s -m 5 -A downtime-bench/1 --cacert "$DT_CA_DIR/downtime-ca.pem" \
+            -o "$WORK/standin.body" "https://127.0.0.1:$DT_TLS_PORT/"
+    fi
+    h_certs || { log "h: could not issue nginx's leaf: $(tail -3 "$WORK/tls/openssl.err")"; return 1; }
+    start_nginx tlsref "$SERVER_CPU" "$NGX_TLS_PORT" || return 1
+    # what each side presents and negotiates, and the response, for the record
+    local who port
+    for who in nginx:$NGX_TLS_PORT downtime:$DT_TLS_PORT; do
+        port=${who#*:}
+        [ "${who%%:*}" = downtime ] && [ "$DT_OK" != 1 ] && continue
+        timeout 10 openssl s_client -connect "127.0.0.1:$port" -servername localhost -CAfile "$H_CA" \
+            -showcerts -brief </dev/null >"$OUT/h-handshake-${who%%:*}.txt" 2>&1
+        curl -s -m 5 -A downtime-bench/1 --cacert "$H_CA" -D - -o "$OUT/h-response-${who%%:*}.body" \
+            "https://127.0.0.1:$port/" >"$OUT/h-response-${who%%:*}.headers" 2>"$OUT/h-response-${who%%:*}.err"
+        log "h: ${who%%:*}: $(grep -E 'Protocol version|Ciphersuite|Peer signature type|Server Temp Key|Verification' "$OUT/h-handshake-${who%%:*}.txt" | tr '\n' ';')"
+    done
+    if cmp -s "$OUT/h-response-nginx.body" "$OUT/h-response-downtime.body"; then
+        log "h: nginx and downtime bodies are identical ($(wc -c <"$OUT/h-response-nginx.body") bytes)"
+    else
+        log "h: WARNING: the nginx 503 body differs from downtime's TLS stand-in body"
+    fi
+    local rep
+    for rep in $(seq "$REPEAT"); do
+        # shellcheck disable=SC2086
+        h_side nginx "$NGX_TLS_PORT" "$rep" $NGX_PID_tlsref
+        [ "$DT_OK" = 1 ] && h_side downtime "$DT_TLS_PORT" "$rep" "$DT_PID"
+    done
+    stop_nginx tlsref
+    [ "$DT_OK" = 1 ] && dt_api DELETE /proxies/tlsstandin >/dev/null
+    return 0
 }
 
 for t in "${TARGETS[@]}"; do
