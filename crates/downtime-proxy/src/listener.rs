@@ -180,24 +180,17 @@ pub(crate) async fn accept_loop(
                         }
                         continue;
                     };
-                    // One stack, no hop: the TCP toxics sit beneath hyper on this socket.
+                    // One stack, no hop: the TCP toxics sit beneath hyper on this socket,
+                    // which holds the slot until it closes (tunnels included).
                     let _ = client.set_nodelay(true);
-                    let stats = ctx.stats.clone();
-                    stats.connections_total.fetch_add(1, Ordering::Relaxed);
-                    stats.connections_active.fetch_add(1, Ordering::Relaxed);
                     let io = ToxicIo::new(
                         client,
-                        ctx.up_chain.clone(),
-                        ctx.down_chain.clone(),
-                        stats.clone(),
+                        (ctx.up_chain.clone(), ctx.down_chain.clone()),
+                        ctx.stats.clone(),
                         seed,
+                        slot,
                     );
-                    let shared = shared.clone();
-                    tracker.spawn(async move {
-                        http::serve_client(io, peer, shared).await;
-                        stats.connections_active.fetch_sub(1, Ordering::Relaxed);
-                        drop(slot);
-                    });
+                    tracker.spawn(http::serve_client(io, peer, shared.clone()));
                     continue;
                 }
                 let conn = ConnContext {

@@ -20,7 +20,7 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::Instant;
 use tokio_util::sync::ReusableBoxFuture;
 
@@ -169,17 +169,24 @@ pub(crate) struct ToxicIo {
     /// Set by a `reset_peer` toxic, a reset close, or an abort fault: the socket is closed
     /// with a TCP reset instead of a FIN.
     reset: Arc<AtomicBool>,
+    /// The proxy's connection slot, held as long as the socket is open: an upgraded tunnel
+    /// or a forward proxy's CONNECT outlives hyper's connection but still counts against
+    /// `max_connections` (and `connections_active`) until the socket closes.
+    _slot: OwnedSemaphorePermit,
 }
 
 impl ToxicIo {
-    /// Wraps an accepted client; `seed` drives the toxicity rolls of both directions.
+    /// Wraps an accepted client holding `slot`; `seed` drives the toxicity rolls of both
+    /// directions. Counts the connection as active until the socket is dropped.
     pub(crate) fn new(
         socket: TcpStream,
-        up: watch::Receiver<Arc<Chain>>,
-        down: watch::Receiver<Arc<Chain>>,
+        (up, down): (watch::Receiver<Arc<Chain>>, watch::Receiver<Arc<Chain>>),
         stats: Arc<ProxyStats>,
         seed: u64,
+        slot: OwnedSemaphorePermit,
     ) -> Self {
+        stats.connections_total.fetch_add(1, Ordering::Relaxed);
+        stats.connections_active.fetch_add(1, Ordering::Relaxed);
         let read = Side::new(up, seed);
         let write = Side::new(down, !seed);
         let reset = Arc::new(AtomicBool::new(false));
@@ -192,6 +199,7 @@ impl ToxicIo {
             write,
             stats,
             reset,
+            _slot: slot,
         }
     }
 
@@ -307,6 +315,9 @@ fn stats_both(stats: &DirectionStats, n: usize) {
 
 impl Drop for ToxicIo {
     fn drop(&mut self) {
+        self.stats
+            .connections_active
+            .fetch_sub(1, Ordering::Relaxed);
         if self.reset.load(Ordering::Relaxed) {
             let _ = socket2::SockRef::from(&self.socket).set_linger(Some(Duration::ZERO));
         }

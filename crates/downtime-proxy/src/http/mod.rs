@@ -81,6 +81,11 @@ pub struct HttpCounters {
     by_fault: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
+/// Distinct fault names counted per proxy; later ones share [`OTHER_FAULTS`].
+const MAX_FAULT_NAMES: usize = 1000;
+/// The series that counts faults past [`MAX_FAULT_NAMES`].
+const OTHER_FAULTS: &str = "(other)";
+
 /// Statuses counted: 100 to 999; index 0 counts requests cut without an answer.
 const STATUS_SLOTS: usize = 1000;
 
@@ -103,10 +108,16 @@ impl HttpCounters {
                 .by_fault
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            match map.get_mut(fault) {
+            // Fault names come and go: past MAX_FAULT_NAMES new ones count under "(other)".
+            let key = if map.contains_key(fault) || map.len() < MAX_FAULT_NAMES {
+                fault
+            } else {
+                OTHER_FAULTS
+            };
+            match map.get_mut(key) {
                 Some(n) => *n += 1,
                 None => {
-                    map.insert(fault.to_owned(), 1);
+                    map.insert(key.to_owned(), 1);
                 }
             }
         }
