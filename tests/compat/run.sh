@@ -7,7 +7,7 @@
 #
 # Each suite starts its own `downtime serve --host 127.0.0.1 --port <free port>`,
 # waits (bounded) for GET /version and stops exactly that process at the end.
-# The Rust suite (crates/downtime/tests/toxiproxy_rust_client.rs) normally runs with
+# The Rust suite (crates/downtime/tests/it/toxiproxy_rust_client.rs) normally runs with
 # `cargo test`; `run.sh rust` runs just that test target.
 set -uo pipefail
 
@@ -58,7 +58,7 @@ run_node() {
 
 run_rust() {
   log "rust suite (toxiproxy_rust)"
-  cargo test -p downtime --test toxiproxy_rust_client
+  cargo test -p downtime --test it toxiproxy_rust_client::
 }
 
 status=0

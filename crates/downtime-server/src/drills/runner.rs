@@ -419,22 +419,37 @@ impl Run<'_> {
                 // On time for the next action: no network call in between.
                 return None;
             }
-            if let Some(before) = halts
-                && self.api.halts().await.is_some_and(|now| now != before)
-            {
+            if self.halted_since(halts).await {
                 return Some((Outcome::Aborted, "halted (downtime halt)".to_owned()));
             }
             if self.last_check.is_none_or(|t| t.elapsed() >= CHECK_EVERY) {
                 self.last_check = Some(Instant::now());
-                self.check_faults().await;
+                let lost = self.lost_faults().await;
+                // A halt that lands between the check above and this one removes the
+                // faults too: that is the halt, not a lost fault.
+                if !lost.is_empty() && self.halted_since(halts).await {
+                    return Some((Outcome::Aborted, "halted (downtime halt)".to_owned()));
+                }
+                for (fault, at, why) in lost {
+                    self.lose(&fault, at, &why);
+                }
             }
         }
     }
 
-    /// Asks the server whether every injected fault is still there; a fault it lost (a
-    /// restart, someone's reset) makes its step's phase invalid: it no longer tests what the
-    /// plan says.
-    async fn check_faults(&mut self) {
+    /// Whether someone ran `downtime halt` since the server counted `before` halts.
+    async fn halted_since(&self, before: Option<u64>) -> bool {
+        match before {
+            Some(before) => self.api.halts().await.is_some_and(|now| now != before),
+            None => false,
+        }
+    }
+
+    /// Asks the server whether every injected fault is still there, and returns the ones it
+    /// lost (a restart, someone's reset) with when and why: each makes its step's phase
+    /// invalid, as it no longer tests what the plan says.
+    async fn lost_faults(&self) -> Vec<(Injected, Duration, String)> {
+        let mut gone = Vec::new();
         let proxies: BTreeSet<String> = self.injected.iter().map(|f| f.proxy.clone()).collect();
         for proxy in proxies {
             let at = self.elapsed();
@@ -460,9 +475,10 @@ impl Run<'_> {
                     Err(e) if !e.contains("HTTP 404") => format!("the server did not answer ({e})"),
                     _ => "the server no longer has it".to_owned(),
                 };
-                self.lose(&fault, at, &why);
+                gone.push((fault, at, why));
             }
         }
+        gone
     }
 
     /// Records that the server lost `fault` at `at`: the step's phase is invalid.

@@ -6,22 +6,17 @@
 //! Each server is stopped and *waited for* (its thread joined, within a bound) before the
 //! next one opens the file, as a restarted process would be.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic is how a test (and its helpers) fails"
-)]
-
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::{LONG, eventually};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use downtime_server::ServeOptions;
 use serde_json::{Value, json};
-use support::{LONG, eventually};
 
 const SECRET: &str = "persisted-s3cret";
 

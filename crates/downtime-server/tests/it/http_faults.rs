@@ -12,11 +12,6 @@
 //! has an upper and a lower bound, so a fault that does nothing or hangs fails. Every wait
 //! and loop is bounded in count and time; only 127.0.0.1 is bound.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a failed unwrap is a clear test failure"
-)]
-
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,8 +1,6 @@
 //! TLS on both sides with real clients (curl, Python `requests`) and a real HTTPS upstream
 //! whose certificate comes from a CA of its own.
 
-#![allow(clippy::unwrap_used)]
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -14,12 +14,7 @@
 //! Timing bounds are generous (small CI machines) but each has a lower and an upper side so a
 //! runner that stalls, or applies everything at once, fails. Every wait is bounded.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a failed unwrap is a clear test failure"
-)]
-
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -33,7 +28,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use support::Server;
+use crate::support::Server;
 
 /// Upper bound for one whole drill of this file (they last 3 to 4 s).
 const DRILL_BOUND: Duration = Duration::from_secs(30);

@@ -14,8 +14,6 @@
 //! Timing assertions are loose on purpose (a clear fraction of the configured delay as the
 //! lower bound, seconds as the upper bound).
 
-#![allow(clippy::unwrap_used)]
-
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -26,14 +24,14 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::free_port;
+use crate::support::free_port;
 use toxiproxy_rust::client::Client;
 use toxiproxy_rust::proxy::{Proxy, ProxyPack};
 use toxiproxy_rust::toxic::ToxicPack;
 
 const LONG: Duration = Duration::from_secs(10);
 
-mod support;
+use crate::support;
 
 // --- the server under test ------------------------------------------------------
 

@@ -6,18 +6,11 @@
 //! Bodies are compared byte for byte where clients compare them (error texts, field order,
 //! `/version`).
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a failed unwrap is a clear test failure"
-)]
-
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::*;
 use tokio::io::AsyncWriteExt;
 
 const SHORT: Duration = Duration::from_secs(5);

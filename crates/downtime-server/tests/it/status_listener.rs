@@ -2,20 +2,15 @@
 //! read-only status routes to browsers and nothing else, the API listener keeps serving
 //! everything it did, the maintenance link points at it, and shutdown closes it.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic is how a test (and its helpers) fails"
-)]
-
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::support::{LONG, Resp, Server};
 use downtime_server::ServeOptions;
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{LONG, Resp, Server};
 use tokio::io::AsyncWriteExt;
 
 const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)";

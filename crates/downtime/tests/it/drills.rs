@@ -16,11 +16,6 @@
 //! and killed only through their own handle or pid. Every wait is bounded; only 127.0.0.1 is
 //! bound. Timing bounds are generous but two-sided where it matters.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a failed unwrap is a clear test failure"
-)]
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -31,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-mod support;
-use support::free_port;
+use crate::support;
+use crate::support::free_port;
 
 /// Start-up of a helper process (python app, `downtime serve`).
 const STARTUP: Duration = Duration::from_secs(30);

@@ -6,11 +6,6 @@
 //! request timeout. The only processes killed are the servers these tests start, through
 //! their own handles.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a failed unwrap is a clear test failure"
-)]
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -18,9 +13,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-mod support;
-
-use support::{Run, Server, cli, run};
+use crate::support::{Run, Server, cli, run};
 
 /// A server whose history lives in its own SQLite file; the file goes with it.
 struct Stored {

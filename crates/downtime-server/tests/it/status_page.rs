@@ -6,22 +6,16 @@
 //! The browser test skips with a message when Chromium or chromedriver is missing, unless
 //! `DOWNTIME_REQUIRE_BROWSER=1` (set by `.ci/run`), where it fails instead.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic is how a test (and its helpers) fails"
-)]
-
-mod browser;
-mod support;
+use crate::browser;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::Server;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
-use support::Server;
 
 const NASTY: &str = "<script>window.__xss=1</script><img src=x onerror=\"window.__xss=2\">";
 

@@ -6,11 +6,6 @@
 //! for the test runtime's scheduler. Every wait here is bounded by [`LONG`] or an explicit
 //! deadline, so a hang fails the test instead of stalling the suite.
 
-#![allow(
-    dead_code,
-    reason = "each test binary uses a different subset of the helpers"
-)]
-
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;

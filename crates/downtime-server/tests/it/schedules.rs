@@ -2,11 +2,6 @@
 //! times (time zones included, no sleeping), config validation naming the schedule and field,
 //! and an every-second schedule firing a short drill in-process, listed at `/drills/runs`.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a failed unwrap is a clear test failure"
-)]
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 

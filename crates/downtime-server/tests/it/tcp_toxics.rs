@@ -4,20 +4,13 @@
 //! lower bounds are the configured delay itself (timers never fire early), upper bounds are
 //! seconds. Every read is bounded, so a hang fails instead of stalling.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a failed unwrap is a clear test failure"
-)]
-
-mod support;
-
 use std::io::ErrorKind;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use serde_json::json;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

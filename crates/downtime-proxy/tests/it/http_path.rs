@@ -2,8 +2,6 @@
 //! trailers, HTTP/2, limits, CONNECT, half-closed clients, bad framing, and TCP toxics on
 //! live keep-alive connections — through the registry, with no API in between.
 
-#![allow(clippy::unwrap_used)]
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;

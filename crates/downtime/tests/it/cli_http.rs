@@ -6,11 +6,6 @@
 //! poll by its own deadline, and each CLI run by the CLI's own request timeout. The only
 //! processes killed are the servers these tests start, through their own handles.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a failed unwrap is a clear test failure"
-)]
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::thread;
@@ -20,9 +15,7 @@ use serde_json::{Value, json};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
-mod support;
-
-use support::{Run, Server, cli, run};
+use crate::support::{Run, Server, cli, run};
 
 impl Server {
     /// The fault `name` of proxy `proxy` as the API shows it.

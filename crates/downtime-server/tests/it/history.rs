@@ -3,11 +3,10 @@
 //! component sampling, rollups and retention over generated history, incidents and drill
 //! reports through the API, and refused input.
 
-mod support;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::support::{LONG, Server, echo_upstream, eventually};
 use downtime_server::ServeOptions;
 use downtime_server::history::{
     Actor, ComponentMinute, ComponentState, Day, Event, EventKind, EventQuery, History,
@@ -15,7 +14,6 @@ use downtime_server::history::{
 };
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{LONG, Server, echo_upstream, eventually};
 
 const CLI: &str = "downtime-cli/0.1.0";
 const DRILL: &str = "downtime-drill/0.1.0";

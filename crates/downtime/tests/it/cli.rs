@@ -9,11 +9,6 @@
 //! Every wait is bounded: server start-up by `STARTUP`, the fake API by `FAKE_TIMEOUT`, and
 //! each CLI run by the CLI's own request timeout.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a failed unwrap is a clear test failure"
-)]
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::mpsc;
@@ -24,9 +19,9 @@ use serde_json::{Value, json};
 
 const FAKE_TIMEOUT: Duration = Duration::from_secs(20);
 
-mod support;
+use crate::support;
 
-use support::{Run, Server, cli, free_port, run};
+use crate::support::{Run, Server, cli, free_port, run};
 
 // --- the fake API --------------------------------------------------------------------
 

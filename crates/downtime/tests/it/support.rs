@@ -1,12 +1,6 @@
 //! What the CLI tests share: the binary with a clean environment, one run's output, and a
 //! real `downtime serve` on a free 127.0.0.1 port, killed (only that child) on drop.
 
-#![allow(dead_code, reason = "each test crate uses a different part")]
-#![allow(
-    clippy::unwrap_used,
-    reason = "a failed unwrap is a clear test failure"
-)]
-
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

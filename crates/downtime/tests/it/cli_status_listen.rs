@@ -6,13 +6,6 @@
 //! expected to fail by `STARTUP` (then killed). Only the processes started here are
 //! killed, through their own handles.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a failed unwrap is a clear test failure"
-)]
-
-mod support;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -21,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{Run, STARTUP, cli, run, spawn_serve};
+use crate::support::{Run, STARTUP, cli, run, spawn_serve};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 const BROWSER: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_0) AppleWebKit/605.1.15";

@@ -1,7 +1,5 @@
 //! The registry on real sockets: changes that fail change nothing, and timers stay bounded.
 
-#![allow(clippy::unwrap_used)]
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
