@@ -3,6 +3,8 @@
 //! Attribute values are non-negative integers (milliseconds, bytes, KB/s, microseconds) held
 //! as `u64`, so no arithmetic downstream has to handle a negative duration or rate.
 
+use std::time::Instant;
+
 use serde::ser::{SerializeMap, SerializeStruct};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
@@ -328,6 +330,10 @@ pub struct Bounds {
     pub every_nth: Option<u64>,
     /// Remove the toxic by itself this many ms after it was created or updated.
     pub ttl: Option<u64>,
+    /// When the ttl runs out: set by the registry as it arms the timer, never read from a
+    /// request. Rendered as `ttl_left` (ms) so a listing shows the time left, not only the
+    /// ttl it was given.
+    pub expires: Option<Instant>,
 }
 
 impl Bounds {
@@ -418,7 +424,7 @@ impl Serialize for Toxicity {
 
 impl Serialize for Toxic {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("Toxic", 9)?;
+        let mut s = serializer.serialize_struct("Toxic", 10)?;
         s.serialize_field("attributes", &Attributes(&self.kind))?;
         s.serialize_field("name", &self.name)?;
         s.serialize_field("type", self.kind.type_name())?;
@@ -435,6 +441,10 @@ impl Serialize for Toxic {
         }
         if let Some(ttl) = self.bounds.ttl {
             s.serialize_field("ttl", &ttl)?;
+        }
+        if let Some(at) = self.bounds.expires {
+            let left = at.saturating_duration_since(Instant::now()).as_millis();
+            s.serialize_field("ttl_left", &u64::try_from(left).unwrap_or(u64::MAX))?;
         }
         s.end()
     }
@@ -497,6 +507,7 @@ impl ToxicRequest {
             first_n: self.first_n,
             every_nth: self.every_nth,
             ttl: self.ttl,
+            expires: None,
         };
         bounds.check(&kind)?;
         let toxicity = self.toxicity.unwrap_or(1.0);

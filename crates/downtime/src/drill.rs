@@ -8,18 +8,44 @@ use downtime_model::drill::{DrillPlan, ServerTarget};
 use downtime_server::drills::{self, runner, timeline};
 use tokio_util::sync::CancellationToken;
 
+use crate::drill_preflight;
+
 /// Drill commands.
 #[derive(Debug, clap::Subcommand)]
 pub enum DrillCommand {
     /// Run a drill: exit 0 when it passes, 1 when it fails, 2 for an invalid file or setup.
     Run(RunArgs),
-    /// Validate a drill file and print its planned timeline without running it.
-    Check {
-        /// The drill file (TOML).
-        file: PathBuf,
-    },
+    /// Validate a drill file, check its proxies against the server it names (or the
+    /// embedded one), and print its planned timeline without running it.
+    Check(CheckArgs),
     /// List the server's scheduled drill runs, or show one with its report.
     Runs(RunsArgs),
+}
+
+/// The server's API token, for the commands that talk to it.
+#[derive(Debug, clap::Args)]
+pub struct ApiToken {
+    /// The server's API token (`serve --api-token`), sent as `Authorization: Bearer`.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "DOWNTIME_API_TOKEN",
+        hide_env_values = true
+    )]
+    pub api_token: Option<String>,
+}
+
+/// Flags of `drill check`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// The drill file (TOML).
+    pub file: PathBuf,
+    /// Check the proxies against this API instead of the file's `server`. `-h` is this
+    /// flag, as everywhere in the client.
+    #[arg(short = 'h', long, visible_alias = "host", value_name = "URL")]
+    pub server: Option<String>,
+    #[command(flatten)]
+    pub token: ApiToken,
 }
 
 /// Flags of `drill runs`.
@@ -58,14 +84,8 @@ pub struct RunArgs {
     /// the system's roots. Repeatable.
     #[arg(long, value_name = "FILE")]
     pub extra_ca: Vec<PathBuf>,
-    /// The server's API token (`serve --api-token`), sent as `Authorization: Bearer`.
-    #[arg(
-        long,
-        value_name = "TOKEN",
-        env = "DOWNTIME_API_TOKEN",
-        hide_env_values = true
-    )]
-    pub api_token: Option<String>,
+    #[command(flatten)]
+    pub token: ApiToken,
 }
 
 fn load(file: &Path) -> Result<DrillPlan, ExitCode> {
@@ -102,15 +122,55 @@ fn load(file: &Path) -> Result<DrillPlan, ExitCode> {
 /// used by `drill runs` when it is given no server of its own.
 pub async fn run(command: DrillCommand, host: &str) -> ExitCode {
     match command {
-        DrillCommand::Check { file } => match load(&file) {
-            Ok(plan) => {
-                print!("{}", plan_text(&plan));
-                ExitCode::SUCCESS
-            }
-            Err(code) => code,
-        },
+        DrillCommand::Check(args) => check(args).await,
         DrillCommand::Run(args) => run_drill(args).await,
         DrillCommand::Runs(args) => runs(args, host).await,
+    }
+}
+
+/// `drill check`: the file, then its proxies on the server it would drive.
+async fn check(args: CheckArgs) -> ExitCode {
+    let plan = match load(&args.file) {
+        Ok(plan) => plan,
+        Err(code) => return code,
+    };
+    let target = match args.server {
+        Some(url) => ServerTarget::Url(url.trim_end_matches('/').to_owned()),
+        None => plan.server.clone(),
+    };
+    let (problems, checked) = match &target {
+        ServerTarget::Embedded => (
+            drill_preflight::embedded_problems(&plan),
+            "proxies: checked against the embedded server (it starts with the file's proxies only)"
+                .to_owned(),
+        ),
+        ServerTarget::Url(url) => {
+            match drill_preflight::server_problems(&plan, url, args.token.api_token.as_deref())
+                .await
+            {
+                Ok(problems) => (problems, format!("proxies: checked against {url}")),
+                Err(e) => (Vec::new(), format!("proxies: NOT checked ({e})")),
+            }
+        }
+    };
+    if !problems.is_empty() {
+        report_problems(&args.file, &problems);
+        return ExitCode::from(2);
+    }
+    print!("{}", plan_text(&plan));
+    println!("{checked}");
+    ExitCode::SUCCESS
+}
+
+fn report_problems(file: &Path, problems: &[String]) {
+    eprintln!(
+        "downtime: drill file {} cannot run ({} problem{}):",
+        file.display(),
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    );
+    for p in problems {
+        eprintln!("  {p}");
     }
 }
 
@@ -210,6 +270,20 @@ async fn run_drill(args: RunArgs) -> ExitCode {
         Some(url) => ServerTarget::Url(url),
         None => plan.server.clone(),
     };
+    // The proxies, before anything starts: an HTTP fault on a TCP proxy would otherwise
+    // only be refused after the baseline. An unreachable server is the runner's to report.
+    let problems = match &target {
+        ServerTarget::Embedded => drill_preflight::embedded_problems(&plan),
+        ServerTarget::Url(url) => {
+            drill_preflight::server_problems(&plan, url, args.token.api_token.as_deref())
+                .await
+                .unwrap_or_default()
+        }
+    };
+    if !problems.is_empty() {
+        report_problems(&args.file, &problems);
+        return ExitCode::from(2);
+    }
     let mut embedded = None;
     let base = match target {
         ServerTarget::Url(url) => url,
@@ -228,7 +302,7 @@ async fn run_drill(args: RunArgs) -> ExitCode {
     let options = runner::RunOptions {
         quiet: args.quiet,
         extra_ca: args.extra_ca.clone(),
-        api_token: args.api_token.clone(),
+        api_token: args.token.api_token.clone(),
         ..runner::RunOptions::default()
     };
     let result = runner::run(&plan, &base, interrupt, options).await;

@@ -3,6 +3,7 @@
 mod ca;
 mod client;
 mod drill;
+mod drill_preflight;
 mod serve;
 
 use std::process::ExitCode;

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use downtime_model::proxy::check_upstream_for;
 use downtime_model::{
@@ -192,11 +192,14 @@ impl Registry {
 
     /// Arms the expiry of a toxic with a time to live, replacing its previous timer. The
     /// timer runs on the data-plane runtime, never on the API's.
-    fn schedule_expiry(&self, proxy: &mut Proxy, entry: &ChainEntry) {
+    /// Also records in the entry when it expires, for listings.
+    fn schedule_expiry(&self, proxy: &mut Proxy, entry: &mut ChainEntry) {
         proxy.cancel_timer(&entry.toxic.name);
         let Some(ttl) = entry.toxic.bounds.ttl else {
+            entry.toxic.bounds.expires = None;
             return;
         };
+        entry.toxic.bounds.expires = Instant::now().checked_add(Duration::from_millis(ttl));
         let registry = self.clone();
         let (name, toxic, generation) = (
             proxy.config.name.clone(),
@@ -284,9 +287,11 @@ impl Registry {
     }
 
     fn arm_all(&self, proxy: &mut Proxy) {
-        for e in proxy.toxics.clone() {
-            self.schedule_expiry(proxy, &e);
+        let mut entries = std::mem::take(&mut proxy.toxics);
+        for e in &mut entries {
+            self.schedule_expiry(proxy, e);
         }
+        proxy.toxics = entries;
     }
 
     async fn build(&self, config: ProxyConfig, toxics: Vec<Toxic>) -> Result<Proxy, Error> {
@@ -524,8 +529,9 @@ impl Registry {
             ));
         }
         let stream = toxic.stream;
-        let entry = self.entry(toxic.clone());
-        self.schedule_expiry(proxy, &entry);
+        let mut entry = self.entry(toxic);
+        self.schedule_expiry(proxy, &mut entry);
+        let toxic = entry.toxic.clone();
         proxy.toxics.push(entry);
         proxy.publish(stream);
         Ok(toxic)
@@ -542,13 +548,14 @@ impl Registry {
         let proxy = proxies.get_mut(proxy).ok_or(Error::ProxyNotFound)?;
         let i = proxy.find(toxic)?;
         let next = patch.apply(&proxy.toxics[i].toxic)?;
-        let mut entry = self.entry(next.clone());
-        if !next.kind.is_http() || next.kind == proxy.toxics[i].toxic.kind {
+        let mut entry = self.entry(next);
+        if !entry.toxic.kind.is_http() || entry.toxic.kind == proxy.toxics[i].toxic.kind {
             // Keep first_n counters and rate-limit buckets across a change of bounds only.
             entry.state = proxy.toxics[i].state.clone();
         }
         // The time to live counts from this update; the old timer is aborted.
-        self.schedule_expiry(proxy, &entry);
+        self.schedule_expiry(proxy, &mut entry);
+        let next = entry.toxic.clone();
         proxy.toxics[i] = entry;
         proxy.publish(next.stream);
         Ok(next)

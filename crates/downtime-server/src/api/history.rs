@@ -293,7 +293,15 @@ async fn drill_phase(
 ) -> Result<Response, HistoryApiError> {
     let id = id_of("drill", &id)?;
     let phase: DrillPhase = decode_object(&body)?;
-    let incident = state.history.drill_phase(id, phase, actor).await?;
+    // The incident's impact must match what the page shows for these proxies now (a
+    // stand-in is a major outage whatever the drill's fault), so read their live state.
+    let mut live = Vec::new();
+    for fault in &phase.faults {
+        if let Ok(view) = state.registry.get(&fault.proxy).await {
+            live.push(crate::history::component_state(&view));
+        }
+    }
+    let incident = state.history.drill_phase(id, phase, &live, actor).await?;
     Ok(json(StatusCode::OK, &json!({ "incident": incident })))
 }
 

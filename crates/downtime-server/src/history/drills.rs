@@ -237,11 +237,14 @@ impl History {
 
     /// Records a phase; opens the drill's incident when it first faults a dependency,
     /// otherwise adds an update (`identified` while faults are live, `monitoring` once they
-    /// are gone). Returns the incident, if any.
+    /// are gone). `live` are the states the faulted proxies are in now (as the status page
+    /// shows them): the incident's impact is the worst of those and the faults'. Returns
+    /// the incident, if any.
     pub async fn drill_phase(
         &self,
         id: i64,
         phase: DrillPhase,
+        live: &[ComponentState],
         actor: Actor,
     ) -> Result<Option<Incident>, HistoryError> {
         if phase.heartbeat {
@@ -282,13 +285,14 @@ impl History {
         let name = &record.summary.name;
         let components: Vec<String> = proxies.iter().map(|p| proxy_component(p)).collect();
         let faulting = states.iter().any(|s| *s != ComponentState::Operational);
+        let impact = faults_impact(&[states.as_slice(), live].concat());
         let incident = match record.summary.incident {
             None if faulting => {
                 let new = NewIncident {
                     kind: IncidentKind::Incident,
                     title: format!("Drill \"{name}\": {} faulted", proxies.join(", ")),
                     status: IncidentStatus::Identified,
-                    impact: faults_impact(&states),
+                    impact,
                     components,
                     body: if phase.text.trim().is_empty() {
                         format!(
@@ -348,7 +352,6 @@ impl History {
                     if all != current.components {
                         patch.components = Some(all);
                     }
-                    let impact = faults_impact(&states);
                     if faulting && impact > current.impact {
                         patch.impact = Some(impact);
                     }

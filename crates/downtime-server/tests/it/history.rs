@@ -670,6 +670,48 @@ async fn bad_input_is_refused_naming_the_field() {
     assert!(resp.body.contains("status"), "{}", resp.body);
 }
 
+/// Issue 14: a drill's incident said "minor" while the page showed its stand-in as a major
+/// outage: the impact now follows the proxies' live state, as the page does.
+#[tokio::test]
+async fn a_drill_incident_on_a_stand_in_is_major_like_the_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_on(&dir.path().join("h.db"));
+    let resp = server
+        .post(
+            "/proxies",
+            r#"{"name": "standin", "protocol": "http", "listen": "127.0.0.1:0"}"#,
+        )
+        .await;
+    assert_eq!(resp.status, 201, "{}", resp.body);
+    let slow = json!({"name": "slow", "type": "http_latency", "attributes": {"latency": 300}});
+    let resp = server
+        .post("/proxies/standin/toxics", &slow.to_string())
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    let resp = server
+        .request_with(
+            Method::POST,
+            "/history/drills",
+            Some(r#"{"name": "slow stand-in"}"#),
+            Some(DRILL),
+        )
+        .await;
+    assert_eq!(resp.status, 201, "{}", resp.body);
+    let id = resp.json()["id"].as_i64().unwrap();
+    let phase = json!({"phase": "slow", "text": "latency on the stand-in",
+                       "faults": [{"proxy": "standin", "toxic": slow}]});
+    let resp = server
+        .request_with(
+            Method::POST,
+            &format!("/history/drills/{id}/phases"),
+            Some(&phase.to_string()),
+            Some(DRILL),
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert_eq!(resp.json()["incident"]["impact"], "major", "{}", resp.body);
+}
+
 #[tokio::test]
 async fn drill_reports_open_update_and_resolve_an_incident() {
     let dir = tempfile::tempdir().unwrap();

@@ -1643,6 +1643,57 @@ async fn ttl_removes_http_faults_and_tcp_toxics() {
     assert_eq!(get_status(&fresh_client(), &format!("{base}/x")).await, 503);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_show_the_time_left_of_a_ttl() {
+    let s = Server::start();
+    let up = upstream().await;
+    s.forwarding("ttl-left", up.addr).await;
+    let left = |toxic: &Value| {
+        toxic["ttl_left"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{toxic}"))
+    };
+
+    let created = s
+        .fault(
+            "ttl-left",
+            json!({"name": "brief", "type": "latency", "ttl": 600_000, "attributes": {"latency": 1}}),
+        )
+        .await;
+    assert_eq!(created["ttl"], 600_000);
+    assert!((590_000..=600_000).contains(&left(&created)), "{created}");
+    let plain = s
+        .fault("ttl-left", json!({"name": "plain", "type": "noop"}))
+        .await;
+    assert!(
+        plain.get("ttl_left").is_none(),
+        "no ttl, no time left: {plain}"
+    );
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let listed = &s.toxics("ttl-left").await[0];
+    assert!(
+        left(listed) <= left(&created) - 250,
+        "the clock runs: {listed}"
+    );
+    let (status, proxies) = s.call("GET", "/proxies", None).await;
+    assert_eq!(status, 200, "{proxies}");
+    let proxies: Value = serde_json::from_str(&proxies).unwrap();
+    assert!(left(&proxies["ttl-left"]["toxics"][0]) <= left(listed));
+
+    // An update restarts the ttl from the update, with the new value.
+    let (status, updated) = s
+        .call(
+            "POST",
+            "/proxies/ttl-left/toxics/brief",
+            Some(json!({"ttl": 30_000})),
+        )
+        .await;
+    assert_eq!(status, 200, "{updated}");
+    let updated: Value = serde_json::from_str(&updated).unwrap();
+    assert!((20_000..=30_000).contains(&left(&updated)), "{updated}");
+}
+
 // --- pass-through --------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -535,7 +535,11 @@ fn describe(fault: &Toxic) -> String {
     } else {
         let _ = write!(text, "; requests matching {target}");
     }
-    let bounds = render::fault_bounds(fault);
+    // Just created: the whole ttl is left, so only listings print the time left.
+    let bounds = render::fault_bounds(&Toxic {
+        ttl_left: None,
+        ..fault.clone()
+    });
     if bounds != "-" {
         let _ = write!(text, ", {bounds}");
     }

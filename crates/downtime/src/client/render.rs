@@ -87,6 +87,9 @@ pub struct Toxic {
     /// Milliseconds after which the toxic removes itself.
     #[serde(default)]
     pub ttl: Option<u64>,
+    /// Milliseconds left of the ttl when the server answered.
+    #[serde(default)]
+    pub ttl_left: Option<u64>,
 }
 
 /// The `match` of an HTTP fault.
@@ -251,11 +254,15 @@ pub fn proxy_details(proxy: &Proxy) -> String {
         let _ = writeln!(out, "{title}:");
         let mut rows = vec![["NAME", "TYPE", "TOXICITY", "ATTRIBUTES"].map(str::to_owned)];
         rows.extend(toxics.iter().map(|toxic| {
+            let mut attrs = attributes(&toxic.attributes);
+            if let Some(ttl) = ttl_text(toxic) {
+                attrs = format!("{attrs}, {ttl}");
+            }
             [
                 toxic.name.clone(),
                 toxic.kind.clone(),
                 toxic.toxicity.to_string(),
-                attributes(&toxic.attributes),
+                attrs,
             ]
         }));
         out.push_str(&table(&rows, "  "));
@@ -416,13 +423,38 @@ pub fn fault_bounds(fault: &Toxic) -> String {
             (fault.toxicity.max(0.0) * 100.0 * 1000.0).round() / 1000.0
         ));
     }
-    if let Some(ttl) = fault.ttl {
-        parts.push(format!("ttl {}", duration_text(ttl)));
+    if let Some(ttl) = ttl_text(fault) {
+        parts.push(ttl);
     }
     if parts.is_empty() {
         "-".to_owned()
     } else {
         parts.join(", ")
+    }
+}
+
+/// `ttl 5m (4m12s left)`: the ttl given and the time left when the server answered.
+fn ttl_text(toxic: &Toxic) -> Option<String> {
+    let ttl = toxic.ttl?;
+    Some(match toxic.ttl_left {
+        Some(left) => format!("ttl {} ({} left)", duration_text(ttl), left_text(left)),
+        None => format!("ttl {}", duration_text(ttl)),
+    })
+}
+
+/// Time left, rounded up to the second: `4m12s`, `1h0m5s`, `9s`; under a second `<1s`.
+fn left_text(ms: u64) -> String {
+    if ms < 1000 {
+        return "<1s".to_owned();
+    }
+    let secs = ms.div_ceil(1000);
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if h > 0 {
+        format!("{h}h{m}m{s}s")
+    } else if m > 0 {
+        format!("{m}m{s}s")
+    } else {
+        format!("{s}s")
     }
 }
 
@@ -591,7 +623,7 @@ mod tests {
                 {"name": "slow_up", "type": "latency", "stream": "UPSTREAM", "toxicity": 0.5,
                  "attributes": {"latency": 100, "jitter": 0}},
                 {"name": "cut", "type": "timeout", "stream": "downstream", "toxicity": 1,
-                 "attributes": {"timeout": 0}},
+                 "attributes": {"timeout": 0}, "ttl": 60000, "ttl_left": 900},
                 {"name": "nothing", "type": "noop", "stream": "downstream", "toxicity": 1,
                  "attributes": {}}
             ]
@@ -610,9 +642,20 @@ mod tests {
              \n\
              Downstream toxics (server -> client):\n\
              \x20 NAME     TYPE     TOXICITY  ATTRIBUTES\n\
-             \x20 cut      timeout  1         timeout=0\n\
+             \x20 cut      timeout  1         timeout=0, ttl 1m (<1s left)\n\
              \x20 nothing  noop     1         -\n"
         );
+    }
+
+    #[test]
+    fn time_left_rounds_up_to_the_second() {
+        assert_eq!(left_text(0), "<1s");
+        assert_eq!(left_text(999), "<1s");
+        assert_eq!(left_text(1000), "1s");
+        assert_eq!(left_text(1001), "2s");
+        assert_eq!(left_text(252_001), "4m13s");
+        assert_eq!(left_text(3_600_000), "1h0m0s");
+        assert_eq!(left_text(u64::MAX), "5124095576030h25m52s");
     }
 
     #[test]
@@ -649,7 +692,7 @@ mod tests {
         let list = toxics(json!([
             {"name": "maintenance", "type": "maintenance", "stream": "downstream", "toxicity": 1,
              "attributes": {"status": 503, "api": "", "message": "", "status_page": "",
-                            "headers": {}, "retry_after": 120}, "ttl": 300000},
+                            "headers": {}, "retry_after": 120}, "ttl": 300000, "ttl_left": 252001},
             {"name": "boom", "type": "status", "stream": "downstream", "toxicity": 0.5,
              "attributes": {"status": 500, "headers": {}, "body": "x"},
              "match": {"method": ["GET", "POST"], "path": "/apps/*",
@@ -664,7 +707,7 @@ mod tests {
         assert_eq!(
             fault_table("api", &list),
             "NAME         TYPE          EFFECT                            REQUESTS                                      BOUNDS\n\
-             maintenance  maintenance   503 maintenance, Retry-After 120  all                                           ttl 5m\n\
+             maintenance  maintenance   503 maintenance, Retry-After 120  all                                           ttl 5m (4m13s left)\n\
              boom         status        500 answer with body              GET,POST /apps/* header X-Id=a* query page=2  first 2, every 3rd, 50%\n\
              slow         http_latency  delay 1500ms                      get                                           -\n\
              (1 TCP toxic too: see `downtime inspect api`)\n"

@@ -1058,7 +1058,18 @@ fn a_second_drill_on_a_locked_proxy_is_refused() {
     // Nothing of the second drill remains, and the first one's lock is untouched.
     let now = remote.proxies();
     assert!(now.get("second-made").is_none(), "{now:#}");
-    assert_eq!(now["api"]["toxics"], during["api"]["toxics"]);
+    // The lock's ttl_left counts down; everything else is as it was.
+    let without_time_left = |toxics: &Value| {
+        let mut toxics = toxics.clone();
+        for toxic in toxics.as_array_mut().unwrap() {
+            toxic.as_object_mut().unwrap().remove("ttl_left");
+        }
+        toxics
+    };
+    assert_eq!(
+        without_time_left(&now["api"]["toxics"]),
+        without_time_left(&during["api"]["toxics"])
+    );
 
     let ran = finish(&dir, proc, DRILL_BOUND);
     ran.assert_code(0);
@@ -1162,8 +1173,10 @@ fn setup_errors_exit_2_and_undo_what_was_set_up() {
     let ran = run_drill(&dir, &text, &["--server", &remote.base]);
     ran.assert_code(2);
     assert!(
-        ran.stderr
-            .contains("did not start: proxy \"missing\" of the drill"),
+        ran.stderr.contains(&format!(
+            "step \"outage\": proxy \"missing\" does not exist on {} and is not declared in this file (the server has: api, bystander)",
+            remote.base
+        )),
         "{}",
         ran.stderr
     );
@@ -1177,6 +1190,82 @@ fn setup_errors_exit_2_and_undo_what_was_set_up() {
         ran.stderr.contains("cannot reach the downtime API"),
         "{}",
         ran.stderr
+    );
+}
+
+/// Issue 14: `drill check` passed files whose proxies the server could never have, or that
+/// put an HTTP fault on a TCP proxy; they failed only once run. It now asks the server the
+/// drill would drive (or knows the embedded one starts empty), and says when it could not.
+#[test]
+fn drill_check_resolves_proxies_against_the_server_it_would_drive() {
+    let dir = scratch("check-server");
+    let remote = Remote::start(&dir);
+    let check = |text: &str, server: &str| {
+        std::fs::write(dir.join("drill.toml"), text).unwrap();
+        let out = downtime()
+            .current_dir(&dir)
+            .args(["drill", "check", "drill.toml", "--server", server])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let good = remote_drill(&remote, "1s", MAINTENANCE, "");
+    let (code, stdout, stderr) = check(&good, &remote.base);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.ends_with(&format!("proxies: checked against {}\n", remote.base)),
+        "{stdout}"
+    );
+
+    let missing = good.replace("proxy = \"api\"", "proxy = \"nope\"");
+    let (code, _, stderr) = check(&missing, &remote.base);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("proxy \"nope\" does not exist on")
+            && stderr.contains("(the server has: api, bystander)"),
+        "{stderr}"
+    );
+
+    let on_tcp = good.replace("proxy = \"api\"", "proxy = \"bystander\"");
+    let (code, _, stderr) = check(&on_tcp, &remote.base);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "step \"outage\": \"maintenance\" is an HTTP fault but proxy \"bystander\" on {} is a TCP proxy",
+            remote.base
+        )),
+        "{stderr}"
+    );
+    remote.assert_restored("after drill check");
+
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let (code, stdout, stderr) = check(&good, &nowhere);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains(&format!("proxies: NOT checked (cannot reach {nowhere}")),
+        "{stdout}"
+    );
+
+    // The embedded server has the file's proxies only.
+    let embedded = good.replace(
+        "name = \"remote drill\"",
+        "name = \"remote drill\"\nserver = \"embedded\"",
+    );
+    std::fs::write(dir.join("drill.toml"), &embedded).unwrap();
+    let out = downtime()
+        .current_dir(&dir)
+        .args(["drill", "check", "drill.toml"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("step \"outage\": proxy \"api\" is not declared in this file, and the embedded server starts with no proxies"),
+        "{stderr}"
     );
 }
 
