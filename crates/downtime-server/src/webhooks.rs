@@ -436,6 +436,10 @@ struct Inner {
     tls: Option<rustls::ClientConfig>,
     stats: WebhookStats,
     stop: CancellationToken,
+    /// The runtime the hooks were built on (the server's main one): deliveries, and the
+    /// store writes of creations and deletions, run there, never on the API's own thread,
+    /// so a slow receiver cannot delay a control API answer.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 /// Cheap-to-clone handle on every webhook.
@@ -680,6 +684,7 @@ impl Webhooks {
                 options,
                 stats: WebhookStats::default(),
                 stop,
+                runtime: tokio::runtime::Handle::try_current().ok(),
             }),
         }
     }
@@ -776,7 +781,7 @@ impl Webhooks {
         let (tx, rx) = mpsc::channel(self.inner.options.queue.max(1));
         let log = Arc::new(Mutex::new(VecDeque::new()));
         let cancel = self.inner.stop.child_token();
-        tokio::spawn(worker(
+        self.inner.spawn(worker(
             self.inner.clone(),
             info.url.clone(),
             secret.into_bytes(),
@@ -862,6 +867,19 @@ impl Webhooks {
 }
 
 impl Inner {
+    /// Spawns `task` on the hooks' runtime (the current one when they were built outside
+    /// any).
+    fn spawn<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match &self.runtime {
+            Some(runtime) => runtime.spawn(task),
+            None => tokio::spawn(task),
+        }
+    }
+
     /// A client for one hook's receiver: no redirects, and names resolved through the
     /// policy with the URL's port.
     fn client_for(&self, port: u16) -> reqwest::Client {
@@ -1053,7 +1071,8 @@ async fn create(State(hooks): State<Webhooks>, body: Bytes) -> Response {
     }
     // In a task of its own: a client hanging up must not stop it between the store write
     // and starting the hook.
-    let task = tokio::spawn(async move { hooks.create(new).await });
+    let runtime = hooks.inner.clone();
+    let task = runtime.spawn(async move { hooks.create(new).await });
     match task.await {
         Ok(Ok(info)) => crate::api::json(StatusCode::CREATED, &info),
         Ok(Err(e)) => e.into_response(),
@@ -1074,7 +1093,8 @@ async fn show(State(hooks): State<Webhooks>, Path(id): Path<String>) -> Response
 
 async fn delete(State(hooks): State<Webhooks>, Path(id): Path<String>) -> Response {
     // In a task of its own, like `create`.
-    let task = tokio::spawn(async move { hooks.remove(&id).await });
+    let runtime = hooks.inner.clone();
+    let task = runtime.spawn(async move { hooks.remove(&id).await });
     match task.await {
         Ok(Ok(true)) => StatusCode::NO_CONTENT.into_response(),
         Ok(Ok(false)) => not_found(),

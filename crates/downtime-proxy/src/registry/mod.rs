@@ -27,8 +27,9 @@ use crate::tcp::ProxyStats;
 use crate::tls::LocalCa;
 use crate::toxics::ChainEntry;
 
+mod populate;
 mod proxy;
-use proxy::Proxy;
+use proxy::{Proxy, Stopping};
 
 /// Cheap-to-clone handle on every proxy of the process.
 #[derive(Clone)]
@@ -78,6 +79,11 @@ struct Inner {
     /// Where certificates come from and what upstreams are verified against.
     tls: std::sync::RwLock<TlsSettings>,
     proxies: Mutex<BTreeMap<String, Proxy>>,
+    /// Held by every change that stops or starts listeners (create, update, delete,
+    /// populate, reset), for the whole change: they wait for a stopped accept loop with
+    /// `proxies` released, so reads and toxic changes never wait on the data plane, and
+    /// this keeps two such changes from interleaving in that gap.
+    listeners: Mutex<()>,
     generation: AtomicU64,
     halts: AtomicU64,
     /// Told of every toxic removed by its time to live (the history store subscribes).
@@ -135,6 +141,7 @@ impl Registry {
                 status_page: std::sync::RwLock::new(Arc::from("")),
                 tls: std::sync::RwLock::new(TlsSettings::default()),
                 proxies: Mutex::new(BTreeMap::new()),
+                listeners: Mutex::new(()),
                 generation: AtomicU64::new(1),
                 halts: AtomicU64::new(0),
                 expired: broadcast::channel(1024).0,
@@ -272,6 +279,7 @@ impl Registry {
     ) -> Result<ProxyView, Error> {
         // Host names resolve before the lock is taken: a slow DNS answer holds up no one.
         let resolved = pre_resolve(&config).await;
+        let _listeners = self.inner.listeners.lock().await;
         let mut proxies = self.inner.proxies.lock().await;
         if proxies.contains_key(&config.name) {
             return Err(Error::ProxyExists);
@@ -303,89 +311,6 @@ impl Registry {
         Ok(proxy)
     }
 
-    /// Creates or replaces proxies in order; an unchanged proxy is kept untouched. All or
-    /// nothing: if one fails, the proxies created so far are removed and the ones replaced
-    /// are put back as they were (restarted if they were running).
-    pub async fn populate(
-        &self,
-        items: Vec<(ProxyConfig, Vec<Toxic>)>,
-    ) -> Result<Vec<ProxyView>, PopulateError> {
-        let registry = self.clone();
-        // Detached, so a client that hangs up cannot leave the change half done.
-        let task = tokio::spawn(async move { registry.populate_now(items).await });
-        match task.await {
-            Ok(result) => result,
-            Err(e) => Err(PopulateError {
-                error: Error::Listen(format!("populate did not finish: {e}")),
-                proxies: Vec::new(),
-            }),
-        }
-    }
-
-    async fn populate_now(
-        &self,
-        mut items: Vec<(ProxyConfig, Vec<Toxic>)>,
-    ) -> Result<Vec<ProxyView>, PopulateError> {
-        // Resolved before the lock; an unresolvable listen fails in its turn below.
-        for (config, _) in &mut items {
-            if let Some(Ok(address)) = pre_resolve(config).await {
-                config.listen = address;
-            }
-        }
-        let mut proxies = self.inner.proxies.lock().await;
-        let mut done = Vec::with_capacity(items.len());
-        let mut created: Vec<String> = Vec::new();
-        let mut kept: Vec<ProxyView> = Vec::new();
-        let mut replaced: Vec<(Proxy, bool)> = Vec::new();
-        let mut failure = None;
-        for (config, toxics) in items {
-            if let Some(existing) = proxies.get_mut(&config.name) {
-                if same_address(&existing.config.listen, &config.listen).await
-                    && existing.config.upstream == config.upstream
-                {
-                    done.push(existing.view());
-                    kept.push(existing.view());
-                    continue;
-                }
-                let was_running = existing.running.is_some();
-                existing.stop().await;
-                if let Some(old) = proxies.remove(&config.name) {
-                    replaced.push((old, was_running));
-                }
-            }
-            match self.build(config, toxics).await {
-                Ok(mut proxy) => {
-                    self.arm_all(&mut proxy);
-                    done.push(proxy.view());
-                    created.push(proxy.config.name.clone());
-                    proxies.insert(proxy.config.name.clone(), proxy);
-                }
-                Err(error) => {
-                    failure = Some(error);
-                    break;
-                }
-            }
-        }
-        let Some(error) = failure else {
-            return Ok(done);
-        };
-        for name in created {
-            if let Some(mut proxy) = proxies.remove(&name) {
-                proxy.stop().await;
-            }
-        }
-        for (mut old, was_running) in replaced {
-            if was_running && let Err(e) = old.start(&self.inner).await {
-                tracing::error!(proxy = %old.config.name, error = %e, "could not restart a proxy after a failed populate");
-            }
-            proxies.insert(old.config.name.clone(), old);
-        }
-        Err(PopulateError {
-            error,
-            proxies: kept,
-        })
-    }
-
     /// Every proxy with its toxics, sorted by name.
     pub async fn list(&self) -> Vec<ProxyView> {
         let proxies = self.inner.proxies.lock().await;
@@ -412,46 +337,61 @@ impl Registry {
     }
 
     async fn update_now(&self, name: &str, patch: ProxyPatch) -> Result<ProxyView, Error> {
+        let _listeners = self.inner.listeners.lock().await;
         // Host names resolve before the lock is taken: a slow DNS answer holds up no one.
         let resolved = match &patch.listen {
             Some(listen) => Some(listener::resolve_listen(listen).await?),
             None => None,
         };
-        let mut proxies = self.inner.proxies.lock().await;
-        let proxy = proxies.get_mut(name).ok_or(Error::ProxyNotFound)?;
-        let listen = patch.listen.unwrap_or_else(|| proxy.config.listen.clone());
-        let upstream = patch
-            .upstream
-            .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| proxy.config.upstream.clone());
-        check_upstream_for(proxy.config.protocol, &upstream)?;
-        let enabled = patch.enabled.unwrap_or(proxy.config.enabled);
-        let new_addr = match resolved {
-            Some(addr) => addr,
-            None => listener::resolve_listen(&listen).await?,
+        let current = self.get(name).await?.config.listen;
+        let current = listener::resolve_listen(&current).await;
+        let new_addr = match (resolved, &current) {
+            (Some(addr), _) => addr,
+            (None, Ok(addr)) => *addr,
+            (None, Err(e)) => return Err(e.clone()),
         };
-        let listen_changed = match listener::resolve_listen(&proxy.config.listen).await {
+        let listen_changed = match current {
             Ok(current) => current != new_addr || new_addr.port() == 0,
             Err(_) => true,
         };
-        if listen_changed || upstream != proxy.config.upstream {
-            let previous = proxy.config.clone();
-            let was_running = proxy.running.is_some();
-            proxy.stop().await;
-            proxy.config.listen = listen;
-            proxy.config.upstream = upstream;
-            if enabled && let Err(e) = proxy.start(&self.inner).await {
-                proxy.config = previous;
-                if was_running {
-                    let _ = proxy.start(&self.inner).await;
-                }
-                return Err(e);
+        // First the checks and, if the address or upstream changes, the stop.
+        let (restart, stopping, enabled) = {
+            let mut proxies = self.inner.proxies.lock().await;
+            let proxy = proxies.get_mut(name).ok_or(Error::ProxyNotFound)?;
+            let listen = patch.listen.unwrap_or_else(|| proxy.config.listen.clone());
+            let upstream = patch
+                .upstream
+                .filter(|u| !u.is_empty())
+                .unwrap_or_else(|| proxy.config.upstream.clone());
+            check_upstream_for(proxy.config.protocol, &upstream)?;
+            let enabled = patch.enabled.unwrap_or(proxy.config.enabled);
+            if listen_changed || upstream != proxy.config.upstream {
+                let previous = proxy.config.clone();
+                let was_running = proxy.running.is_some();
+                let stopping = proxy.stop_now();
+                proxy.config.listen = listen;
+                proxy.config.upstream = upstream;
+                (Some((previous, was_running)), stopping, enabled)
+            } else {
+                (None, proxy.stop_now_if(!enabled), enabled)
             }
+        };
+        stopping.wait().await;
+        // Then the start, on a free port.
+        let mut proxies = self.inner.proxies.lock().await;
+        let proxy = proxies.get_mut(name).ok_or(Error::ProxyNotFound)?;
+        if let Some((previous, was_running)) = restart
+            && enabled
+            && let Err(e) = proxy.start(&self.inner).await
+        {
+            proxy.config = previous;
+            if was_running {
+                let _ = proxy.start(&self.inner).await;
+            }
+            return Err(e);
         }
         if enabled {
             proxy.start(&self.inner).await?;
-        } else {
-            proxy.stop().await;
         }
         proxy.config.enabled = enabled;
         Ok(proxy.view())
@@ -462,9 +402,14 @@ impl Registry {
         let registry = self.clone();
         let name = name.to_owned();
         detached(async move {
-            let mut proxies = registry.inner.proxies.lock().await;
-            let mut proxy = proxies.remove(&name).ok_or(Error::ProxyNotFound)?;
-            proxy.stop().await;
+            let _listeners = registry.inner.listeners.lock().await;
+            let stopping = {
+                let mut proxies = registry.inner.proxies.lock().await;
+                let mut proxy = proxies.remove(&name).ok_or(Error::ProxyNotFound)?;
+                proxy.stop_now()
+            };
+            // Off the lock; the answer still waits, so the port is free once it comes.
+            stopping.wait().await;
             Ok(())
         })
         .await
@@ -472,6 +417,7 @@ impl Registry {
 
     /// Re-enables every proxy and removes every toxic.
     pub async fn reset(&self) -> Result<(), Error> {
+        let _listeners = self.inner.listeners.lock().await;
         let mut proxies = self.inner.proxies.lock().await;
         for proxy in proxies.values_mut() {
             proxy.start(&self.inner).await?;
@@ -589,12 +535,11 @@ impl Registry {
 
     /// Stops every proxy and waits up to `grace` for connections to finish closing.
     pub async fn shutdown(&self, grace: Duration) {
-        {
+        let stopping: Vec<Stopping> = {
             let mut proxies = self.inner.proxies.lock().await;
-            for proxy in proxies.values_mut() {
-                proxy.stop().await;
-            }
-        }
+            proxies.values_mut().map(Proxy::stop_now).collect()
+        };
+        Stopping::wait_all(stopping).await;
         self.inner.root.cancel();
         self.inner.tracker.close();
         let _ = tokio::time::timeout(grace, self.inner.tracker.wait()).await;

@@ -284,12 +284,50 @@ impl Proxy {
         Ok(())
     }
 
-    /// Closes the listener and every connection. Waits only for the accept loop, which
-    /// returns as soon as it sees the cancellation, so the port is free when this returns.
-    pub(super) async fn stop(&mut self) {
-        if let Some(running) = self.running.take() {
+    /// Tells the listener and every connection to close, without waiting: the registry
+    /// lock may be held here, and waiting for the data plane under it would make every
+    /// control call wait too. Wait on the answer once the lock is released.
+    pub(super) fn stop_now(&mut self) -> Stopping {
+        Stopping(self.running.take().map(|running| {
             running.cancel.cancel();
-            let _ = running.accept.await;
+            running.accept
+        }))
+    }
+}
+
+impl Proxy {
+    /// [`Proxy::stop_now`] when `stop`, else nothing to wait for.
+    pub(super) fn stop_now_if(&mut self, stop: bool) -> Stopping {
+        if stop {
+            self.stop_now()
+        } else {
+            Stopping::none()
+        }
+    }
+}
+
+/// A listener told to stop. [`Stopping::wait`] returns once its accept loop has ended, so
+/// its port is free (the loop ends as soon as it sees the cancellation).
+#[must_use = "wait for it (off the registry lock) before binding the port again"]
+pub(super) struct Stopping(Option<JoinHandle<()>>);
+
+impl Stopping {
+    /// Nothing to wait for.
+    pub(super) fn none() -> Stopping {
+        Stopping(None)
+    }
+
+    /// Waits for the accept loop to end.
+    pub(super) async fn wait(self) {
+        if let Some(accept) = self.0 {
+            let _ = accept.await;
+        }
+    }
+
+    /// Waits for every one of `all`.
+    pub(super) async fn wait_all(all: Vec<Stopping>) {
+        for stopping in all {
+            stopping.wait().await;
         }
     }
 }

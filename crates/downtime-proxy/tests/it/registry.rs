@@ -271,3 +271,57 @@ async fn a_gibibyte_passes_intact_while_toxics_come_and_go_a_hundred_times() {
         "the toxic-free stretches never used splice ({pipes_before} → {max_pipes} pipes)"
     );
 }
+
+/// Issue 10: deleting (or re-addressing) a proxy waited for its accept loop, on the data
+/// plane, while holding the registry lock, so every control call waited on the data plane.
+/// Here the data plane is a runtime of its own that is made to hang for 3 s: a delete waits
+/// for it, a listing meanwhile answers at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_reads_do_not_wait_for_a_stuck_data_plane() {
+    let data_plane = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let handle = data_plane.handle().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let driver = std::thread::spawn(move || {
+        data_plane.block_on(async {
+            let _ = stopped.await;
+        });
+    });
+    let registry = {
+        let _on_data_plane = handle.enter();
+        Registry::new(Some(1))
+    };
+    let up = echo().await;
+    let (config, toxics) =
+        proxy(json!({"name": "p", "listen": "127.0.0.1:0", "upstream": up.to_string()}));
+    registry.create(config, toxics).await.unwrap();
+
+    const HANG: Duration = Duration::from_secs(3);
+    handle.spawn(async { std::thread::sleep(HANG) });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    let deleting = tokio::spawn({
+        let registry = registry.clone();
+        async move { registry.delete("p").await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let listed = registry.list().await;
+    let listing_took = started.elapsed();
+    assert!(
+        listed.is_empty(),
+        "the proxy is gone from the listing at once"
+    );
+    assert!(
+        listing_took < HANG / 3,
+        "a listing waited {listing_took:?} for the stuck data plane"
+    );
+    deleting.await.unwrap().unwrap();
+    assert!(
+        started.elapsed() >= HANG / 2,
+        "the delete answers once the listener is closed"
+    );
+    let _ = stop.send(());
+    driver.join().unwrap();
+}
