@@ -38,14 +38,14 @@ pids=()
 failures=0
 
 cleanup() {
-    local pid
+    local status=$? pid
     for pid in "${pids[@]}"; do
         kill "$pid" 2>/dev/null
     done
     for pid in "${pids[@]}"; do
         wait "$pid" 2>/dev/null
     done
-    if [[ $failures -ne 0 || -n "${SELFTEST_KEEP:-}" ]]; then
+    if [[ $status -ne 0 || $failures -ne 0 || -n "${SELFTEST_KEEP:-}" ]]; then
         echo "selftest: logs kept in $work" >&2
     else
         rm -rf "$work"
@@ -150,9 +150,9 @@ EOF
 start downtime "$DOWNTIME" serve --port 0 --config "$work/standin.toml"
 api="$(first_match "$work/downtime.out" '^downtime API listening on ')" || exit 2
 api="${api#downtime API listening on }"
-proxy_url="$(first_match "$work/downtime.out" '^export PLATFORM_API_PROXY_URL=')" || exit 2
+proxy_url="$(first_match "$work/downtime.out" '^ *export PLATFORM_API_PROXY_URL=')" || exit 2
 proxy_url="${proxy_url#*=}"
-standin_url="$(first_match "$work/downtime.out" '^export PLATFORM_API_URL=')" || exit 2
+standin_url="$(first_match "$work/downtime.out" '^ *export PLATFORM_API_URL=')" || exit 2
 standin_url="${standin_url#*=}"
 
 PLATFORM_API_URL="$proxy_url" start res python3 "$here/app.py" --mode resilient --port 0 --quiet

@@ -61,6 +61,8 @@ async fn main() -> ExitCode {
             }),
         )
         .with_writer(|| OneLine(std::io::stderr()))
+        // Colour codes only for a terminal, not in a log file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
         Command::Serve(args) => serve::run(args).await,

@@ -1308,3 +1308,25 @@ fn fault_add_takes_tls_faults_and_a_host_to_match() {
     assert_ne!(bad.code, 0);
     assert!(bad.stderr.contains("attributes.alert"), "{}", bad.stderr);
 }
+
+/// The walkthrough's unattended check (`examples/app/selftest.sh`) broke silently when
+/// `serve` indented its export lines: it runs here against this build, so it cannot again.
+#[test]
+fn the_example_selftest_passes_against_this_build() {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/app/selftest.sh"
+    );
+    let dir = scratch("selftest");
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .current_dir(&dir)
+        .env("DOWNTIME", env!("CARGO_BIN_EXE_downtime"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("PASS"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
