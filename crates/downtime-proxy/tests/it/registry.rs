@@ -299,6 +299,10 @@ async fn control_reads_do_not_wait_for_a_stuck_data_plane() {
     registry.create(config, toxics).await.unwrap();
 
     const HANG: Duration = Duration::from_secs(3);
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "blocking the data plane's only thread is the point: a stuck data plane"
+    )]
     handle.spawn(async { std::thread::sleep(HANG) });
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = std::time::Instant::now();
@@ -324,4 +328,41 @@ async fn control_reads_do_not_wait_for_a_stuck_data_plane() {
     );
     let _ = stop.send(());
     driver.join().unwrap();
+}
+
+/// A ttl runs on tokio's clock: on a paused clock a minute-long ttl is checked in no time,
+/// right before and right after it runs out, and an update restarts it.
+#[tokio::test(start_paused = true)]
+async fn a_ttl_expires_exactly_when_it_runs_out_and_an_update_restarts_it() {
+    let registry = Registry::new(Some(1));
+    let up = echo().await;
+    let (config, toxics) =
+        proxy(json!({"name": "t", "listen": "127.0.0.1:0", "upstream": up.to_string()}));
+    registry.create(config, toxics).await.unwrap();
+    let names = || async {
+        let toxics = registry.toxics("t").await.unwrap();
+        toxics.into_iter().map(|t| t.name).collect::<Vec<_>>()
+    };
+    let request: ToxicRequest = serde_json::from_value(
+        json!({"name": "brief", "type": "latency", "attributes": {"latency": 1}, "ttl": 60_000}),
+    )
+    .unwrap();
+    registry.add_toxic("t", request).await.unwrap();
+
+    tokio::time::sleep(Duration::from_millis(59_990)).await;
+    assert_eq!(names().await, ["brief"], "10 ms before its ttl");
+    // 30 s from now instead of 10 ms: the update counts from itself.
+    let patch: ToxicPatch = serde_json::from_value(json!({"ttl": 30_000})).unwrap();
+    registry.update_toxic("t", "brief", patch).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(29_990)).await;
+    assert_eq!(names().await, ["brief"], "10 ms before the updated ttl");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // The expiry task runs on the same (paused) runtime: let it take the lock.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        names().await.is_empty(),
+        "gone once the updated ttl ran out"
+    );
 }

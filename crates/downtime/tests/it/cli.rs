@@ -66,7 +66,7 @@ impl FakeApi {
                     match listener.accept() {
                         Ok((stream, _)) => break stream,
                         Err(_) if Instant::now() < deadline => {
-                            thread::sleep(Duration::from_millis(10));
+                            crate::support::pause(Duration::from_millis(10));
                         }
                         Err(_) => return,
                     }
@@ -670,7 +670,7 @@ fn serve_on_all_interfaces(name: &str) -> (std::process::Child, u16, std::path::
             let _ = child.wait();
             panic!("serve did not start:\n{text}");
         }
-        thread::sleep(Duration::from_millis(25));
+        crate::support::pause(Duration::from_millis(25));
     }
 }
 
@@ -730,7 +730,7 @@ fn serve_off_loopback_warns_and_user_text_never_starts_a_log_line() {
         if text.contains("toxic expired") || Instant::now() > deadline {
             break text;
         }
-        thread::sleep(Duration::from_millis(50));
+        crate::support::pause(Duration::from_millis(50));
     };
     let _ = child.kill();
     let _ = child.wait();
@@ -1032,7 +1032,7 @@ fn reset_populate_webhooks_history_and_uptime_from_the_cli() {
         if history.contains("proxy_populated") || Instant::now() > deadline {
             break history;
         }
-        thread::sleep(Duration::from_millis(100));
+        crate::support::pause(Duration::from_millis(100));
     };
     assert!(history.starts_with("AT "), "{history}");
     assert!(history.contains("proxy_populated"), "{history}");

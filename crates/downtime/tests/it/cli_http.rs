@@ -164,7 +164,7 @@ fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
         if Instant::now() >= deadline {
             return false;
         }
-        thread::sleep(Duration::from_millis(50));
+        crate::support::pause(Duration::from_millis(50));
     }
 }
 

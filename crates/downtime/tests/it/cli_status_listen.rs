@@ -11,7 +11,6 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::support::{Run, STARTUP, cli, run, spawn_serve};
@@ -180,7 +179,7 @@ fn serve_expecting_exit(args: &[&str]) -> Run {
                 String::from_utf8_lossy(&output.stderr)
             );
         }
-        thread::sleep(Duration::from_millis(25));
+        crate::support::pause(Duration::from_millis(25));
     }
     child.wait_with_output().unwrap().into()
 }

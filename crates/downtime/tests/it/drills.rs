@@ -61,7 +61,7 @@ impl Proc {
                 let _ = self.child.wait();
                 panic!("{} did not exit within {bound:?}", self.what);
             }
-            thread::sleep(Duration::from_millis(20));
+            crate::support::pause(Duration::from_millis(20));
         }
     }
 
@@ -336,7 +336,7 @@ impl Remote {
                 "{name} never appeared on {proxy} within {bound:?}: {:?}",
                 self.toxic_names(proxy)
             );
-            thread::sleep(Duration::from_millis(25));
+            crate::support::pause(Duration::from_millis(25));
         }
     }
 
@@ -795,14 +795,14 @@ fn unmet_steady_state_injects_nothing() {
                     seen.insert(t["name"].as_str().unwrap().to_owned());
                 }
                 polls += 1;
-                thread::sleep(Duration::from_millis(25));
+                crate::support::pause(Duration::from_millis(25));
             }
             (seen, polls)
         })
     };
     let ran = run_drill(&dir, &text, &["--server", &remote.base]);
     // Keep watching past the moment the fault was planned (1 s) plus its 2 s.
-    thread::sleep(Duration::from_millis(500));
+    crate::support::pause(Duration::from_millis(500));
     watching.store(false, std::sync::atomic::Ordering::SeqCst);
     let (seen, polls) = watcher.join().unwrap();
     ran.assert_code(1);
@@ -854,7 +854,7 @@ fn interrupted(name: &str, how: impl FnOnce(&Remote, &Proc)) -> Interrupted {
     let proc = spawn_drill(&dir, &text, &["--server", &remote.base]);
     let fault = "drill-outage-http_latency";
     remote.wait_for_toxic("api", fault, Duration::from_secs(15));
-    thread::sleep(Duration::from_millis(500));
+    crate::support::pause(Duration::from_millis(500));
     let told = Instant::now();
     how(&remote, &proc);
     let deadline = told + STOP_BOUND;
@@ -863,7 +863,7 @@ fn interrupted(name: &str, how: impl FnOnce(&Remote, &Proc)) -> Interrupted {
             Instant::now() < deadline,
             "{fault} still there {STOP_BOUND:?} after the stop"
         );
-        thread::sleep(Duration::from_millis(20));
+        crate::support::pause(Duration::from_millis(20));
     }
     let fault_gone = told.elapsed();
     let ran = finish(&dir, proc, STOP_BOUND);
@@ -971,7 +971,7 @@ fn sigkill_mid_step_faults_expire_by_their_ttl() {
         remote.wait_for_toxic("api", "drill-outage-maintenance", Duration::from_secs(15));
     let (_, fault) = remote.get("/proxies/api/toxics/drill-outage-maintenance");
     assert_eq!(fault["ttl"], 8000, "{fault}");
-    thread::sleep(Duration::from_millis(200));
+    crate::support::pause(Duration::from_millis(200));
     proc.child.kill().unwrap();
     let status = proc.wait(STOP_BOUND);
     assert_eq!(status.code(), None, "killed by SIGKILL: {status:?}");
@@ -989,7 +989,7 @@ fn sigkill_mid_step_faults_expire_by_their_ttl() {
             Instant::now() < deadline,
             "fault still there 15 s after injection"
         );
-        thread::sleep(Duration::from_millis(100));
+        crate::support::pause(Duration::from_millis(100));
     };
     assert!(
         gone >= Duration::from_secs(6) && gone <= Duration::from_secs(12),

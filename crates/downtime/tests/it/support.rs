@@ -6,10 +6,19 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+/// Blocks this thread for `d`. These tests drive processes from plain threads (no async
+/// runtime), the one place a blocking sleep is right; clippy bans it everywhere else.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "synchronous tests, no runtime to block"
+)]
+pub fn pause(d: Duration) {
+    std::thread::sleep(d);
+}
 
 /// How long `downtime serve` may take to answer `GET /version`.
 pub const STARTUP: Duration = Duration::from_secs(30);
@@ -185,7 +194,7 @@ pub fn spawn_serve(
         if let Some(port) = port.filter(|&p| version_answers(p)) {
             return Ok((child, port));
         }
-        thread::sleep(Duration::from_millis(25));
+        pause(Duration::from_millis(25));
     }
     let _ = child.kill();
     let _ = child.wait();

@@ -123,7 +123,7 @@ impl Upstream {
                         conn.set_read_timeout(Some(LONG)).unwrap();
                         thread::spawn(move || handle(conn));
                     }
-                    Err(_) => thread::sleep(Duration::from_millis(10)),
+                    Err(_) => crate::support::pause(Duration::from_millis(10)),
                 }
             }
         });
