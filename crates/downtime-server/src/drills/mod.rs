@@ -5,10 +5,15 @@
 //! and a verdict. The runner only speaks HTTP to the API, so the same code drives a remote
 //! server or one started in-process ([`embedded`]).
 
+mod cleanup;
+mod client;
+mod faults;
 pub mod probes;
+mod progress;
 pub mod report;
 pub mod runner;
 pub mod schedule;
+mod state;
 pub mod timeline;
 pub mod verdict;
 
