@@ -1,132 +1,20 @@
-//! The HTTP commands: `maintenance on|off`, `fault add|list|remove` and `requests`.
-//!
-//! HTTP faults are toxics with their own `type` names, so these commands are sugar over the
-//! same toxics endpoints: typed flags instead of `--attribute key=value`, durations with
-//! units, and tables that say what each fault does. Everything is checked before anything
-//! is sent: a bad value or a flag that does not fit the fault type is a usage error (exit 2)
-//! naming the flag, and the server is not touched.
+//! `fault add|list|remove`: the HTTP fault types and the flags of each. `fault add` checks
+//! that every type-specific flag given fits the chosen `--type` (a usage error naming the
+//! flag otherwise), turns the flags into the fault's `attributes`, and creates it through
+//! the body and create logic it shares with `maintenance on` (in `mod.rs`). Listing and
+//! removing are single toxics requests, shown with the fault table of `render`.
 
 use std::fmt::Write as _;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
 use reqwest::{Method, StatusCode};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
-use super::api::{Api, HttpError};
-use super::render::{self, JournalEntry, Proxy, Toxic};
-use super::{LocalOptions, Output, ProxyArgs, values};
-
-/// The name `maintenance on|off` gives its fault, so `off` finds what `on` created.
-pub const MAINTENANCE_FAULT: &str = "maintenance";
-
-/// `maintenance` subcommands.
-#[derive(Debug, Subcommand)]
-pub enum MaintenanceCommand {
-    /// Answer requests with the maintenance response (the fault `maintenance`).
-    ///
-    /// The answer is 503 with `{"id": "maintenance", "message": "<API> is temporarily
-    /// unavailable.\nFor more information, visit: <status page>"}`. A `maintenance` fault
-    /// already on the proxy is replaced (removed, then created again, so it moves to the
-    /// end of the fault order).
-    On(Box<MaintenanceOnArgs>),
-    /// Remove the fault `maintenance` (already off is not an error).
-    ///
-    /// A stand-in without upstream keeps answering with its default maintenance response.
-    Off(ProxyArgs),
-}
-
-/// Arguments of `maintenance on`.
-#[derive(Debug, Args)]
-pub struct MaintenanceOnArgs {
-    /// Name of the HTTP proxy.
-    proxy: String,
-    #[command(flatten)]
-    answer: AnswerArgs,
-    #[command(flatten)]
-    targeting: Targeting,
-    #[command(flatten)]
-    options: LocalOptions,
-}
-
-/// Settings of the maintenance and status answers, shared by `maintenance on` and
-/// `fault add`.
-#[derive(Debug, Args)]
-pub struct AnswerArgs {
-    /// Status code of the answer [default: 503 for maintenance, 500 for status].
-    #[arg(long, value_name = "CODE", value_parser = values::parse_status,
-          help_heading = "Answer (maintenance, status)")]
-    status: Option<u16>,
-    /// Response header NAME=VALUE, repeatable.
-    #[arg(long = "header", value_name = "NAME=VALUE", value_parser = values::parse_header_pair,
-          help_heading = "Answer (maintenance, status)")]
-    headers: Vec<(String, String)>,
-    /// Whole maintenance message [default: "<API> is temporarily unavailable.\nFor more
-    /// information, visit: <STATUS PAGE>"].
-    #[arg(
-        long,
-        value_name = "TEXT",
-        help_heading = "Answer (maintenance, status)"
-    )]
-    message: Option<String>,
-    /// API name in the default maintenance message [default: the proxy name].
-    #[arg(long, value_name = "NAME", value_parser = values::parse_non_empty,
-          help_heading = "Answer (maintenance, status)")]
-    api: Option<String>,
-    /// Status page link in the default maintenance message.
-    #[arg(long, value_name = "URL", value_parser = values::parse_non_empty,
-          help_heading = "Answer (maintenance, status)")]
-    status_page: Option<String>,
-    /// `Retry-After` of the maintenance answer: seconds, or a duration such as 2m.
-    #[arg(long, value_name = "SECS", value_parser = values::parse_retry_after,
-          help_heading = "Answer (maintenance, status)")]
-    retry_after: Option<u64>,
-}
-
-/// Which requests a fault applies to and for how long; shared by `fault add` and
-/// `maintenance on`. Without any, the fault acts on every request until removed.
-#[derive(Debug, Args)]
-pub struct Targeting {
-    /// Only requests with this method; repeat for several.
-    #[arg(long = "method", value_name = "METHOD", value_parser = values::parse_method,
-          help_heading = "Which requests")]
-    methods: Vec<String>,
-    /// Only requests (or TLS handshakes) for this host; `*` wildcards, e.g. '*.stripe.com'.
-    #[arg(
-        long = "match-host",
-        value_name = "PATTERN",
-        help_heading = "Which requests"
-    )]
-    match_host: Option<String>,
-    /// Only requests whose path matches; `*` matches any run of characters, e.g. '/apps/*'.
-    #[arg(long, value_name = "PATTERN", value_parser = values::parse_path_pattern,
-          help_heading = "Which requests")]
-    path: Option<String>,
-    /// Only requests carrying this header with a matching value (`*` wildcards); repeatable.
-    #[arg(long = "match-header", value_name = "NAME=PATTERN",
-          value_parser = values::parse_header_pair, help_heading = "Which requests")]
-    match_headers: Vec<(String, String)>,
-    /// Only requests with this query parameter matching (`*` wildcards); repeatable.
-    #[arg(long = "query", value_name = "KEY=PATTERN", value_parser = values::parse_query_pair,
-          help_heading = "Which requests")]
-    query: Vec<(String, String)>,
-    /// Act on the first N matching requests only, then let them pass (retry tests).
-    #[arg(long, value_name = "N", value_parser = values::parse_count,
-          help_heading = "Which requests")]
-    first_n: Option<u64>,
-    /// Act on every N-th matching request only.
-    #[arg(long, value_name = "N", value_parser = values::parse_count,
-          help_heading = "Which requests")]
-    every_nth: Option<u64>,
-    /// Probability, 0 to 1, that a matching request gets the fault [default: 1].
-    #[arg(long, visible_alias = "tox", value_name = "P", allow_hyphen_values = true,
-          value_parser = values::parse_toxicity, help_heading = "Which requests")]
-    toxicity: Option<f64>,
-    /// Remove the fault by itself after this long, e.g. 30s or 5m.
-    #[arg(long, value_name = "DURATION", value_parser = values::parse_positive_duration_ms,
-          help_heading = "Which requests")]
-    ttl: Option<u64>,
-}
+use super::{AnswerArgs, Targeting, answer_attributes, create_fault, describe, fault_body, put};
+use crate::client::api::{Api, HttpError};
+use crate::client::render::{self, Toxic};
+use crate::client::{LocalOptions, Output, ProxyArgs, values};
 
 /// `fault` subcommands.
 #[derive(Debug, Subcommand)]
@@ -311,28 +199,6 @@ pub struct FaultRemoveArgs {
     options: LocalOptions,
 }
 
-/// Arguments of `requests`.
-#[derive(Debug, Args)]
-pub struct RequestsArgs {
-    /// Name of the HTTP proxy.
-    proxy: String,
-    /// How many of the latest requests to show, 1 to 1000 [default: the server's, 100].
-    #[arg(long, value_name = "N", value_parser = values::parse_journal_limit)]
-    limit: Option<usize>,
-    #[command(flatten)]
-    options: LocalOptions,
-}
-
-impl MaintenanceCommand {
-    /// The options given after the command.
-    pub fn options(&self) -> &LocalOptions {
-        match self {
-            MaintenanceCommand::On(args) => &args.options,
-            MaintenanceCommand::Off(args) => &args.options,
-        }
-    }
-}
-
 impl FaultCommand {
     /// The options given after the command.
     pub fn options(&self) -> &LocalOptions {
@@ -349,13 +215,6 @@ impl FaultCommand {
             FaultCommand::Add(args) => check_flags_fit_type(args),
             FaultCommand::List(_) | FaultCommand::Remove(_) => Ok(()),
         }
-    }
-}
-
-impl RequestsArgs {
-    /// The options given after the command.
-    pub fn options(&self) -> &LocalOptions {
-        &self.options
     }
 }
 
@@ -405,37 +264,6 @@ fn check_flags_fit_type(args: &FaultAddArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Inserts `value` under `key` when present.
-fn put(map: &mut Map<String, Value>, key: &str, value: Option<Value>) {
-    if let Some(value) = value {
-        map.insert(key.to_owned(), value);
-    }
-}
-
-/// Repeated `NAME=VALUE` flags as a JSON object; a name given twice keeps its last value.
-fn pairs(pairs: &[(String, String)]) -> Map<String, Value> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-        .collect()
-}
-
-/// Attributes of the maintenance and status answers.
-fn answer_attributes(answer: &AnswerArgs, map: &mut Map<String, Value>) {
-    put(map, "status", answer.status.map(Value::from));
-    if !answer.headers.is_empty() {
-        map.insert("headers".to_owned(), Value::Object(pairs(&answer.headers)));
-    }
-    put(map, "message", answer.message.clone().map(Value::String));
-    put(map, "api", answer.api.clone().map(Value::String));
-    put(
-        map,
-        "status_page",
-        answer.status_page.clone().map(Value::String),
-    );
-    put(map, "retry_after", answer.retry_after.map(Value::from));
-}
-
 /// A `--body` value: JSON objects and arrays go as JSON, anything else as text.
 fn body_value(raw: &str) -> Value {
     match serde_json::from_str::<Value>(raw) {
@@ -479,160 +307,6 @@ fn fault_attributes(args: &FaultAddArgs) -> Map<String, Value> {
     put(&mut map, "idle", args.idle.map(Value::from));
     put(&mut map, "rate", args.rate.map(Value::from));
     map
-}
-
-/// The body of `POST /proxies/{proxy}/toxics` for an HTTP fault: name, type, attributes,
-/// and the targeting fields only when given.
-fn fault_body(
-    name: &str,
-    kind: FaultType,
-    attributes: Map<String, Value>,
-    targeting: &Targeting,
-) -> Value {
-    let mut body = Map::new();
-    body.insert("name".to_owned(), json!(name));
-    body.insert("type".to_owned(), json!(kind.name()));
-    body.insert("attributes".to_owned(), Value::Object(attributes));
-    let mut matcher = Map::new();
-    if !targeting.methods.is_empty() {
-        matcher.insert("method".to_owned(), json!(targeting.methods));
-    }
-    put(
-        &mut matcher,
-        "path",
-        targeting.path.clone().map(Value::String),
-    );
-    put(
-        &mut matcher,
-        "host",
-        targeting.match_host.clone().map(Value::String),
-    );
-    if !targeting.match_headers.is_empty() {
-        matcher.insert(
-            "headers".to_owned(),
-            Value::Object(pairs(&targeting.match_headers)),
-        );
-    }
-    if !targeting.query.is_empty() {
-        matcher.insert("query".to_owned(), Value::Object(pairs(&targeting.query)));
-    }
-    if !matcher.is_empty() {
-        body.insert("match".to_owned(), Value::Object(matcher));
-    }
-    put(&mut body, "first_n", targeting.first_n.map(Value::from));
-    put(&mut body, "every_nth", targeting.every_nth.map(Value::from));
-    put(&mut body, "toxicity", targeting.toxicity.map(Value::from));
-    put(&mut body, "ttl", targeting.ttl.map(Value::from));
-    Value::Object(body)
-}
-
-/// One line saying what a created fault does, from the server's answer (defaults filled).
-fn describe(fault: &Toxic) -> String {
-    let mut text = render::fault_effect(fault);
-    let target = render::fault_target(fault);
-    if target == "all" {
-        text.push_str("; every request");
-    } else {
-        let _ = write!(text, "; requests matching {target}");
-    }
-    // Just created: the whole ttl is left, so only listings print the time left.
-    let bounds = render::fault_bounds(&Toxic {
-        ttl_left: None,
-        ..fault.clone()
-    });
-    if bounds != "-" {
-        let _ = write!(text, ", {bounds}");
-    }
-    text
-}
-
-/// Creates the fault; `replace` first removes a fault of the same name when the server
-/// says one exists (a delete then a create: the API has no atomic replace). If the server
-/// then refuses the new fault, the old one is put back, so a failed command changes nothing
-/// (bar restarting the old fault's ttl and counters).
-async fn create_fault(
-    api: &Api,
-    proxy: &str,
-    name: &str,
-    body: &Value,
-    replace: bool,
-) -> anyhow::Result<(super::api::Answer, bool)> {
-    let path = ["proxies", proxy, "toxics"];
-    match api.send(Method::POST, &path, Some(body)).await {
-        Ok(answer) => Ok((answer, false)),
-        Err(error) if replace && HttpError::is(&error, StatusCode::CONFLICT, None) => {
-            let existing = ["proxies", proxy, "toxics", name];
-            let old = api.send(Method::GET, &existing, None).await?;
-            api.send(Method::DELETE, &existing, None).await?;
-            match api.send(Method::POST, &path, Some(body)).await {
-                Ok(answer) => Ok((answer, true)),
-                Err(refused) => {
-                    // The server renders a toxic in the shape it accepts for creation.
-                    if let Ok(old) = old.parse::<Value>() {
-                        let _ = api.send(Method::POST, &path, Some(&old)).await;
-                    }
-                    Err(refused)
-                }
-            }
-        }
-        Err(error) => Err(error),
-    }
-}
-
-/// `maintenance on`: creates (or replaces) the fault `maintenance`.
-async fn maintenance_on(api: &Api, args: &MaintenanceOnArgs) -> anyhow::Result<Output> {
-    let mut attributes = Map::new();
-    answer_attributes(&args.answer, &mut attributes);
-    let body = fault_body(
-        MAINTENANCE_FAULT,
-        FaultType::Maintenance,
-        attributes,
-        &args.targeting,
-    );
-    let (answer, replaced) = create_fault(api, &args.proxy, MAINTENANCE_FAULT, &body, true).await?;
-    let mut human = format!("Maintenance on for proxy {}", args.proxy);
-    if let Ok(fault) = answer.parse::<Toxic>() {
-        let _ = write!(human, ": {}", describe(&fault));
-    }
-    if replaced {
-        human.push_str(" (replaced the previous maintenance fault)");
-    }
-    human.push('\n');
-    Ok(Output::new(human, &answer))
-}
-
-/// `maintenance off`: removes the fault `maintenance`; already off is not an error.
-async fn maintenance_off(api: &Api, proxy: &str) -> anyhow::Result<Output> {
-    let removed = api
-        .send(
-            Method::DELETE,
-            &["proxies", proxy, "toxics", MAINTENANCE_FAULT],
-            None,
-        )
-        .await;
-    let (mut human, answer) = match removed {
-        Ok(answer) => (format!("Maintenance off for proxy {proxy}"), answer),
-        Err(error) if HttpError::is(&error, StatusCode::NOT_FOUND, Some("toxic not found")) => (
-            format!("Maintenance was already off for proxy {proxy}"),
-            super::api::Answer {
-                body: String::new(),
-            },
-        ),
-        Err(error) => return Err(error),
-    };
-    // A stand-in has nothing to forward to: say so, or "off" looks broken.
-    let stand_in = api
-        .send(Method::GET, &["proxies", proxy], None)
-        .await
-        .and_then(|a| a.parse::<Proxy>())
-        .is_ok_and(|p| p.is_stand_in());
-    if stand_in {
-        human.push_str(
-            "; it has no upstream, so it still answers with its default maintenance response",
-        );
-    }
-    human.push('\n');
-    Ok(Output::new(human, &answer))
 }
 
 /// `fault add`: `POST /proxies/{proxy}/toxics` with the typed flags as attributes.
@@ -690,47 +364,6 @@ async fn fault_remove(api: &Api, args: &FaultRemoveArgs) -> anyhow::Result<Outpu
     ))
 }
 
-/// `requests`: `GET /proxies/{proxy}/requests[?limit=N]`, as a table.
-async fn request_journal(api: &Api, args: &RequestsArgs) -> anyhow::Result<Output> {
-    let query: Vec<(&str, String)> = args
-        .limit
-        .map(|n| ("limit", n.to_string()))
-        .into_iter()
-        .collect();
-    let answer = api
-        .get_with_query(&["proxies", &args.proxy, "requests"], &query)
-        .await?;
-    let entries: Vec<JournalEntry> = answer.parse()?;
-    let human = render::journal_table(&args.proxy, &entries);
-    if entries.is_empty() {
-        // Only HTTP proxies keep a journal: an empty one on a TCP proxy is no surprise.
-        let tcp = api
-            .send(Method::GET, &["proxies", &args.proxy], None)
-            .await
-            .and_then(|a| a.parse::<Proxy>())
-            .is_ok_and(|p| !p.is_http());
-        if tcp {
-            anyhow::bail!(
-                "proxy {} is a tcp proxy: only HTTP proxies (create --protocol http) record requests",
-                args.proxy
-            );
-        }
-    }
-    Ok(Output::new(human, &answer))
-}
-
-/// Runs a `maintenance` subcommand, naming what failed in the error.
-pub async fn maintenance(api: &Api, command: &MaintenanceCommand) -> anyhow::Result<Output> {
-    match command {
-        MaintenanceCommand::On(args) => maintenance_on(api, args)
-            .await
-            .with_context(|| format!("turn maintenance on for proxy {}", args.proxy)),
-        MaintenanceCommand::Off(args) => maintenance_off(api, &args.proxy)
-            .await
-            .with_context(|| format!("turn maintenance off for proxy {}", args.proxy)),
-    }
-}
-
 /// Runs a `fault` subcommand, naming what failed in the error.
 pub async fn fault(api: &Api, command: &FaultCommand) -> anyhow::Result<Output> {
     match command {
@@ -750,46 +383,6 @@ pub async fn fault(api: &Api, command: &FaultCommand) -> anyhow::Result<Output> 
     }
 }
 
-/// Runs `requests`, naming what failed in the error.
-pub async fn requests(api: &Api, args: &RequestsArgs) -> anyhow::Result<Output> {
-    request_journal(api, args)
-        .await
-        .with_context(|| format!("read the request journal of proxy {}", args.proxy))
-}
-
-/// The variable an app reads the proxy's URL from: `platform-api` → `PLATFORM_API_URL`
-/// (the same rule `downtime serve` uses for its `export` lines).
-pub fn env_var_name(proxy: &str) -> String {
-    let mut name: String = proxy
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if name.starts_with(|c: char| c.is_ascii_digit()) {
-        name.insert(0, '_');
-    }
-    name.push_str("_URL");
-    name
-}
-
-/// The URL an app on this machine uses to reach a listen address: a wildcard host
-/// (`0.0.0.0`, `[::]`) is reached through loopback.
-pub fn local_url(listen: &str) -> String {
-    let address = if let Some(port) = listen.strip_prefix("0.0.0.0:") {
-        format!("127.0.0.1:{port}")
-    } else if let Some(port) = listen.strip_prefix("[::]:") {
-        format!("[::1]:{port}")
-    } else {
-        listen.to_owned()
-    };
-    format!("http://{address}")
-}
-
 #[cfg(test)]
 #[allow(
     clippy::unwrap_used,
@@ -798,6 +391,7 @@ pub fn local_url(listen: &str) -> String {
 mod tests {
     use super::*;
     use clap::Parser;
+    use serde_json::json;
 
     /// Parses `fault add ...` as the binary would (`-h` is --host there too).
     #[derive(Debug, Parser)]
@@ -988,14 +582,5 @@ mod tests {
             error.contains("'nope'") && error.contains("--type"),
             "{error}"
         );
-    }
-
-    #[test]
-    fn env_names_and_local_urls() {
-        assert_eq!(env_var_name("platform-api"), "PLATFORM_API_URL");
-        assert_eq!(env_var_name("3ds"), "_3DS_URL");
-        assert_eq!(local_url("127.0.0.1:8080"), "http://127.0.0.1:8080");
-        assert_eq!(local_url("0.0.0.0:8080"), "http://127.0.0.1:8080");
-        assert_eq!(local_url("[::]:8080"), "http://[::1]:8080");
     }
 }
