@@ -9,6 +9,7 @@ usage: report.py RESULTS_DIR
 import json
 import os
 import sys
+import time
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 FLOODS = [(lst, mode) for mode in ("idle", "slowloris") for lst in ("api", "status", "http")]
@@ -83,6 +84,50 @@ def fd_diff(d, before, after):
     return ", ".join(f"{v:+d} {k}" for k, v in sorted(delta.items()) if v)
 
 
+OURS = {"downtime", "python3", "python", "wrk", "top", "taskset", "timeout", "nice", "curl", "bash", "sleep"}
+
+
+def other_busy(d, t0, threshold=10.0):
+    """Processes other than the harness's at >= threshold % CPU in top's 5 s snapshots:
+    {name: (snapshots, max %)} and [(epoch of the snapshot, [(name, %)])]. top prints local
+    clock times: they are placed on the day of t0 (the run's first mark)."""
+    seen, snaps, cur = {}, [], None
+    day = time.mktime(time.localtime(t0)[:3] + (0, 0, 0, 0, 0, -1))
+    try:
+        with open(os.path.join(d, "top.txt")) as f:
+            for line in f:
+                if line.startswith("top - "):
+                    h, m, s = (int(x) for x in line.split()[2].split(":"))
+                    t = day + h * 3600 + m * 60 + s
+                    cur = (t + 86400 if t < t0 - 43200 else t, [])  # past midnight
+                    snaps.append(cur)
+                    continue
+                cols = line.split()
+                if len(cols) >= 12 and cols[0].isdigit() and len(snaps) > 1:  # the first is since boot
+                    try:
+                        cpu = float(cols[8])
+                    except ValueError:
+                        continue
+                    name = " ".join(cols[11:])[:30]
+                    if cpu >= threshold and cols[11] not in OURS:
+                        n, mx = seen.get(name, (0, 0.0))
+                        seen[name] = (n + 1, max(mx, cpu))
+                        cur[1].append((name, cpu))
+    except OSError:
+        return None, []
+    return seen, snaps[1:]
+
+
+def busy_during(snaps, start, end):
+    """The other processes busy in the snapshots between start and end (5 s of slack)."""
+    found = {}
+    for t, procs in snaps:
+        if start - 5 <= t <= end + 5:
+            for name, cpu in procs:
+                found[name] = max(found.get(name, 0.0), cpu)
+    return found
+
+
 def ms(s, keys=("p50", "p99", "max")):
     if not s or not s.get("n"):
         return "-"
@@ -101,13 +146,20 @@ def main():
     out = []
     p = out.append
 
-    def target(name, ok, detail):
-        res["targets"].append({"target": name, "met": ok, "detail": detail})
+    def target(name, ok, detail, phase=None):
+        others = ((res["phases"].get(phase) or {}).get("readings") or {}).get("other_busy") if phase else None
+        if others:
+            detail += " [DISTURBED: " + ", ".join(f"{k} {v:.0f} %" for k, v in others.items()) + "]"
+        res["targets"].append({"target": name, "met": ok, "detail": detail, "disturbed": bool(others)})
 
     def read_line(phase, label):
         r = readings(samples, marks, phase)
         res["phases"].setdefault(phase, {})["readings"] = r
         if r:
+            others = busy_during(snaps, r["marks"]["start"], r["marks"]["end"])
+            r["other_busy"] = others
+            if others:  # the server shares core 0 with whatever else runs unpinned
+                p(f"  {label:<22} DISTURBED: " + ", ".join(f"{k} up to {v:.0f} % CPU" for k, v in others.items()))
             p(f"  {label:<22} RSS {r['rss_mib'][0]} / {r['rss_mib'][1]} / {r['rss_mib'][2]} ({r['rss_mib_nudged']}) MiB, "
               f"FDs {r['fds'][0]} / {r['fds'][1]} / {r['fds'][2]}, server CPU {r['server_cpu_pct']} % over {r['seconds']} s")
         return r
@@ -115,6 +167,11 @@ def main():
     p(f"downtime soak and abuse run, {meta.get('date', '?')}, HEAD {meta.get('git_head', '?')}, binary {meta.get('binary_commit', '?')}")
     p(f"  {meta.get('binary', '?')}; {meta.get('server_threads', '?')} server threads; nofile {meta.get('nofile')}; server on CPU {meta.get('server_cpu')}, load on CPU {meta.get('load_cpu')}")
     p(f"  load average: start {meta.get('loadavg_start')}, end {meta.get('loadavg_end')}")
+    busy, snaps = other_busy(d, marks[0]["t"] if marks else time.time())
+    if busy is not None:
+        res["other_busy_processes"] = {k: {"snapshots": n, "max_cpu_pct": mx} for k, (n, mx) in busy.items()}
+        desc = ", ".join(f"{k} in {n} (max {mx:.0f} %)" for k, (n, mx) in sorted(busy.items(), key=lambda x: -x[1][0])[:6])
+        p(f"  other processes at >= 10 % CPU in {len(snaps)} top snapshots (every 5 s): {desc or 'none'}")
     p(f"  server alive at the end: {meta.get('server_alive')}; log: {meta.get('log_lines')} lines, "
       f"{meta.get('log_panics')} mentioning a panic")
     p("  (RSS and FDs are before / peak / 5 s after the load, RSS in parentheses after 1 s of /version")
@@ -152,7 +209,8 @@ def main():
         c, v = churn["all_ms"], probe["version_ms"]
         ok = bool(c.get("n")) and bool(v.get("n")) and max(c["p99"], v["p99"]) <= 10 and max(c["max"], v["max"]) <= 50
         target("API p99 <= 10 ms and max <= 50 ms during the soak", ok,
-               f"toxic calls p99 {c.get('p99')} max {c.get('max')} ms; /version p99 {v.get('p99')} max {v.get('max')} ms")
+               f"toxic calls p99 {c.get('p99')} max {c.get('max')} ms; /version p99 {v.get('p99')} max {v.get('max')} ms",
+               "soak")
     if soak:
         bad = soak["bytes_lost"] + soak["bytes_bad"]
         target("0 bytes lost or reordered", bad == 0 and soak["bytes_verified"] > 0,
@@ -186,7 +244,8 @@ def main():
             target(f"idle flood of the {LISTENER[lst]}: /version < 50 ms", ok and fresh_ok,
                    f"kept-alive max {v.get('max')} ms ({pr['errors']} errors); fresh connections max {fr.get('max')} ms, "
                    f"answers {pr.get('fresh_status')}" + ("" if fresh_ok or not ok else
-                                                          " (met for a connection opened before the flood only)"))
+                                                          " (met for a connection opened before the flood only)"),
+                   label)
 
     # ---- 3. rate-limit keys
     p("")
@@ -209,7 +268,7 @@ def main():
         target("1,000,000 distinct keys: RSS < 100 MiB", None if n < 1_000_000 else (peak is not None and peak < 100),
                f"{n:,} distinct keys sent; peak RSS {peak} MiB")
         target("1,000,000 distinct keys: throughput within 10 % of one key", None if n < 1_000_000 else ratio >= 0.9,
-               f"{runs['distinct']['rps']:,.0f} vs {base:,.0f} req/s = {ratio:.3f}")
+               f"{runs['distinct']['rps']:,.0f} vs {base:,.0f} req/s = {ratio:.3f}", "rl")
 
     # ---- 4. ttl updates
     p("")

@@ -58,6 +58,7 @@ RL_PORT=$((BASE + 3))       # HTTP stand-in "rl" with the rate_limit fault (phas
 TTL_PORT=$((BASE + 4))      # TCP proxy "ttl" -> echo, whose toxics phase 4 updates
 ECHO_PORT=$((BASE + 80))
 HELLO_PORT=$((BASE + 81))
+export PYTHONDONTWRITEBYTECODE=1   # floods.py imports soak.py: no __pycache__ in the tree
 SOAK=("$PY" "$SOAK_DIR/soak.py")     # upstreams, sampler, phase 1
 FLOODS=("$PY" "$SOAK_DIR/floods.py") # phases 2 to 4
 ON_LOAD=(taskset -c "$LOAD_CPU")
@@ -153,6 +154,8 @@ check_ports_free "$DT_API_PORT" "$STATUS_PORT" "$SOAK_PORT" "$WEB_PORT" "$RL_POR
     echo "\"uptime_start\": \"$(uptime)\","
 } >"$OUT/meta.part"
 top -b -n1 -w 200 2>/dev/null | head -20 >"$OUT/top-start.txt" # who else uses the machine
+# ... and throughout, every 5 s (bounded: 15 minutes): the report names other busy processes
+bg TOP_PID top -b -d 5 -n 180 -w 200 >"$OUT/top.txt" 2>/dev/null
 log "out: $OUT; binary $DOWNTIME_BIN ($BIN_COMMIT); nofile $NOFILE; load average $(loadavg)"
 
 # --- upstreams (core 1), downtime (core 0), sampler (core 1)
@@ -314,6 +317,7 @@ phase_ttl
 
 touch "$WORK/sample.stop"
 reap "$SAMPLER_PID"
+stop_pid "$TOP_PID"
 top -b -n1 -w 200 2>/dev/null | head -20 >"$OUT/top-end.txt"
 ALIVE=false
 kill -0 "$DT_PID" 2>/dev/null && ALIVE=true
